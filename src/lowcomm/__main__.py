@@ -1,0 +1,5 @@
+"""Entry point for ``python -m lowcomm`` (used under ``torchrun``)."""
+
+from lowcomm.cli import main
+
+main()

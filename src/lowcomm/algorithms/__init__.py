@@ -1,0 +1,1 @@
+"""Algorithms: explicit state plus worker and aggregator step functions, engine-agnostic."""

@@ -1,0 +1,47 @@
+"""Armijo backtracking over a fixed grid of candidate steps, evaluated in one round.
+
+Distributed line searches cannot afford one round per trial step, so every candidate
+eta_j = step0 * shrink^j (j = 0..count-1) is evaluated at once and the first that satisfies the
+Armijo condition f(x - eta_j p) <= f(x) - c * eta_j * <g, p> is taken (GIANT, Wang et al. 2018,
+does the same with eta_j = 4^-j and c = 0.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lowcomm.core.validate import at_least, in_interval, positive
+
+
+@dataclass(frozen=True)
+class ArmijoGrid:
+    """Candidate steps step0 * shrink^j, j < count, and the sufficient-decrease constant c."""
+
+    step0: float = 1.0
+    shrink: float = 0.5
+    count: int = 20
+    c: float = 1e-4
+
+    def __post_init__(self) -> None:
+        positive("line search", "step0", self.step0)
+        in_interval("line search", "shrink", self.shrink, 1e-12, 1.0)
+        at_least("line search", "count", self.count, 1)
+        in_interval("line search", "c", self.c, 1e-12, 0.5, closed_high=True)
+
+    def steps(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """The candidate steps, largest first."""
+        return self.step0 * self.shrink ** torch.arange(self.count, dtype=dtype)
+
+    def choose(self, f0: torch.Tensor, values: torch.Tensor, slope: torch.Tensor) -> int:
+        """Index of the first candidate with sufficient decrease.
+
+        ``values[j]`` = f(x - eta_j p) and ``slope`` = <g, p>. If none qualifies, the candidate
+        with the lowest value is returned, so a run never stalls on a failed search.
+        """
+        steps = self.steps(values.dtype)
+        ok = values <= f0 - self.c * steps * slope
+        if bool(ok.any()):
+            return int(torch.nonzero(ok)[0, 0])
+        return int(torch.argmin(values))

@@ -1,0 +1,90 @@
+"""A group of workers' access to their own shards, counting every oracle call exactly.
+
+Algorithms reach their data only through :class:`LocalData`, so the gradient evaluations and
+Hessian-vector products in the ledger are counted where they happen: a mini-batch gradient of
+b examples costs b gradient evaluations per worker, a full local gradient costs the worker's
+shard size, a Hessian-vector product costs one HVP and an explicit d x d Hessian costs d HVPs.
+Loss values (for line searches and monitoring) are not counted.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lowcomm.core.rng import Streams
+from lowcomm.data.dataset import Shards
+from lowcomm.problems.base import Problem
+
+
+class LocalData:
+    """The shards of the workers in one call, seen through the problem."""
+
+    def __init__(self, problem: Problem, shards: Shards) -> None:
+        self.problem = problem
+        self.shards = shards
+        self.grad_evals = torch.zeros(shards.rows, dtype=torch.int64)
+        self.hvps = torch.zeros(shards.rows, dtype=torch.int64)
+
+    @property
+    def sizes(self) -> torch.Tensor:
+        """Shard size of each worker, int64 [w]."""
+        return self.shards.sizes
+
+    def take(self, index: torch.Tensor) -> LocalData:
+        """The data of the workers at positions ``index`` (fresh counters)."""
+        return LocalData(self.problem, self.shards.take(index))
+
+    def reset_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the gradient-evaluation and HVP counts so far and start again from zero."""
+        counts = (self.grad_evals, self.hvps)
+        self.grad_evals = torch.zeros_like(counts[0])
+        self.hvps = torch.zeros_like(counts[1])
+        return counts
+
+    def sample(
+        self, streams: Streams, round_: int, batch_size: int, step: int = 0, stream: str = "batch"
+    ) -> torch.Tensor:
+        """Positions ``[w, batch_size]`` drawn uniformly with replacement from each shard.
+
+        Keyed by (worker, round, step), so a worker's draws do not depend on the engine.
+        """
+        return streams.integers(stream, self.shards.workers, round_, batch_size, self.sizes, step)
+
+    def _batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        X, y = self.shards.gather(index)
+        return X, y, torch.ones(index.shape, dtype=self.shards.weight.dtype)
+
+    def loss(self, params: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Local objective ``[w]`` on the batch ``index`` or, if None, on the whole shard."""
+        if index is None:
+            return self.problem.loss(params, self.shards.X, self.shards.y, self.shards.weight)
+        return self.problem.loss(params, *self._batch(index))
+
+    def grad(self, params: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Gradient ``[w, d]`` on the batch ``index`` or, if None, on the whole shard."""
+        if index is None:
+            self.grad_evals += self.sizes
+            return self.problem.grad(params, self.shards.X, self.shards.y, self.shards.weight)
+        self.grad_evals += index.shape[1]
+        return self.problem.grad(params, *self._batch(index))
+
+    def per_example_grads(self, params: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Per-example gradients ``[w, b, d]`` of the examples at ``index``."""
+        self.grad_evals += index.shape[1]
+        X, y = self.shards.gather(index)
+        return self.problem.per_example_grads(params, X, y)
+
+    def hvp(
+        self, params: torch.Tensor, v: torch.Tensor, index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Local Hessian times ``v[w, d]`` on the batch ``index`` or the whole shard."""
+        self.hvps += 1
+        if index is None:
+            shards = self.shards
+            return self.problem.hvp(params, shards.X, shards.y, shards.weight, v)
+        return self.problem.hvp(params, *self._batch(index), v)
+
+    def hessian(self, params: torch.Tensor) -> torch.Tensor:
+        """Local Hessian ``[w, d, d]`` on the whole shard (costs d HVPs)."""
+        self.hvps += params.shape[1]
+        return self.problem.hessian(params, self.shards.X, self.shards.y, self.shards.weight)

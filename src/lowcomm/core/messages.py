@@ -1,0 +1,184 @@
+"""Typed payloads: what crosses the wire, with a worker axis, each knowing its size in bytes.
+
+Every payload holds one row per worker (leading axis ``w``). Its size is computed from the
+tensors it carries (element width times elements, index width for sparse entries), so the
+ledger cannot drift from what is sent. A worker that skips sends no message at all: an
+:class:`Upload` carries a ``sent`` mask and masked-out rows cost nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol, Self
+
+import torch
+
+
+class Payload(Protocol):
+    """A batch of messages, one row per worker."""
+
+    @property
+    def rows(self) -> int:
+        """Number of worker rows."""
+        ...
+
+    def nbytes(self) -> torch.Tensor:
+        """Bytes of each row's message, int64 [rows]."""
+        ...
+
+    def take(self, index: torch.Tensor) -> Self:
+        """The rows at ``index`` (a 1-D int64 tensor), in that order."""
+        ...
+
+
+def _bytes_per_row(t: torch.Tensor) -> int:
+    return t[0].numel() * t.element_size() if t.shape[0] else 0
+
+
+@dataclass(frozen=True)
+class Dense:
+    """A dense vector per worker: ``values[w, d]``; costs d times the value width."""
+
+    values: torch.Tensor
+
+    @property
+    def rows(self) -> int:  # noqa: D102
+        return self.values.shape[0]
+
+    def nbytes(self) -> torch.Tensor:  # noqa: D102
+        return torch.full((self.rows,), _bytes_per_row(self.values), dtype=torch.int64)
+
+    def take(self, index: torch.Tensor) -> Dense:  # noqa: D102
+        return Dense(self.values[index])
+
+
+@dataclass(frozen=True)
+class Sparse:
+    """Sparse entries per worker: the first ``counts[w]`` columns of ``indices`` and ``values``.
+
+    Rows may carry different numbers of entries (padding past ``counts`` is never sent). Each
+    entry costs one index (int32: 4 bytes) plus one value (float32: 4 bytes).
+    """
+
+    indices: torch.Tensor
+    values: torch.Tensor
+    counts: torch.Tensor
+    dim: int
+
+    @property
+    def rows(self) -> int:  # noqa: D102
+        return self.values.shape[0]
+
+    def nbytes(self) -> torch.Tensor:  # noqa: D102
+        width = self.indices.element_size() + self.values.element_size()
+        return self.counts.to(torch.int64) * width
+
+    def take(self, index: torch.Tensor) -> Sparse:  # noqa: D102
+        return Sparse(self.indices[index], self.values[index], self.counts[index], self.dim)
+
+    def to_dense(self) -> torch.Tensor:
+        """The dense rows ``[w, dim]`` (padding entries contribute nothing)."""
+        valid = torch.arange(self.values.shape[1])[None, :] < self.counts[:, None]
+        out = torch.zeros(self.rows, self.dim, dtype=self.values.dtype)
+        out.scatter_add_(1, self.indices.to(torch.int64) * valid, self.values * valid)
+        return out
+
+
+@dataclass(frozen=True)
+class Scalars:
+    """A few scalars per worker (a loss, a step size): ``values[w, s]``."""
+
+    values: torch.Tensor
+
+    @property
+    def rows(self) -> int:  # noqa: D102
+        return self.values.shape[0]
+
+    def nbytes(self) -> torch.Tensor:  # noqa: D102
+        return torch.full((self.rows,), _bytes_per_row(self.values), dtype=torch.int64)
+
+    def take(self, index: torch.Tensor) -> Scalars:  # noqa: D102
+        return Scalars(self.values[index])
+
+
+@dataclass(frozen=True)
+class Permutation:
+    """An order of a worker's n examples: ``indices[w, n]`` as int32 (4 bytes each)."""
+
+    indices: torch.Tensor
+
+    @property
+    def rows(self) -> int:  # noqa: D102
+        return self.indices.shape[0]
+
+    def nbytes(self) -> torch.Tensor:  # noqa: D102
+        return torch.full((self.rows,), _bytes_per_row(self.indices), dtype=torch.int64)
+
+    def take(self, index: torch.Tensor) -> Permutation:  # noqa: D102
+        return Permutation(self.indices[index])
+
+
+@dataclass(frozen=True)
+class SignBits:
+    """One bit per entry, packed: ``signs[w, n]`` (bool) costs ceil(n / 8) bytes."""
+
+    signs: torch.Tensor
+
+    @property
+    def rows(self) -> int:  # noqa: D102
+        return self.signs.shape[0]
+
+    def nbytes(self) -> torch.Tensor:  # noqa: D102
+        return torch.full((self.rows,), -(-self.signs.shape[1] // 8), dtype=torch.int64)
+
+    def take(self, index: torch.Tensor) -> SignBits:  # noqa: D102
+        return SignBits(self.signs[index])
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """Several payloads sent together as one message (e.g. a model with a piggy-backed loss)."""
+
+    parts: tuple[Dense | Sparse | Scalars | Permutation | SignBits, ...]
+
+    @property
+    def rows(self) -> int:  # noqa: D102
+        return self.parts[0].rows
+
+    def nbytes(self) -> torch.Tensor:  # noqa: D102
+        return torch.stack([p.nbytes() for p in self.parts]).sum(dim=0)
+
+    def take(self, index: torch.Tensor) -> Bundle:  # noqa: D102
+        return Bundle(tuple(p.take(index) for p in self.parts))
+
+
+AnyPayload = Dense | Sparse | Scalars | Permutation | SignBits | Bundle
+
+
+class Upload(NamedTuple):
+    """What a group of workers sends in one call; ``sent[w]`` False means worker w skipped."""
+
+    payload: AnyPayload
+    sent: torch.Tensor
+
+    def nbytes(self) -> torch.Tensor:
+        """Bytes each worker sent (0 for a skip), int64 [w]."""
+        return torch.where(self.sent, self.payload.nbytes(), 0)
+
+    @staticmethod
+    def all(payload: AnyPayload) -> Upload:
+        """Every worker sends its row."""
+        return Upload(payload, torch.ones(payload.rows, dtype=torch.bool))
+
+
+class Download(NamedTuple):
+    """What the aggregator sends down: one row for every recipient, or one row per worker."""
+
+    payload: AnyPayload
+    broadcast: bool
+
+    def for_workers(self, index: torch.Tensor) -> AnyPayload:
+        """The rows the workers at positions ``index`` receive."""
+        if self.broadcast:
+            return self.payload.take(torch.zeros_like(index))
+        return self.payload.take(index)

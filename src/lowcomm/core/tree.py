@@ -1,0 +1,61 @@
+"""Operations on states: NamedTuples whose leaves are tensors with a leading worker axis.
+
+Engines slice worker states by worker (to host a group, or to run one worker of an
+asynchronous loop) and put them back, without knowing what the state holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import torch
+
+State = TypeVar("State")
+
+
+def _map(fn: Any, state: Any, *others: Any) -> Any:
+    if isinstance(state, torch.Tensor):
+        return fn(state, *others)
+    if isinstance(state, tuple) and hasattr(state, "_fields"):
+        return type(state)(*(_map(fn, *leaves) for leaves in zip(state, *others, strict=True)))
+    if state is None:
+        return None
+    raise TypeError(f"worker state leaves must be tensors or NamedTuples, not {type(state)}")
+
+
+def take(state: State, index: torch.Tensor) -> State:
+    """The rows ``index`` of every leaf."""
+    result: State = _map(lambda leaf: leaf[index], state)
+    return result
+
+
+def put(state: State, index: torch.Tensor, rows: State) -> State:
+    """A copy of ``state`` whose rows ``index`` are replaced by ``rows``."""
+
+    def replace(leaf: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        out = leaf.clone()
+        out[index] = new
+        return out
+
+    result: State = _map(replace, state, rows)
+    return result
+
+
+def concat(states: list[State]) -> State:
+    """Stack groups of workers back into one state, in the given order."""
+    result: State = _map(lambda *leaves: torch.cat(leaves), *states)
+    return result
+
+
+def leaves(state: Any) -> list[torch.Tensor]:
+    """Every tensor of ``state``, depth first."""
+    if isinstance(state, torch.Tensor):
+        return [state]
+    if isinstance(state, tuple):
+        return [leaf for item in state for leaf in leaves(item)]
+    return []
+
+
+def all_finite(state: Any) -> bool:
+    """Whether every tensor of ``state`` is finite."""
+    return all(bool(torch.isfinite(leaf).all()) for leaf in leaves(state))

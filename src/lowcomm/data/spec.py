@@ -1,0 +1,159 @@
+"""Parsing of the command-line strings that name a data set and a partition scheme.
+
+Data sets (``--data``):
+
+- ``libsvm:TRAIN`` or ``libsvm:TRAIN,TEST``, optionally followed by ``,n_features=N``: LIBSVM
+  files (plain, ``.gz`` or ``.bz2``). Only the first ``:`` separates the kind, so paths may hold
+  colons; fields are separated by commas, so paths must not hold commas.
+- ``mnist:DIR``: a folder with MNIST idx files.
+- ``digits``, ``breast-cancer``, ``wine``, ``iris``: scikit-learn's bundled sets.
+- ``synthetic-logistic`` or ``synthetic-logistic:N,D``: N examples (before the train/test split)
+  with D Gaussian features and labels from a logistic teacher.
+
+Partitions (``--partition``): ``iid``, ``sorted``, ``classes:K`` (integer K >= 1),
+``dirichlet:ALPHA`` (ALPHA > 0) and ``size-skew:POWER`` (POWER >= 0); see
+:func:`lowcomm.data.partition.partition` for what each one does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from lowcomm.core.errors import InvalidConfigError
+
+SKLEARN_SETS = ("digits", "breast-cancer", "wine", "iris")
+DATA_SYNTAX = (
+    "one of libsvm:TRAIN[,TEST][,n_features=N], mnist:DIR, digits, breast-cancer, wine, iris, "
+    "synthetic-logistic[:N,D]"
+)
+_OWNER = "lowcomm run"
+_N_FEATURES = "n_features="
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A parsed ``--data`` string.
+
+    Attributes:
+        kind: ``libsvm``, ``mnist``, ``synthetic-logistic`` or one of :data:`SKLEARN_SETS`.
+        path: the LIBSVM training file or the MNIST folder (empty for the other kinds).
+        test_path: the LIBSVM test file, if any.
+        n_features: the LIBSVM width asked for, if any.
+        n: number of synthetic examples (before the split).
+        d: number of synthetic features.
+    """
+
+    kind: str
+    path: str = ""
+    test_path: str | None = None
+    n_features: int | None = None
+    n: int = 2000
+    d: int = 20
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    """A parsed ``--partition`` string: the scheme and its parameter (K, ALPHA or POWER)."""
+
+    kind: str
+    param: float | None = None
+
+    def __str__(self) -> str:
+        """The canonical command-line form, e.g. ``classes:2`` or ``dirichlet:0.5``."""
+        if self.param is None:
+            return self.kind
+        value = int(self.param) if self.param.is_integer() else self.param
+        return f"{self.kind}:{value}"
+
+
+def parse_data_spec(text: str) -> DataSpec:
+    """Parse a ``--data`` string (syntax in the module docstring).
+
+    Raises:
+        InvalidConfigError: the kind is unknown or its arguments are malformed.
+    """
+    kind, sep, rest = text.partition(":")
+    if kind in SKLEARN_SETS and not sep:
+        return DataSpec(kind)
+    if kind == "synthetic-logistic":
+        return _synthetic(text, rest if sep else None)
+    if kind == "mnist" and rest:
+        return DataSpec("mnist", path=rest)
+    if kind == "libsvm" and rest:
+        return _libsvm(text, rest)
+    raise _bad_data(text)
+
+
+def _bad_data(text: str) -> InvalidConfigError:
+    """The error for a malformed ``--data`` string."""
+    return InvalidConfigError("data", _OWNER, DATA_SYNTAX, text)
+
+
+def _positive_int(text: str) -> int | None:
+    """``text`` as an integer >= 1, or None when it is not one."""
+    return int(text) if text.isascii() and text.isdigit() and int(text) >= 1 else None
+
+
+def _synthetic(text: str, rest: str | None) -> DataSpec:
+    """``synthetic-logistic`` with optional ``N,D`` (N >= 2, D >= 1)."""
+    if rest is None:
+        return DataSpec("synthetic-logistic")
+    fields = rest.split(",")
+    sizes = [_positive_int(f.strip()) for f in fields]
+    if len(sizes) != 2 or sizes[0] is None or sizes[1] is None or sizes[0] < 2:
+        raise _bad_data(text)
+    return DataSpec("synthetic-logistic", n=sizes[0], d=sizes[1])
+
+
+def _libsvm(text: str, rest: str) -> DataSpec:
+    """``libsvm:TRAIN[,TEST][,n_features=N]``."""
+    fields = rest.split(",")
+    n_features = None
+    if fields[-1].startswith(_N_FEATURES):
+        n_features = _positive_int(fields.pop()[len(_N_FEATURES) :])
+        if n_features is None:
+            raise _bad_data(text)
+    if not 1 <= len(fields) <= 2 or not all(fields):
+        raise _bad_data(text)
+    test_path = fields[1] if len(fields) == 2 else None
+    return DataSpec("libsvm", path=fields[0], test_path=test_path, n_features=n_features)
+
+
+_PARTITION_RULES = {
+    "classes": "classes:K with an integer K >= 1",
+    "dirichlet": "dirichlet:ALPHA with a finite number ALPHA > 0",
+    "size-skew": "size-skew:POWER with a finite number POWER >= 0",
+}
+PARTITION_SYNTAX = "one of iid, sorted, classes:K, dirichlet:ALPHA, size-skew:POWER"
+
+
+def parse_partition_spec(text: str) -> PartitionSpec:
+    """Parse a ``--partition`` string.
+
+    Raises:
+        InvalidConfigError: the scheme is unknown (the message lists the schemes) or its
+            parameter is out of range (the message gives the range).
+    """
+    kind, sep, arg = text.partition(":")
+    if kind in ("iid", "sorted") and not sep:
+        return PartitionSpec(kind)
+    if kind not in _PARTITION_RULES:
+        raise InvalidConfigError("partition", _OWNER, PARTITION_SYNTAX, text)
+    value = _partition_param(kind, arg)
+    if value is None:
+        raise InvalidConfigError("partition", _OWNER, _PARTITION_RULES[kind], text)
+    return PartitionSpec(kind, value)
+
+
+def _partition_param(kind: str, arg: str) -> float | None:
+    """The parameter of ``kind`` parsed from ``arg``, or None when it is out of range."""
+    if kind == "classes":
+        k = _positive_int(arg)
+        return None if k is None else float(k)
+    try:
+        value = float(arg)
+    except ValueError:
+        return None
+    ok = math.isfinite(value) and (value > 0 if kind == "dirichlet" else value >= 0)
+    return value if ok else None

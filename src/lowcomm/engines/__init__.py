@@ -1,0 +1,1 @@
+"""Engines own the loop, hosting, transport, ledger, clock, evaluation and checkpoints."""

@@ -1,0 +1,48 @@
+"""The engine's measurement of a model: full training objective and test metric.
+
+Evaluation is not algorithm traffic: it costs no ledger bytes and no counted evaluations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from lowcomm.data.dataset import Dataset, TrainTest
+from lowcomm.problems.base import Problem
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    """Global training objective (1/N) sum_i loss_i + (l2/2)||x||^2 and test metric."""
+
+    problem: Problem
+    X_train: torch.Tensor
+    y_train: torch.Tensor
+    X_test: torch.Tensor
+    y_test: torch.Tensor
+
+    @staticmethod
+    def build(problem: Problem, data: TrainTest) -> Evaluator:
+        """Tensors of the whole training and test sets in the problem's dtype."""
+
+        def tensors(d: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.as_tensor(d.X, dtype=problem.dtype), torch.as_tensor(d.y)
+
+        return Evaluator(problem, *tensors(data.train), *tensors(data.test))
+
+    def train_loss(self, params: torch.Tensor) -> float:
+        """The global training objective at ``params[d]``."""
+        if not bool(torch.isfinite(params).all()):
+            return math.nan
+        weight = torch.ones(1, self.y_train.shape[0], dtype=self.X_train.dtype)
+        loss = self.problem.loss(params[None], self.X_train[None], self.y_train[None], weight)
+        return float(loss[0])
+
+    def test_metric(self, params: torch.Tensor) -> float:
+        """The problem's metric (accuracy) on the test set."""
+        if not bool(torch.isfinite(params).all()):
+            return math.nan
+        return self.problem.metric(params, self.X_test, self.y_test)

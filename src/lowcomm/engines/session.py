@@ -1,0 +1,260 @@
+"""What both engines share: run options, the resumable run state, the first state, the
+accounting of a synchronous round, the loop of rounds with its history rows, checkpoints and
+divergence detection, and the progress display.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from lowcomm.algorithms.base import Algorithm, Context
+from lowcomm.core.clock import Timing
+from lowcomm.core.errors import DivergenceError, InvalidConfigError
+from lowcomm.core.ledger import Ledger
+from lowcomm.core.messages import Download, Upload
+from lowcomm.core.rng import Streams
+from lowcomm.core.tree import all_finite
+from lowcomm.core.validate import at_least
+from lowcomm.engines.evaluation import Evaluator
+from lowcomm.problems.base import Problem
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How long to run and what to record.
+
+    ``rounds`` counts sync rounds (synchronous algorithms) or aggregator updates
+    (asynchronous ones); ``lag_cap`` bounds how many rounds a worker may run ahead of the
+    slowest one in an asynchronous run (None: unbounded).
+    """
+
+    rounds: int
+    eval_every: int = 1
+    checkpoint_every: int = 0
+    checkpoint_dir: Path | None = None
+    lag_cap: int | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        at_least("the run", "rounds", self.rounds, 1)
+        at_least("the run", "eval_every", self.eval_every, 1)
+        at_least("the run", "checkpoint_every", self.checkpoint_every, 0)
+        if self.checkpoint_every and self.checkpoint_dir is None:
+            raise InvalidConfigError(
+                "checkpoint_dir", "the run", "a folder when checkpoint_every > 0", None
+            )
+        if self.lag_cap is not None:
+            at_least("the run", "lag_cap", self.lag_cap, 0)
+
+
+@dataclass
+class RunState:
+    """Everything a run needs to continue bit-identically from where it stopped."""
+
+    round: int
+    aggregator: Any
+    workers: Any
+    download: Download
+    ledger: Ledger
+    sim_time: float = 0.0
+    wall_time: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+    engine: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """The history (one row per evaluation), the ledger, the final model, and why it stopped."""
+
+    history: pd.DataFrame
+    ledger: Ledger
+    model: torch.Tensor
+    divergence: DivergenceError | None = None
+
+
+def first_state(
+    algorithm: Algorithm,
+    problem: Problem,
+    sizes: torch.Tensor,
+    streams: Streams,
+    evaluator: Evaluator,
+    workers: Any,
+) -> RunState:
+    """The state before round 1, with the history row of round 0.
+
+    ``workers`` is the state of all workers, or None where an engine keeps it elsewhere.
+    """
+    aggregator, download = algorithm.init(problem, sizes, streams)
+    state = RunState(0, aggregator, workers, download, Ledger(int(sizes.shape[0])))
+    record(state, algorithm, evaluator)
+    return state
+
+
+def close_sync_round(
+    state: RunState,
+    algorithm: Algorithm,
+    timing: Timing,
+    ctx: Context,
+    down_bytes: np.ndarray,
+    up: Upload,
+    grad_evals: np.ndarray,
+    hvps: np.ndarray,
+) -> None:
+    """Account a synchronous round of all workers ``ctx.workers``, aggregate and move on.
+
+    Records each worker's download, its oracle calls and its upload (sent rows only) and one
+    sync round; aggregates; advances simulated time by the slowest worker's round.
+    """
+    r, ids = state.round + 1, ctx.workers.numpy()
+    sent, up_bytes = up.sent.numpy(), up.payload.nbytes().numpy()
+    state.ledger.download(r, ids, down_bytes)
+    state.ledger.compute(r, ids, grad_evals, hvps)
+    state.ledger.upload(r, ids, sent, up_bytes)
+    state.ledger.sync_round()
+    state.aggregator, state.download = algorithm.aggregate(state.aggregator, up, ctx)
+    state.sim_time += timing.sync_round(ids, down_bytes, up_bytes, sent, grad_evals, hvps)
+    state.round = r
+
+
+def record(state: RunState, algorithm: Algorithm, evaluator: Evaluator) -> dict[str, float]:
+    """Append the history row of the current state and return it."""
+    model = algorithm.model(state.aggregator)
+    row: dict[str, float] = {"round": state.round, **state.ledger.snapshot()}
+    row.update(
+        sim_time=state.sim_time,
+        wall_time=state.wall_time,
+        train_loss=evaluator.train_loss(model),
+        test_metric=evaluator.test_metric(model),
+    )
+    row.update(algorithm.metrics(state.aggregator))
+    state.history.append(row)
+    return row
+
+
+def diverged(row: dict[str, float]) -> DivergenceError | None:
+    """A divergence error if the row's training loss is NaN or infinite."""
+    loss = row["train_loss"]
+    return None if math.isfinite(loss) else DivergenceError(int(row["round"]), loss)
+
+
+def save_checkpoint(state: RunState, folder: Path) -> None:
+    """Write the state atomically, unless it holds non-finite values (keep the last good one)."""
+    if not all_finite(state.aggregator):
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / (CHECKPOINT_NAME + ".partial")
+    torch.save(state, partial)
+    partial.replace(folder / CHECKPOINT_NAME)
+
+
+def load_checkpoint(path: Path) -> RunState:
+    """Read a state written by :func:`save_checkpoint` (a file or the folder holding it)."""
+    path = path / CHECKPOINT_NAME if path.is_dir() else path
+    state = torch.load(path, weights_only=False)
+    assert isinstance(state, RunState)
+    return state
+
+
+def result(state: RunState, algorithm: Algorithm, divergence: DivergenceError | None) -> RunResult:
+    """Package the state as a result."""
+    frame = pd.DataFrame(state.history)
+    return RunResult(frame, state.ledger, algorithm.model(state.aggregator), divergence)
+
+
+def run_rounds(
+    state: RunState,
+    algorithm: Algorithm,
+    evaluator: Evaluator,
+    options: RunOptions,
+    label: str,
+    step: Callable[[RunState], None],
+    checkpoint: Callable[[RunState, Path], None] = save_checkpoint,
+) -> RunResult:
+    """Call ``step`` until ``options.rounds``; evaluate and checkpoint at their cadence.
+
+    Stops at the first divergence, whose result carries it. ``checkpoint`` writes the state
+    (an engine that keeps worker state elsewhere gathers it first).
+    """
+    watch = Stopwatch(state)
+    with progress_bar(options.progress, options.rounds, label) as show:
+        while state.round < options.rounds:
+            step(state)
+            watch.pause()
+            divergence = _after_round(state, algorithm, evaluator, options, show, checkpoint)
+            if divergence is not None:
+                return result(state, algorithm, divergence)
+            watch.resume()
+    watch.pause()
+    return result(state, algorithm, None)
+
+
+def _after_round(
+    state: RunState,
+    algorithm: Algorithm,
+    evaluator: Evaluator,
+    options: RunOptions,
+    show: Callable[[int, float], None],
+    checkpoint: Callable[[RunState, Path], None],
+) -> DivergenceError | None:
+    """Evaluate and checkpoint at their cadence; report a divergence."""
+    divergence = None
+    if state.round % options.eval_every == 0 or state.round == options.rounds:
+        row = record(state, algorithm, evaluator)
+        show(state.round, row["train_loss"])
+        divergence = diverged(row)
+    checkpoint_due = options.checkpoint_every and state.round % options.checkpoint_every == 0
+    if checkpoint_due and divergence is None and options.checkpoint_dir is not None:
+        checkpoint(state, options.checkpoint_dir)
+    return divergence
+
+
+class Stopwatch:
+    """Wall time spent in the training loop only (evaluation and checkpoints excluded)."""
+
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+        self.start = time.perf_counter()
+
+    def pause(self) -> None:
+        """Add the time since the last resume to the state's wall time."""
+        self.state.wall_time += time.perf_counter() - self.start
+
+    def resume(self) -> None:
+        """Start counting again."""
+        self.start = time.perf_counter()
+
+
+@contextmanager
+def progress_bar(enabled: bool, total: int, label: str) -> Iterator[Callable[[int, float], None]]:
+    """A progress bar on stderr; yields ``show(round, loss)`` (a no-op when disabled)."""
+    if not enabled:
+        yield lambda round_, loss: None
+        return
+    columns = (
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(label, total=total, loss="-")
+
+        def show(round_: int, loss: float) -> None:
+            bar.update(task, completed=round_, loss=f"{loss:.4g}")
+
+        yield show

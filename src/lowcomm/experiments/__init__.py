@@ -1,0 +1,1 @@
+"""Running configured experiments: configs, the runner, results on disk, comparisons, plots."""

@@ -1,0 +1,278 @@
+"""Compare algorithms on the same data, partition and seeds: runs, overlaid plots, a summary.
+
+Layout of a comparison folder ``OUT``:
+
+- ``OUT/<algorithm>/seed<k>/``: each run, as written by :func:`save_run`;
+- ``OUT/summary.csv``: one row per algorithm (see :func:`summarize`);
+- ``OUT/compare.json``: the algorithms, seeds, options, target loss and shared settings;
+- ``OUT/compare.png`` (four panels) and ``OUT/compare-<x>.png`` for x in round, bytes,
+  grad_evals and sim_time: training loss against each, mean over seeds with a min-max band.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lowcomm.algorithms.registry import REGISTRY, build_algorithm, option_names
+from lowcomm.core.errors import InvalidConfigError
+from lowcomm.experiments.config import RunConfig, make_config
+from lowcomm.experiments.plots import plot_runs, title
+from lowcomm.experiments.results import (
+    load_history,
+    mean_history,
+    read_json,
+    save_run,
+    write_json,
+)
+from lowcomm.experiments.runner import execute, metadata, prepare
+
+OWNER = "lowcomm compare"
+SUMMARY_CSV = "summary.csv"
+COMPARE_JSON = "compare.json"
+FIGURE = "compare.png"
+REACH_KEYS = ("rounds", "uploads", "bytes", "grad_evals", "sim_time")
+_SEED_FOLDER = re.compile(r"seed\d+")
+
+
+def reach(history: pd.DataFrame, target: float) -> dict[str, float]:
+    """What a run had spent when its training loss first reached ``target``.
+
+    Returns:
+        From the first row with ``train_loss <= target``: ``rounds``, ``uploads``, ``bytes``
+        (up + down), ``grad_evals`` and ``sim_time`` (cumulative); all NaN when no row does.
+    """
+    hit = history.loc[history["train_loss"] <= target]
+    if hit.empty:
+        return dict.fromkeys(REACH_KEYS, math.nan)
+    row = hit.iloc[0]
+    return {
+        "rounds": float(row["round"]),
+        "uploads": float(row["uploads"]),
+        "bytes": float(row["bytes_up"] + row["bytes_down"]),
+        "grad_evals": float(row["grad_evals"]),
+        "sim_time": float(row["sim_time"]),
+    }
+
+
+def automatic_target(means: Iterable[pd.DataFrame]) -> float:
+    """The largest final training loss among mean curves: a loss that each of them reaches.
+
+    Curves ending on a non-finite loss (diverged) are left out; NaN if no curve is left.
+    """
+    finals = [float(mean["train_loss"].iloc[-1]) for mean in means]
+    finite = [loss for loss in finals if math.isfinite(loss)]
+    return max(finite) if finite else math.nan
+
+
+def summarize(
+    histories: Mapping[str, Sequence[pd.DataFrame]], target_loss: float | None
+) -> pd.DataFrame:
+    """One row per algorithm, computed on its mean curve over seeds.
+
+    Columns: ``algorithm``, ``seeds``, ``target_loss``, ``<x>_to_target`` for x in
+    :data:`REACH_KEYS` (NaN when the mean curve never reaches the target), ``final_round``,
+    ``final_train_loss`` and ``final_test_metric``.
+
+    Args:
+        histories: per algorithm, the histories of its seeds.
+        target_loss: the target; None for :func:`automatic_target`.
+    """
+    means = {name: mean_history(runs) for name, runs in histories.items()}
+    target = automatic_target(means.values()) if target_loss is None else target_loss
+    rows = []
+    for name, mean in means.items():
+        last = mean.iloc[-1]
+        spent = {f"{key}_to_target": value for key, value in reach(mean, target).items()}
+        rows.append(
+            {"algorithm": name, "seeds": len(histories[name]), "target_loss": target, **spent}
+            | {
+                "final_round": int(last["round"]),
+                "final_train_loss": float(last["train_loss"]),
+                "final_test_metric": float(last["test_metric"]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def check_algorithms(algorithms: Sequence[str]) -> None:
+    """Require a non-empty list of distinct registered algorithm names."""
+    if not algorithms or len(set(algorithms)) < len(algorithms):
+        allowed = f"distinct names from {', '.join(REGISTRY)}"
+        raise InvalidConfigError("algorithms", OWNER, allowed, ",".join(algorithms))
+    for name in algorithms:
+        build_algorithm(name, {})
+
+
+def flatten_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """A config file's options with per-algorithm tables as dotted keys.
+
+    ``{"lr": 0.1, "local-sgd": {"local_steps": 8}}`` becomes
+    ``{"lr": 0.1, "local-sgd.local_steps": 8}``.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in options.items():
+        if key in REGISTRY and isinstance(value, Mapping):
+            flat.update({f"{key}.{name}": item for name, item in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def resolve_options(
+    settings: Mapping[str, Any], algorithms: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Each algorithm's options from ``KEY`` and ``ALGORITHM.KEY`` settings.
+
+    ``KEY`` goes to every compared algorithm that accepts it; ``ALGORITHM.KEY`` to that
+    algorithm only, and wins over ``KEY``.
+
+    Raises:
+        InvalidConfigError: an algorithm is unknown, a ``KEY`` fits no compared algorithm, or
+            an ``ALGORITHM.KEY`` names an algorithm that is not compared.
+    """
+    check_algorithms(algorithms)
+    resolved: dict[str, dict[str, Any]] = {name: {} for name in algorithms}
+    specific = {key: value for key, value in settings.items() if "." in key}
+    for key, value in settings.items():
+        if key in specific:
+            continue
+        takers = [name for name in algorithms if key in option_names(name)]
+        if not takers:
+            allowed = f"a setting of at least one compared algorithm ({', '.join(algorithms)})"
+            raise InvalidConfigError(key, OWNER, allowed, value)
+        for name in takers:
+            resolved[name][key] = value
+    for key, value in specific.items():
+        name, _, option = key.partition(".")
+        if name not in resolved:
+            allowed = f"KEY or ALGORITHM.KEY with ALGORITHM one of {', '.join(algorithms)}"
+            raise InvalidConfigError("set", OWNER, allowed, key)
+        resolved[name][option] = value
+    return resolved
+
+
+def _configs(
+    base: RunConfig,
+    algorithms: Sequence[str],
+    options: Mapping[str, Mapping[str, Any]],
+    seeds: Sequence[int],
+) -> dict[tuple[str, int], RunConfig]:
+    """Every run's config, all validated (data and partition of every seed included)."""
+    check_algorithms(algorithms)
+    if base.engine != "simulate":
+        allowed = "'simulate' (compare runs everything in this process)"
+        raise InvalidConfigError("engine", OWNER, allowed, base.engine)
+    if not seeds or len(set(seeds)) < len(seeds):
+        raise InvalidConfigError("seeds", OWNER, "distinct integers >= 0", list(seeds))
+    strangers = sorted(set(options) - set(algorithms))
+    if strangers:
+        allowed = f"options of compared algorithms ({', '.join(algorithms)})"
+        raise InvalidConfigError("options", OWNER, allowed, strangers[0])
+    values = base.model_dump()
+    configs = {
+        (name, seed): make_config(
+            {**values, "algorithm": name, "options": dict(options.get(name, {})), "seed": seed}
+        )
+        for name in algorithms
+        for seed in seeds
+    }
+    for config in configs.values():
+        build_algorithm(config.algorithm, config.options)
+    for seed in seeds:
+        prepare(configs[algorithms[0], seed])
+    return configs
+
+
+def compare(
+    base: RunConfig,
+    algorithms: list[str],
+    options_per_algorithm: dict[str, dict[str, Any]],
+    seeds: list[int],
+    out: Path,
+    target_loss: float | None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Run every algorithm on every seed with ``base``'s settings; write runs, plots, summary.
+
+    Everything is validated before the first run starts. A run that diverges is saved up to
+    its divergence and counted in the summary's ``diverged`` column.
+
+    Args:
+        base: the shared settings; its ``algorithm``, ``options`` and ``seed`` are ignored.
+        algorithms: registered algorithm names, in the order of the summary and legends.
+        options_per_algorithm: each algorithm's options (see :func:`resolve_options`).
+        seeds: one run per algorithm and seed.
+        out: the comparison folder (layout in the module docstring).
+        target_loss: the target of the ``*_to_target`` columns; None for
+            :func:`automatic_target`.
+        progress: show a progress bar per run on stderr.
+
+    Returns:
+        The summary written to ``summary.csv`` (see :func:`summarize`) plus ``diverged``,
+        the number of seeds on which each algorithm diverged.
+    """
+    configs = _configs(base, algorithms, options_per_algorithm, seeds)
+    histories: dict[str, list[pd.DataFrame]] = {name: [] for name in algorithms}
+    diverged = dict.fromkeys(algorithms, 0)
+    for (name, seed), config in configs.items():
+        prepared = prepare(config)
+        result = execute(prepared, progress)
+        assert result is not None, "the simulate engine always returns a result"
+        save_run(out / name / f"seed{seed}", result, metadata(prepared))
+        histories[name].append(result.history)
+        diverged[name] += result.divergence is not None
+    table = summarize(histories, target_loss).assign(diverged=list(diverged.values()))
+    table.to_csv(out / SUMMARY_CSV, index=False)
+    shared = base.model_dump(mode="json", exclude={"algorithm", "options", "seed"})
+    write_json(
+        out / COMPARE_JSON,
+        {
+            "algorithms": algorithms,
+            "seeds": seeds,
+            "options": {name: configs[name, seeds[0]].options for name in algorithms},
+            "target_loss": float(table["target_loss"].iloc[0]),
+            "target_rule": "automatic" if target_loss is None else "given",
+            "config": shared,
+        },
+    )
+    plot_runs(histories, out / FIGURE, title=title(shared))
+    return table
+
+
+def is_comparison(folder: Path) -> bool:
+    """Whether ``folder`` was written by :func:`compare`."""
+    return (folder / COMPARE_JSON).is_file()
+
+
+def load_runs(folders: Sequence[Path]) -> tuple[dict[str, list[pd.DataFrame]], dict[str, Any]]:
+    """Saved histories grouped by label, and the first folder's settings (for titles).
+
+    A comparison folder contributes one label per algorithm with all its seeds. A run folder
+    named ``seed<k>`` is labelled by its parent folder (so ``OUT/sgd/seed0 OUT/sgd/seed1``
+    are two seeds of ``sgd``); any other run folder by its own name.
+
+    Raises:
+        DataError: a folder is neither a run folder nor a comparison folder.
+    """
+    runs: dict[str, list[pd.DataFrame]] = {}
+    settings: list[dict[str, Any]] = []
+    for folder in folders:
+        if is_comparison(folder):
+            info = read_json(folder / COMPARE_JSON)
+            settings.append(info.get("config", {}))
+            for name in info["algorithms"]:
+                for seed in info["seeds"]:
+                    runs.setdefault(name, []).append(load_history(folder / name / f"seed{seed}")[0])
+            continue
+        history, meta = load_history(folder)
+        settings.append(meta.get("config", {}))
+        named = folder.resolve()
+        label = named.parent.name if _SEED_FOLDER.fullmatch(named.name) else named.name
+        runs.setdefault(label, []).append(history)
+    return runs, settings[0] if settings else {}

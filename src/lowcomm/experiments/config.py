@@ -1,0 +1,88 @@
+"""The run configuration: one validated object built from a TOML/YAML file and/or flags."""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
+
+from lowcomm.core.errors import DataError, InvalidConfigError
+
+MODELS = ("auto", "logistic", "softmax", "mlp", "lenet")
+
+
+class RunConfig(BaseModel):
+    """Everything that defines a run; see ``docs/cli.md`` for each field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    algorithm: str = "sgd"
+    options: dict[str, Any] = Field(default_factory=dict)
+    data: str = "digits"
+    model: Literal["auto", "logistic", "softmax", "mlp", "lenet"] = "auto"
+    hidden: tuple[int, ...] = (64,)
+    l2: float = Field(default=1e-4, ge=0)
+    workers: int = Field(default=8, ge=1)
+    partition: str = "iid"
+    rounds: int = Field(default=100, ge=1)
+    seed: int = Field(default=0, ge=0)
+    engine: Literal["simulate", "torchdist"] = "simulate"
+    eval_every: int = Field(default=1, ge=1)
+    checkpoint_every: int = Field(default=0, ge=0)
+    dtype: Literal["float32", "float64"] = "float32"
+    latency: float = Field(default=0.0, ge=0)
+    bandwidth: float = Field(default=math.inf, gt=0)
+    seconds_per_grad: float = Field(default=0.0, ge=0)
+    speeds: tuple[float, ...] = ()
+    lag_cap: int | None = Field(default=None, ge=0)
+    test_fraction: float = Field(default=0.25, gt=0, lt=1)
+
+    @field_validator("speeds")
+    @classmethod
+    def _speeds_positive(cls, speeds: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not s > 0 for s in speeds):
+            raise ValueError("speeds must all be > 0")
+        return speeds
+
+
+def _describe(error: ErrorDetails) -> str:
+    """The allowed values of a failed field, in words."""
+    ctx: dict[str, Any] = error.get("ctx", {})
+    bounds = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    for key, sign in bounds.items():
+        if key in ctx:
+            return f"a number {sign} {ctx[key]}"
+    if "expected" in ctx:
+        return f"one of {ctx['expected']}"
+    if error["type"] == "extra_forbidden":
+        return f"a known setting (one of {', '.join(RunConfig.model_fields)})"
+    return str(error["msg"]).removeprefix("Value error, ").lower()
+
+
+def make_config(values: dict[str, Any]) -> RunConfig:
+    """Validate ``values``; the first problem becomes one :class:`InvalidConfigError`."""
+    try:
+        return RunConfig(**values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = ".".join(str(part) for part in error["loc"])
+        raise InvalidConfigError(name, "the run config", _describe(error), error["input"]) from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings in a TOML or YAML file (by extension)."""
+    if not path.is_file():
+        raise DataError(path, "config file not found")
+    text = path.read_text()
+    try:
+        loaded = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise DataError(path, f"not valid {path.suffix.lstrip('.').upper()}: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise DataError(path, "expected a table of settings at the top level")
+    return loaded

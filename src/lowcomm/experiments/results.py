@@ -1,0 +1,126 @@
+"""A run's outputs on disk: ``history.csv``, ``history.parquet`` and ``run.json``.
+
+``run.json`` holds the run's metadata (:func:`lowcomm.experiments.runner.metadata`) plus a
+``summary`` of the final state. It is strict JSON: non-finite numbers (an infinite bandwidth,
+the NaN loss of a diverged run) are written as the strings ``"inf"``, ``"-inf"`` and ``"nan"``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lowcomm.core.errors import DataError
+from lowcomm.core.ledger import COUNTERS
+from lowcomm.engines.session import RunResult
+
+HISTORY_CSV = "history.csv"
+HISTORY_PARQUET = "history.parquet"
+RUN_JSON = "run.json"
+
+
+def summary(result: RunResult) -> dict[str, Any]:
+    """The final state of a run: rounds done, cumulative totals, final metrics, divergence."""
+    last = result.history.iloc[-1]
+    totals = {name: int(last[name]) for name in (*COUNTERS, "sync_rounds")}
+    return {
+        "rounds": int(last["round"]),
+        **totals,
+        "sim_time": float(last["sim_time"]),
+        "wall_time": float(last["wall_time"]),
+        "train_loss": float(last["train_loss"]),
+        "test_metric": float(last["test_metric"]),
+        "divergence": None if result.divergence is None else str(result.divergence),
+    }
+
+
+def _strict(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by its string form (strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(item) for item in value]
+    return value
+
+
+def write_json(path: Path, content: dict[str, Any]) -> None:
+    """Write ``content`` as indented strict JSON."""
+    path.write_text(json.dumps(_strict(content), indent=2, allow_nan=False) + "\n")
+
+
+def save_run(out: Path, result: RunResult, meta: dict[str, Any]) -> None:
+    """Write the history (CSV and Parquet) and ``run.json`` (``meta`` plus the summary) to ``out``.
+
+    The folder is created if needed; files already there are replaced.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    result.history.to_csv(out / HISTORY_CSV, index=False)
+    result.history.to_parquet(out / HISTORY_PARQUET, index=False)
+    write_json(out / RUN_JSON, {**meta, "summary": summary(result)})
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """The table in a JSON file written by :func:`write_json`.
+
+    Raises:
+        DataError: the file is missing or is not a JSON table.
+    """
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        content = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"not valid JSON: {exc.msg}", exc.lineno) from None
+    if not isinstance(content, dict):
+        raise DataError(path, "expected a JSON object at the top level")
+    return content
+
+
+def has_history(folder: Path) -> bool:
+    """Whether ``folder`` holds a saved history."""
+    return (folder / HISTORY_PARQUET).is_file() or (folder / HISTORY_CSV).is_file()
+
+
+def load_history(folder: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A saved run's history (Parquet preferred, CSV otherwise) and its ``run.json`` ({} if none).
+
+    Raises:
+        DataError: ``folder`` does not exist or holds neither ``history.parquet`` nor ``history.csv``.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(folder, "no such folder")
+    if (folder / HISTORY_PARQUET).is_file():
+        history = pd.read_parquet(folder / HISTORY_PARQUET)
+    elif (folder / HISTORY_CSV).is_file():
+        history = pd.read_csv(folder / HISTORY_CSV)
+    else:
+        raise DataError(
+            folder, f"no {HISTORY_PARQUET} or {HISTORY_CSV} here (not a lowcomm run folder)"
+        )
+    meta_path = folder / RUN_JSON
+    return history, read_json(meta_path) if meta_path.is_file() else {}
+
+
+def stack_seeds(histories: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Several seeds' histories in one frame, on the rounds that every seed recorded.
+
+    A ``bytes`` column (``bytes_up + bytes_down``) is added; a diverged seed's history stops
+    at its divergence, so it cuts the others to that length.
+    """
+    frames = [h.assign(bytes=h["bytes_up"] + h["bytes_down"]) for h in histories]
+    common = set.intersection(*(set(f["round"]) for f in frames))
+    stacked = pd.concat(frames, ignore_index=True)
+    return stacked[stacked["round"].isin(common)]
+
+
+def mean_history(histories: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """The mean over seeds of every column, round by round (see :func:`stack_seeds`)."""
+    return stack_seeds(histories).groupby("round", as_index=False).mean()

@@ -1,0 +1,158 @@
+"""Turn a :class:`RunConfig` into a run: data, partition, problem, algorithm, engine."""
+
+from __future__ import annotations
+
+import math
+import platform
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+import lowcomm
+from lowcomm.algorithms.base import Algorithm
+from lowcomm.algorithms.registry import build_algorithm
+from lowcomm.core.clock import ClockModel, ComputeModel, Link, NetworkModel
+from lowcomm.core.errors import InvalidConfigError
+from lowcomm.core.rng import Streams
+from lowcomm.data.dataset import Shards, TrainTest
+from lowcomm.data.loaders import load_data
+from lowcomm.data.partition import partition, partition_summary
+from lowcomm.data.spec import parse_data_spec, parse_partition_spec
+from lowcomm.engines.evaluation import Evaluator
+from lowcomm.engines.session import RunOptions, RunResult, RunState
+from lowcomm.engines.simulate import Simulation
+from lowcomm.experiments.config import RunConfig
+from lowcomm.problems.base import Problem
+from lowcomm.problems.logistic import LogisticRegression
+from lowcomm.problems.softmax import SoftmaxRegression
+from lowcomm.problems.torch_model import TorchModel, lenet, mlp
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything an engine needs, built deterministically from a config."""
+
+    config: RunConfig
+    data: TrainTest
+    parts: list[np.ndarray]
+    shards: Shards
+    problem: Problem
+    algorithm: Algorithm
+    evaluator: Evaluator
+    streams: Streams
+    clock: ClockModel
+
+    def options(self, progress: bool = False, checkpoint_dir: Any = None) -> RunOptions:
+        """The engine's run options."""
+        c = self.config
+        return RunOptions(
+            rounds=c.rounds,
+            eval_every=c.eval_every,
+            checkpoint_every=c.checkpoint_every if checkpoint_dir is not None else 0,
+            checkpoint_dir=checkpoint_dir,
+            lag_cap=c.lag_cap,
+            progress=progress,
+        )
+
+
+def make_problem(config: RunConfig, data: TrainTest) -> Problem:
+    """The objective named by ``config.model`` for these data."""
+    train, dtype = data.train, DTYPES[config.dtype]
+    n_features = int(np.prod(train.feature_shape))
+    model = config.model
+    if model == "auto":
+        model = "logistic" if train.n_classes == 2 else "softmax"
+    if model == "logistic":
+        if train.n_classes != 2:
+            raise InvalidConfigError(
+                "model", "the run config", "softmax, mlp or lenet for multiclass data", model
+            )
+        return LogisticRegression(n_features, config.l2, dtype=dtype)
+    if model == "softmax":
+        return SoftmaxRegression(n_features, train.n_classes, config.l2, dtype=dtype)
+    if model == "mlp":
+        return TorchModel(
+            mlp(n_features, config.hidden, train.n_classes), l2=config.l2, dtype=dtype
+        )
+    side = round(math.sqrt(n_features))
+    return TorchModel(lenet(train.n_classes, 1, side), l2=config.l2, dtype=dtype)
+
+
+def _lenet_input(data: TrainTest) -> TrainTest:
+    """Images as [n, 1, H, W] for the CNN."""
+
+    def shaped(d: Any) -> Any:
+        side = round(math.sqrt(int(np.prod(d.feature_shape))))
+        return type(d)(d.name, d.X.reshape(-1, 1, side, side), d.y, d.n_classes)
+
+    return TrainTest(shaped(data.train), shaped(data.test))
+
+
+def prepare(config: RunConfig) -> Prepared:
+    """Load, partition and build everything for ``config`` (deterministic in its seed)."""
+    algorithm = build_algorithm(config.algorithm, config.options)
+    partition_spec = parse_partition_spec(config.partition)
+    data = load_data(parse_data_spec(config.data), config.seed)
+    if config.model == "lenet":
+        data = _lenet_input(data)
+    parts = partition(data.train.y, config.workers, partition_spec, config.seed)
+    problem = make_problem(config, data)
+    shards = Shards.build(data.train, parts, problem.dtype)
+    network = NetworkModel(Link(config.latency, config.bandwidth))
+    clock = ClockModel(network, ComputeModel(config.seconds_per_grad, 0.0, config.speeds))
+    evaluator = Evaluator.build(problem, data)
+    return Prepared(
+        config, data, parts, shards, problem, algorithm, evaluator, Streams(config.seed), clock
+    )
+
+
+def metadata(prepared: Prepared) -> dict[str, Any]:
+    """Run metadata: full config, seed, versions, data and every worker's shard."""
+    config, data = prepared.config, prepared.data
+    return {
+        "config": config.model_dump(mode="json"),
+        "seed": config.seed,
+        "versions": {
+            "lowcomm": lowcomm.__version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+        "data": {
+            "name": data.train.name,
+            "n_train": data.train.n,
+            "n_test": data.test.n,
+            "feature_shape": list(data.train.feature_shape),
+            "n_classes": data.train.n_classes,
+        },
+        "problem": {"dim": prepared.problem.dim, "metric": prepared.problem.metric_name},
+        "partition": partition_summary(data.train.y, prepared.parts, data.train.n_classes),
+    }
+
+
+def execute(
+    prepared: Prepared,
+    progress: bool = False,
+    checkpoint_dir: Any = None,
+    resume: RunState | None = None,
+) -> RunResult | None:
+    """Run ``prepared`` on the configured engine; ``None`` on torchdist ranks other than 0."""
+    options = prepared.options(progress, checkpoint_dir)
+    parts = (
+        prepared.algorithm,
+        prepared.problem,
+        prepared.shards,
+        prepared.evaluator,
+        prepared.streams,
+        prepared.clock,
+        options,
+    )
+    if prepared.config.engine == "torchdist":
+        from lowcomm.engines.torchdist import TorchDist
+
+        return TorchDist(*parts).run(resume)
+    return Simulation(*parts).run(resume)

@@ -1,0 +1,1 @@
+"""Objectives with a leading worker axis: every method takes parameters ``[w, d]``."""

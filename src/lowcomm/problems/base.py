@@ -1,0 +1,67 @@
+"""The problem seam: an objective evaluated for many workers at once.
+
+Parameters are flat vectors with a leading worker axis, ``params[w, d]``; data come as
+``X[w, b, *feature_shape]``, ``y[w, b]`` and per-example weights ``weight[w, b]`` (0 marks
+padding, so workers with unequal shards share one batched call). The local objective of a
+worker is the weighted mean of its per-example losses plus the L2 term:
+
+    f_w(x) = sum_i weight_i * loss_i(x) / sum_i weight_i + (l2 / 2) * ||x||^2
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+
+class Problem(Protocol):
+    """An objective with batched loss, gradients and second-order products."""
+
+    dim: int
+    segments: tuple[int, ...]
+    dtype: torch.dtype
+    metric_name: str
+
+    def init_params(self, generator: torch.Generator) -> torch.Tensor:
+        """Initial parameters, ``[d]``."""
+        ...
+
+    def loss(
+        self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
+    ) -> torch.Tensor:
+        """Local objective of each worker, ``[w]``."""
+        ...
+
+    def grad(
+        self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
+    ) -> torch.Tensor:
+        """Gradient of :meth:`loss`, ``[w, d]``."""
+        ...
+
+    def per_example_grads(
+        self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor
+    ) -> torch.Tensor:
+        """Gradient of each example's loss plus the L2 term, ``[w, b, d]``."""
+        ...
+
+    def hvp(
+        self,
+        params: torch.Tensor,
+        X: torch.Tensor,
+        y: torch.Tensor,
+        weight: torch.Tensor,
+        v: torch.Tensor,
+    ) -> torch.Tensor:
+        """Hessian of :meth:`loss` times ``v[w, d]``, ``[w, d]``."""
+        ...
+
+    def hessian(
+        self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
+    ) -> torch.Tensor:
+        """Hessian of :meth:`loss`, ``[w, d, d]`` (for small d)."""
+        ...
+
+    def metric(self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> float:
+        """Test metric (accuracy) of one parameter vector ``[d]`` on ``X[n, ...]``, ``y[n]``."""
+        ...

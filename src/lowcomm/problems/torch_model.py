@@ -1,0 +1,210 @@
+"""Any stateless ``nn.Module`` as a :class:`~lowcomm.problems.base.Problem`, through ``torch.func``.
+
+The module's parameters are replaced by slices of one flat vector (``functional_call``), and
+every method is a per-worker function vectorised over the worker axis with ``vmap``: gradients by
+reverse mode, per-example gradients by a nested ``vmap`` of ``grad`` (Opacus-style), Hessian-vector
+products by forward-over-reverse ``jvp(grad)`` (Pearlmutter, 1994), which costs a small multiple of
+a gradient. Modules with buffers (BatchNorm running statistics, ...) are rejected: their state
+would make the loss depend on call history and on which workers share a batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, hessian, jvp, vmap
+
+from lowcomm.core.errors import InvalidConfigError
+from lowcomm.problems.logistic import normalise_weights
+
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-example cross-entropy ``logsumexp(z) - z_y``, ``[b]``."""
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+class TorchModel:
+    """A module with a per-example loss, flat parameters and L2 penalty ``(l2/2)||x||²``.
+
+    ``segments`` holds the numel of each parameter in ``named_parameters`` order, which is also
+    the layout of the flat vector. The module's own parameter values are never read by the
+    objective (only their shapes), so the module itself is not modified or cast to ``dtype``.
+    """
+
+    metric_name = "accuracy"
+
+    def __init__(
+        self,
+        module: nn.Module,
+        loss: Loss = cross_entropy,
+        l2: float = 0.0,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if any(True for _ in module.buffers()):
+            raise InvalidConfigError(
+                "module", "TorchModel", "free of buffers (no BatchNorm or other state)", module
+            )
+        if l2 < 0:
+            raise InvalidConfigError("l2", "TorchModel", ">= 0", l2)
+        named = list(module.named_parameters())
+        self.module = module
+        self.loss_fn = loss
+        self.l2 = float(l2)
+        self.dtype = dtype
+        self.names = tuple(name for name, _ in named)
+        self.shapes = tuple(p.shape for _, p in named)
+        self.segments = tuple(p.numel() for _, p in named)
+        self.dim = sum(self.segments)
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One worker's ``flat[d]`` as the module's named parameter tensors (views)."""
+        parts = flat.split(self.segments)
+        return {n: t.view(s) for n, t, s in zip(self.names, parts, self.shapes, strict=True)}
+
+    def init_params(self, generator: torch.Generator) -> torch.Tensor:
+        """PyTorch's default Linear/Conv initialisation drawn from ``generator``, ``[d]``.
+
+        Every parameter of a submodule whose ``weight`` has two or more dimensions is drawn
+        from ``U(-1/√fan_in, 1/√fan_in)`` with ``fan_in = weight[0].numel()``, which is what
+        ``reset_parameters`` of Linear and ConvNd does (kaiming-uniform with ``a = √5``; other
+        such layers, e.g. Embedding, get this rule too); parameters of the remaining layers
+        (e.g. LayerNorm) keep the module's current values. Draws follow parameter order.
+        """
+        bounds = _fan_in_bounds(self.module)
+        chunks = [
+            _uniform(p.shape, bounds[id(p)], generator, self.dtype)
+            if id(p) in bounds
+            else p.detach().to(self.dtype).flatten()
+            for p in self.module.parameters()
+        ]
+        return torch.cat(chunks)
+
+    def _objective(
+        self, flat: torch.Tensor, X: torch.Tensor, y: torch.Tensor, omega: torch.Tensor
+    ) -> torch.Tensor:
+        """One worker's ``Σ_i ω_i loss_i + (l2/2)||x||²`` (a scalar)."""
+        logits = functional_call(self.module, self.unflatten(flat), (X,))
+        return (omega * self.loss_fn(logits, y)).sum() + 0.5 * self.l2 * flat.dot(flat)
+
+    def _example(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One example's loss plus the L2 term (a scalar)."""
+        logits = functional_call(self.module, self.unflatten(flat), (x[None],))
+        return self.loss_fn(logits, y[None])[0] + 0.5 * self.l2 * flat.dot(flat)
+
+    def loss(
+        self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
+    ) -> torch.Tensor:
+        """Local objective per worker, ``[w]``."""
+        return vmap(self._objective)(params, X, y, normalise_weights(weight))
+
+    def grad(
+        self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
+    ) -> torch.Tensor:
+        """Reverse-mode gradient per worker, ``[w, d]``."""
+        return vmap(grad(self._objective))(params, X, y, normalise_weights(weight))
+
+    def per_example_grads(
+        self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor
+    ) -> torch.Tensor:
+        """Gradient of each example's loss plus ``l2 x``, ``[w, b, d]``."""
+        per_worker = vmap(grad(self._example), in_dims=(None, 0, 0))
+        return vmap(per_worker)(params, X, y)
+
+    def hvp(
+        self,
+        params: torch.Tensor,
+        X: torch.Tensor,
+        y: torch.Tensor,
+        weight: torch.Tensor,
+        v: torch.Tensor,
+    ) -> torch.Tensor:
+        """``∇²f(x) v`` per worker by forward-over-reverse differentiation, ``[w, d]``."""
+        return vmap(self._hvp_one)(params, X, y, normalise_weights(weight), v)
+
+    def _hvp_one(
+        self,
+        flat: torch.Tensor,
+        X: torch.Tensor,
+        y: torch.Tensor,
+        omega: torch.Tensor,
+        v: torch.Tensor,
+    ) -> torch.Tensor:
+        """One worker's ``jvp`` of the gradient map at ``flat`` along ``v``."""
+        gradient = grad(self._objective)
+        return jvp(lambda p: gradient(p, X, y, omega), (flat,), (v,))[1]
+
+    def hessian(
+        self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
+    ) -> torch.Tensor:
+        """Full Hessian per worker by ``torch.func.hessian``, ``[w, d, d]``: small d only."""
+        return vmap(hessian(self._objective))(params, X, y, normalise_weights(weight))
+
+    def metric(self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> float:
+        """Accuracy of ``argmax`` of the logits on ``X[n, ...]``, ``y[n]``."""
+        with torch.no_grad():
+            logits = functional_call(self.module, self.unflatten(params), (X,))
+        return (logits.argmax(dim=1) == y).double().mean().item()
+
+
+def _fan_in_bounds(module: nn.Module) -> dict[int, float]:
+    """``1/√fan_in`` for every parameter of each submodule with a ≥2-D ``weight``, by id."""
+    bounds: dict[int, float] = {}
+    for sub in module.modules():
+        weight = getattr(sub, "weight", None)
+        if isinstance(weight, nn.Parameter) and weight.dim() >= 2:
+            bound = 1.0 / math.sqrt(weight[0].numel())
+            bounds.update((id(p), bound) for p in sub.parameters(recurse=False))
+    return bounds
+
+
+def _uniform(
+    shape: torch.Size, bound: float, generator: torch.Generator, dtype: torch.dtype
+) -> torch.Tensor:
+    """A flat draw from ``U(-bound, bound)`` with ``shape.numel()`` entries."""
+    return (2 * torch.rand(shape.numel(), generator=generator, dtype=dtype) - 1) * bound
+
+
+def mlp(in_features: int, hidden: tuple[int, ...], n_classes: int) -> nn.Module:
+    """Fully connected ReLU network ``in -> hidden... -> n_classes``; inputs are flattened."""
+    widths = (in_features, *hidden)
+    layers: list[nn.Module] = [nn.Flatten()]
+    for a, b in itertools.pairwise(widths):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    layers.append(nn.Linear(widths[-1], n_classes))
+    return nn.Sequential(*layers)
+
+
+def lenet(n_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> nn.Module:
+    """LeNet-5-style CNN for square images ``[in_channels, image_size, image_size]``.
+
+    conv(6, 5x5, padding 2) + ReLU + maxpool 2, conv(16, 5x5) + ReLU + maxpool 2, then fully
+    connected 120, 84, ``n_classes`` (LeCun et al., 1998). For 28x28 MNIST the feature map is
+    16x5x5. When the first pooled map is smaller than 10x10 (e.g. 8x8 digits: 4x4) the second
+    conv is padded by 2 as well, giving 16x2x2 for 8x8. Needs ``image_size >= 4``.
+    """
+    if image_size < 4:
+        raise InvalidConfigError("image_size", "lenet", ">= 4", image_size)
+    pooled = image_size // 2
+    pad = 0 if pooled >= 10 else 2
+    side = (pooled + 2 * pad - 4) // 2
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 6, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5, padding=pad),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * side * side, 120),
+        nn.ReLU(),
+        nn.Linear(120, 84),
+        nn.ReLU(),
+        nn.Linear(84, n_classes),
+    )

@@ -1,0 +1,70 @@
+"""NumPy references written straight from the algorithms' definitions, in float64.
+
+They share only the random batch positions with lowcomm (drawn from the same keyed streams),
+and compute everything else independently.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lowcomm.core.rng import Streams
+
+
+def logistic_loss(x: np.ndarray, A: np.ndarray, y: np.ndarray, l2: float) -> float:
+    s = 2.0 * y - 1.0
+    return float(np.mean(np.logaddexp(0.0, -s * (A @ x))) + 0.5 * l2 * x @ x)
+
+
+def logistic_grad(x: np.ndarray, A: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
+    s = 2.0 * y - 1.0
+    sigma = 1.0 / (1.0 + np.exp(s * (A @ x)))
+    return -(A * (s * sigma)[:, None]).mean(axis=0) + l2 * x
+
+
+def batch(seed: int, worker: int, round_: int, size: int, n: int, step: int = 0) -> np.ndarray:
+    draw = Streams(seed).integers(
+        "batch", torch.tensor([worker]), round_, size, torch.tensor([n]), step
+    )
+    return draw[0].numpy()
+
+
+def sgd(shards, l2, seed, rounds, lr, b, momentum=0.0):
+    x = np.zeros(shards[0][0].shape[1])
+    v = np.zeros_like(x)
+    for r in range(rounds):
+        grads = []
+        for w, (A, y) in enumerate(shards):
+            i = batch(seed, w, r, b, len(y))
+            grads.append(logistic_grad(x, A[i], y[i], l2))
+        v = momentum * v + np.mean(grads, axis=0)
+        x = x - lr * v
+    return x
+
+
+def local_sgd(shards, l2, seed, rounds, lr, b, steps):
+    x = np.zeros(shards[0][0].shape[1])
+    for r in range(rounds):
+        models = []
+        for w, (A, y) in enumerate(shards):
+            z = x.copy()
+            for s in range(steps):
+                i = batch(seed, w, r, b, len(y), s)
+                z = z - lr * logistic_grad(z, A[i], y[i], l2)
+            models.append(z)
+        x = np.mean(models, axis=0)
+    return x
+
+
+def gd(shards, l2, iterations, step0=1.0, shrink=0.5, count=20, c=1e-4):
+    A = np.concatenate([a for a, _ in shards])
+    y = np.concatenate([t for _, t in shards])
+    x = np.zeros(A.shape[1])
+    for _ in range(iterations):
+        f, g = logistic_loss(x, A, y, l2), logistic_grad(x, A, y, l2)
+        steps = step0 * shrink ** np.arange(count)
+        values = np.array([logistic_loss(x - eta * g, A, y, l2) for eta in steps])
+        ok = np.nonzero(values <= f - c * steps * (g @ g))[0]
+        x = x - steps[ok[0] if ok.size else np.argmin(values)] * g
+    return x
