@@ -8,8 +8,9 @@ ledger cannot drift from what is sent. A worker that skips sends no message at a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NamedTuple, Protocol, Self
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import NamedTuple, Protocol, Self, TypeVar
 
 import torch
 
@@ -75,6 +76,15 @@ class Sparse:
 
     def take(self, index: torch.Tensor) -> Sparse:  # noqa: D102
         return Sparse(self.indices[index], self.values[index], self.counts[index], self.dim)
+
+    def widen(self, width: int) -> Sparse:
+        """The same rows with exactly ``width`` entry columns (cut, or padded with zeros)."""
+
+        def fit(t: torch.Tensor) -> torch.Tensor:
+            t = t[:, :width]
+            return torch.cat([t, t.new_zeros(t.shape[0], width - t.shape[1])], dim=1)
+
+        return Sparse(fit(self.indices), fit(self.values), self.counts, self.dim)
 
     def to_dense(self) -> torch.Tensor:
         """The dense rows ``[w, dim]`` (padding entries contribute nothing)."""
@@ -153,6 +163,40 @@ class Bundle:
 
 
 AnyPayload = Dense | Sparse | Scalars | Permutation | SignBits | Bundle
+
+
+def concat(payloads: Sequence[AnyPayload]) -> AnyPayload:
+    """The rows of several payloads of one structure, stacked in order.
+
+    Sparse rows are padded to the widest; bundles are stacked part by part.
+    """
+    first = payloads[0]
+    if len(payloads) == 1:
+        return first
+    if isinstance(first, Bundle):
+        parts = [
+            concat([_as(Bundle, p).parts[i] for p in payloads]) for i in range(len(first.parts))
+        ]
+        return Bundle(tuple(parts))  # type: ignore[arg-type]
+    if isinstance(first, Sparse):
+        width = max(_as(Sparse, p).values.shape[1] for p in payloads)
+        rows = [_as(Sparse, p).widen(width) for p in payloads]
+        indices, values, counts = (
+            torch.cat([getattr(r, name) for r in rows]) for name in ("indices", "values", "counts")
+        )
+        return Sparse(indices, values, counts, first.dim)
+    tensors = [torch.cat([getattr(p, f.name) for p in payloads]) for f in fields(first)]
+    result: AnyPayload = type(first)(*tensors)
+    return result
+
+
+_P = TypeVar("_P")
+
+
+def _as(kind: type[_P], payload: object) -> _P:
+    if not isinstance(payload, kind):
+        raise TypeError(f"expected {kind.__name__}, got {type(payload).__name__}")
+    return payload
 
 
 class Upload(NamedTuple):

@@ -85,14 +85,21 @@ class Shards:
             self.X[index], self.y[index], self.weight[index], self.sizes[index], self.workers[index]
         )
 
-    def row(self, position: int) -> Shards:
-        """The shard at ``position`` as a one-worker view (no copy)."""
-        rows = slice(position, position + 1)
+    def span(self, start: int, stop: int) -> Shards:
+        """The shards at positions ``start..stop-1`` as a view (no copy)."""
+        rows = slice(start, stop)
         return Shards(
             self.X[rows], self.y[rows], self.weight[rows], self.sizes[rows], self.workers[rows]
         )
 
     def gather(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Examples at per-worker positions ``index[w, b]``: ``X[w, b, ...]``, ``y[w, b]``."""
-        rows = torch.arange(self.rows)[:, None]
-        return self.X[rows, index], self.y[rows, index]
+        """Examples at per-worker positions ``index[w, b]``: ``X[w, b, ...]``, ``y[w, b]``.
+
+        One ``index_select`` on the flattened shards (several times faster on CPU than
+        advanced indexing with two index tensors).
+        """
+        rows, width = self.X.shape[:2]
+        flat = (index + width * torch.arange(rows)[:, None]).reshape(-1)
+        X = self.X.reshape(rows * width, *self.X.shape[2:]).index_select(0, flat)
+        y = self.y.reshape(-1).index_select(0, flat)
+        return X.reshape(*index.shape, *self.X.shape[2:]), y.reshape(index.shape)

@@ -34,15 +34,21 @@ _MNIST_SIDE = 28
 _MNIST_TEST_SHARE = 5  # without train images, 1/5 of t10k (2,000 of 10,000) is the test set
 
 
-def load_data(spec: DataSpec, seed: int) -> TrainTest:
-    """Load the data set named by a parsed ``--data`` string; ``seed`` drives splits/synthesis."""
+def load_data(spec: DataSpec, seed: int, test_fraction: float = 0.25) -> TrainTest:
+    """Load the data set named by a parsed ``--data`` string.
+
+    ``seed`` drives splits and synthesis; ``test_fraction`` is the share held out where the
+    data set has no test split of its own (a LIBSVM file alone, bundled and synthetic sets).
+    """
     if spec.kind == "libsvm":
-        return load_libsvm_pair(spec.path, spec.test_path, spec.n_features, seed=seed)
+        return load_libsvm_pair(
+            spec.path, spec.test_path, spec.n_features, test_fraction=test_fraction, seed=seed
+        )
     if spec.kind == "mnist":
         return load_mnist(spec.path)
     if spec.kind == "synthetic-logistic":
-        return synthetic_logistic(spec.n, spec.d, seed=seed)
-    return load_sklearn(spec.kind, seed=seed)
+        return synthetic_logistic(spec.n, spec.d, seed=seed, test_fraction=test_fraction)
+    return load_sklearn(spec.kind, seed=seed, test_fraction=test_fraction)
 
 
 # --- LIBSVM ------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
-"""What both engines share: run options, the resumable run state, the first state, the
-accounting of a synchronous round, the loop of rounds with its history rows, checkpoints and
-divergence detection, and the progress display.
+"""What both engines share: run options, run state and result, and the loop of rounds.
+
+The first state, the accounting of a synchronous round, the loop with its history rows,
+checkpoints and divergence detection, and the progress display live here, so that the
+in-process and the multi-process engines record a run identically.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from lowcomm.core.clock import ClockModel, Timing
 from lowcomm.core.messages import AnyPayload, Upload
 from lowcomm.core.rng import Streams
 from lowcomm.data.dataset import Shards
+from lowcomm.engines.blocks import WorkerBlocks
 from lowcomm.engines.evaluation import Evaluator
 from lowcomm.engines.session import (
     RunOptions,
@@ -61,11 +62,11 @@ class Simulation:
 
 
 class _SyncLoop:
-    """Synchronous rounds: broadcast, all workers in one batched call, gather, aggregate."""
+    """Synchronous rounds: broadcast, all workers in batched blocks, gather, aggregate."""
 
     def __init__(self, sim: Simulation) -> None:
         self.sim = sim
-        self.data = LocalData(sim.problem, sim.shards)
+        self.blocks = WorkerBlocks(sim.problem, sim.shards)
         self.rows = torch.arange(sim.shards.rows)
         self.timing = sim.clock.for_workers(sim.shards.rows)
 
@@ -74,8 +75,7 @@ class _SyncLoop:
         sim = self.sim
         ctx = Context(state.round, sim.shards.workers, sim.shards.rows, sim.streams)
         down = state.download.for_workers(self.rows)
-        up, state.workers = sim.algorithm.local(state.workers, down, self.data, ctx)
-        grads, hvps = (c.numpy() for c in self.data.reset_counts())
+        up, state.workers, grads, hvps = self.blocks.local(sim.algorithm, state.workers, down, ctx)
         down_bytes = down.nbytes().numpy()
         close_sync_round(state, sim.algorithm, self.timing, ctx, down_bytes, up, grads, hvps)
 
@@ -98,7 +98,7 @@ class _AsyncLoop:
         self.sim = sim
         n = sim.shards.rows
         self.timing: Timing = sim.clock.for_workers(n)
-        self.data = [LocalData(sim.problem, sim.shards.row(i)) for i in range(n)]
+        self.data = [LocalData(sim.problem, sim.shards.span(i, i + 1)) for i in range(n)]
         if not state.engine:
             state.engine.update(
                 queue=[], blocked=[], sent_version=[0] * n, local_rounds=[0] * n, done=[0] * n

@@ -32,6 +32,7 @@ from lowcomm.core.messages import (
     Scalars,
     SignBits,
     Sparse,
+    concat,
 )
 
 _TYPES: tuple[type[Any], ...] = (Dense, Sparse, Scalars, Permutation, SignBits, Bundle)
@@ -138,20 +139,10 @@ def no_rows(payload: AnyPayload) -> AnyPayload:
 
 def _trim(payload: AnyPayload) -> AnyPayload:
     if isinstance(payload, Sparse):
-        return _widen(payload, int(payload.counts.max()) if payload.rows else 0)
+        return payload.widen(int(payload.counts.max()) if payload.rows else 0)
     if isinstance(payload, Bundle):
         return _with_parts(payload, [_trim(p) for p in payload.parts])
     return payload
-
-
-def _widen(sparse: Sparse, width: int) -> Sparse:
-    """``sparse`` with exactly ``width`` entry columns (cut, or padded with zeros)."""
-
-    def fit(t: torch.Tensor) -> torch.Tensor:
-        t = t[:, :width]
-        return torch.cat([t, t.new_zeros(t.shape[0], width - t.shape[1])], dim=1)
-
-    return Sparse(fit(sparse.indices), fit(sparse.values), sparse.counts, sparse.dim)
 
 
 def _with_parts(bundle: Bundle, parts: Sequence[AnyPayload]) -> Bundle:
@@ -180,31 +171,18 @@ def assemble(
 
 
 def _assemble(rows: Sequence[AnyPayload], sent: list[bool], like: AnyPayload) -> AnyPayload:
-    if isinstance(like, Bundle):
-        parts = [
-            _assemble([_part(r, i) for r in rows], sent, part) for i, part in enumerate(like.parts)
-        ]
-        return _with_parts(like, parts)
-    if isinstance(like, Sparse):
-        sparse = [_sparse(r) for r in rows]
-        width = max((int(r.counts.max()) for r in sparse), default=0)
-        rows, like = [_widen(r, width) for r in sparse], _widen(like, width)
-    blank = _map_tensors(like, lambda name, t: t.new_zeros((1, *t.shape[1:])))
+    blank = _blank(like)
     received = iter(rows)
-    picked = [next(received) if s else blank for s in sent]
-    return _map_tensors(picked[0], lambda name, t: torch.cat([getattr(p, name) for p in picked]))
+    return concat([next(received) if s else blank for s in sent])
 
 
-def _part(payload: AnyPayload, index: int) -> AnyPayload:
-    if not isinstance(payload, Bundle):
-        raise TypeError(f"expected a Bundle row, got {type(payload).__name__}")
-    return payload.parts[index]
-
-
-def _sparse(payload: AnyPayload) -> Sparse:
-    if not isinstance(payload, Sparse):
-        raise TypeError(f"expected a Sparse row, got {type(payload).__name__}")
-    return payload
+def _blank(like: AnyPayload) -> AnyPayload:
+    """One row of ``like``'s structure holding nothing (zeros; sparse: no entries)."""
+    if isinstance(like, Bundle):
+        return _with_parts(like, [_blank(p) for p in like.parts])
+    if isinstance(like, Sparse):
+        like = like.widen(0)
+    return _map_tensors(like, lambda name, t: t.new_zeros((1, *t.shape[1:])))
 
 
 def _map_tensors(

@@ -157,6 +157,29 @@ def resolve_options(
     return resolved
 
 
+def _check(
+    base: RunConfig,
+    algorithms: Sequence[str],
+    options: Mapping[str, Mapping[str, Any]],
+    seeds: Sequence[int],
+    target_loss: float | None,
+) -> None:
+    """Refuse what no single run would catch: the choices of the comparison itself."""
+    check_algorithms(algorithms)
+    if base.engine != "simulate":
+        allowed = "'simulate' (compare runs everything in this process)"
+        raise InvalidConfigError("engine", OWNER, allowed, base.engine)
+    if not seeds or len(set(seeds)) < len(seeds):
+        raise InvalidConfigError("seeds", OWNER, "distinct integers >= 0", list(seeds))
+    finite = isinstance(target_loss, int | float) and math.isfinite(target_loss)
+    if target_loss is not None and not finite:
+        raise InvalidConfigError("target_loss", OWNER, "a finite number", target_loss)
+    strangers = sorted(set(options) - set(algorithms))
+    if strangers:
+        allowed = f"options of compared algorithms ({', '.join(algorithms)})"
+        raise InvalidConfigError("options", OWNER, allowed, strangers[0])
+
+
 def _configs(
     base: RunConfig,
     algorithms: Sequence[str],
@@ -164,16 +187,6 @@ def _configs(
     seeds: Sequence[int],
 ) -> dict[tuple[str, int], RunConfig]:
     """Every run's config, all validated (data and partition of every seed included)."""
-    check_algorithms(algorithms)
-    if base.engine != "simulate":
-        allowed = "'simulate' (compare runs everything in this process)"
-        raise InvalidConfigError("engine", OWNER, allowed, base.engine)
-    if not seeds or len(set(seeds)) < len(seeds):
-        raise InvalidConfigError("seeds", OWNER, "distinct integers >= 0", list(seeds))
-    strangers = sorted(set(options) - set(algorithms))
-    if strangers:
-        allowed = f"options of compared algorithms ({', '.join(algorithms)})"
-        raise InvalidConfigError("options", OWNER, allowed, strangers[0])
     values = base.model_dump()
     configs = {
         (name, seed): make_config(
@@ -217,6 +230,7 @@ def compare(
         The summary written to ``summary.csv`` (see :func:`summarize`) plus ``diverged``,
         the number of seeds on which each algorithm diverged.
     """
+    _check(base, algorithms, options_per_algorithm, seeds, target_loss)
     configs = _configs(base, algorithms, options_per_algorithm, seeds)
     histories: dict[str, list[pd.DataFrame]] = {name: [] for name in algorithms}
     diverged = dict.fromkeys(algorithms, 0)
@@ -229,20 +243,30 @@ def compare(
         diverged[name] += result.divergence is not None
     table = summarize(histories, target_loss).assign(diverged=list(diverged.values()))
     table.to_csv(out / SUMMARY_CSV, index=False)
-    shared = base.model_dump(mode="json", exclude={"algorithm", "options", "seed"})
-    write_json(
-        out / COMPARE_JSON,
-        {
-            "algorithms": algorithms,
-            "seeds": seeds,
-            "options": {name: configs[name, seeds[0]].options for name in algorithms},
-            "target_loss": float(table["target_loss"].iloc[0]),
-            "target_rule": "automatic" if target_loss is None else "given",
-            "config": shared,
-        },
-    )
+    shared = _write_info(out, base, configs, table, target_loss is not None)
     plot_runs(histories, out / FIGURE, title=title(shared))
     return table
+
+
+def _write_info(
+    out: Path,
+    base: RunConfig,
+    configs: Mapping[tuple[str, int], RunConfig],
+    table: pd.DataFrame,
+    given: bool,
+) -> dict[str, Any]:
+    """Write ``compare.json``; return the shared settings it holds."""
+    shared = base.model_dump(mode="json", exclude={"algorithm", "options", "seed"})
+    info = {
+        "algorithms": list(dict.fromkeys(name for name, _ in configs)),
+        "seeds": list(dict.fromkeys(seed for _, seed in configs)),
+        "options": {name: config.options for (name, _), config in configs.items()},
+        "target_loss": float(table["target_loss"].iloc[0]),
+        "target_rule": "given" if given else "automatic",
+        "config": shared,
+    }
+    write_json(out / COMPARE_JSON, info)
+    return shared
 
 
 def is_comparison(folder: Path) -> bool:

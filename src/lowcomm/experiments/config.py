@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +15,22 @@ from pydantic_core import ErrorDetails
 from lowcomm.core.errors import DataError, InvalidConfigError
 
 MODELS = ("auto", "logistic", "softmax", "mlp", "lenet")
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """YAML with YAML 1.2 floats: ``1e-3`` is a number (PyYAML's 1.1 rules need ``1.0e-3``)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text with :class:`_YamlLoader`."""
+    return yaml.load(text, Loader=_YamlLoader)
 
 
 class RunConfig(BaseModel):
@@ -80,7 +97,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise DataError(path, "config file not found")
     text = path.read_text()
     try:
-        loaded = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+        loaded = tomllib.loads(text) if path.suffix == ".toml" else load_yaml(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         raise DataError(path, f"not valid {path.suffix.lstrip('.').upper()}: {exc}") from None
     if not isinstance(loaded, dict):

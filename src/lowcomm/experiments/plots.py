@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from lowcomm.experiments.results import stack_seeds
 
@@ -30,6 +31,7 @@ X_TITLES = {
     "grad_evals": "against computation",
     "sim_time": "against simulated time",
 }
+NO_SIM_TIME = "simulated time is 0:\nset --latency, --bandwidth\nor --seconds-per-grad"
 Y_LABELS = {"train_loss": "Training loss", "test_metric": "Test metric"}
 
 Runs = Mapping[str, Sequence[pd.DataFrame]]
@@ -48,28 +50,40 @@ def seed_band(histories: Sequence[pd.DataFrame], x: str, y: str) -> pd.DataFrame
     return grouped.agg(x=(x, "mean"), mean=(y, "mean"), low=(y, "min"), high=(y, "max"))
 
 
+def _curve(ax: Axes, name: str, histories: Sequence[pd.DataFrame], x: str, y: str) -> bool:
+    """Draw one label's mean curve (and min-max band); whether all its y values are > 0."""
+    band = seed_band(histories, x, y)
+    xs = band["x"] / X_AXES[x][1]
+    seeds = len(histories)
+    (line,) = ax.plot(
+        xs, band["mean"], label=name if seeds == 1 else f"{name} (mean of {seeds} seeds)"
+    )
+    if seeds > 1:
+        ax.fill_between(xs, band["low"], band["high"], color=line.get_color(), alpha=0.2)
+    return bool((band["low"] > 0).all())
+
+
+def _log_y(ax: Axes) -> None:
+    """A log y-axis with plain-number tick labels (minor ones when few decades are shown)."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(LogFormatter())
+    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+
+
 def draw(ax: Axes, runs: Runs, x: str, y: str) -> None:
     """Overlay one curve per label of ``runs`` on ``ax``: ``y`` against ``x``."""
-    label, scale = X_AXES[x]
-    positive = True
-    for name, histories in runs.items():
-        band = seed_band(histories, x, y)
-        xs = band["x"] / scale
-        seeds = len(histories)
-        legend = name if seeds == 1 else f"{name} (mean of {seeds} seeds)"
-        (line,) = ax.plot(xs, band["mean"], label=legend)
-        if len(histories) > 1:
-            ax.fill_between(xs, band["low"], band["high"], color=line.get_color(), alpha=0.2)
-        positive = positive and bool((band["low"] > 0).all())
-    if y == "train_loss" and positive:
-        ax.set_yscale("log")
+    positive = [_curve(ax, name, histories, x, y) for name, histories in runs.items()]
+    if y == "train_loss" and all(positive):
+        _log_y(ax)
     if x == "sim_time" and not any((h["sim_time"] > 0).any() for hs in runs.values() for h in hs):
-        ax.text(0.5, 0.5, "simulated time is 0: set --latency,\n--bandwidth or --seconds-per-grad",
-                transform=ax.transAxes, ha="center", va="center", color="gray")
-    ax.set_xlabel(label)
+        note = {"facecolor": "white", "edgecolor": "lightgray"}
+        ax.text(0.5, 0.5, NO_SIM_TIME, transform=ax.transAxes, ha="center", va="center", bbox=note)
+    if x == "round":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(X_AXES[x][0])
     ax.set_ylabel(Y_LABELS.get(y, y))
     ax.set_title(f"{Y_LABELS.get(y, y)} {X_TITLES[x]}")
-    ax.grid(True, which="major", alpha=0.3)
+    ax.grid(True, which="both", alpha=0.3)
 
 
 def _save(figure: Figure, path: Path) -> Path:

@@ -83,16 +83,11 @@ def read_json(path: Path) -> dict[str, Any]:
     return content
 
 
-def has_history(folder: Path) -> bool:
-    """Whether ``folder`` holds a saved history."""
-    return (folder / HISTORY_PARQUET).is_file() or (folder / HISTORY_CSV).is_file()
-
-
 def load_history(folder: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     """A saved run's history (Parquet preferred, CSV otherwise) and its ``run.json`` ({} if none).
 
     Raises:
-        DataError: ``folder`` does not exist or holds neither ``history.parquet`` nor ``history.csv``.
+        DataError: ``folder`` is missing or holds neither ``history.parquet`` nor ``history.csv``.
     """
     folder = Path(folder)
     if not folder.is_dir():

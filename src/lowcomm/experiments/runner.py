@@ -96,7 +96,7 @@ def prepare(config: RunConfig) -> Prepared:
     """Load, partition and build everything for ``config`` (deterministic in its seed)."""
     algorithm = build_algorithm(config.algorithm, config.options)
     partition_spec = parse_partition_spec(config.partition)
-    data = load_data(parse_data_spec(config.data), config.seed)
+    data = load_data(parse_data_spec(config.data), config.seed, config.test_fraction)
     if config.model == "lenet":
         data = _lenet_input(data)
     parts = partition(data.train.y, config.workers, partition_spec, config.seed)

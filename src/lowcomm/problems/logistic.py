@@ -22,28 +22,13 @@ import torch.nn.functional as F
 
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.problems.base import Problem
-
-
-def normalise_weights(weight: torch.Tensor) -> torch.Tensor:
-    """Per-worker weights ``weight[w, b]`` scaled to sum to one; an all-padding row stays zero.
-
-    An empty worker then contributes only its L2 term instead of a NaN.
-    """
-    total = weight.sum(dim=1, keepdim=True)
-    return weight / torch.where(total > 0, total, torch.ones_like(total))
-
-
-def design_matrix(X: torch.Tensor, fit_intercept: bool) -> torch.Tensor:
-    """Rows ``a_i``: the features of ``X[w, b, ...]`` flattened, plus a trailing 1 if intercept."""
-    A = X.flatten(start_dim=2)
-    if not fit_intercept:
-        return A
-    return torch.cat([A, A.new_ones(*A.shape[:2], 1)], dim=2)
-
-
-def squared_norm(params: torch.Tensor) -> torch.Tensor:
-    """``||x||²`` of each worker's parameters ``[w, d]``, ``[w]``."""
-    return torch.einsum("wd,wd->w", params, params)
+from lowcomm.problems.linear import (
+    design_matrix,
+    matvec,
+    normalise_weights,
+    rmatvec,
+    squared_norm,
+)
 
 
 class LogisticRegression:
@@ -84,7 +69,7 @@ class LogisticRegression:
         """Design ``A[w, b, d]``, signs ``s[w, b]`` and margins ``m = s ⊙ (A x)``, ``[w, b]``."""
         A = design_matrix(X, self.fit_intercept)
         s = (2 * y - 1).to(A.dtype)
-        return A, s, s * torch.einsum("wbd,wd->wb", A, params)
+        return A, s, s * matvec(A, params)
 
     def loss(
         self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
@@ -100,7 +85,7 @@ class LogisticRegression:
         """``-Aᵀ(ω ⊙ s ⊙ σ(-m)) + l2 x``, ``[w, d]``."""
         A, s, m = self._margins(params, X, y)
         coeff = normalise_weights(weight) * s * torch.sigmoid(-m)
-        return self.l2 * params - torch.einsum("wbd,wb->wd", A, coeff)
+        return self.l2 * params - rmatvec(A, coeff)
 
     def per_example_grads(
         self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor
@@ -126,8 +111,8 @@ class LogisticRegression:
     ) -> torch.Tensor:
         """``Aᵀ(D ⊙ (A v)) + l2 v`` without forming the Hessian, ``[w, d]``."""
         A, D = self._curvature(params, X, y, weight)
-        Av = torch.einsum("wbd,wd->wb", A, v)
-        return torch.einsum("wbd,wb->wd", A, D * Av) + self.l2 * v
+        Av = matvec(A, v)
+        return rmatvec(A, D * Av) + self.l2 * v
 
     def hessian(
         self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from lowcomm.core.errors import InvalidConfigError
-from lowcomm.problems.logistic import design_matrix, normalise_weights, squared_norm
+from lowcomm.problems.linear import design_matrix, normalise_weights, squared_norm
 
 
 class SoftmaxRegression:
@@ -64,7 +64,7 @@ class SoftmaxRegression:
     def _forward(self, params: torch.Tensor, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Design ``A[w, b, F]`` and logits ``Z = A Wᵀ``, ``[w, b, C]``."""
         A = design_matrix(X, self.fit_intercept)
-        return A, torch.einsum("wbf,wcf->wbc", A, self._matrix(params))
+        return A, torch.bmm(A, self._matrix(params).transpose(1, 2))
 
     def loss(
         self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
@@ -87,7 +87,7 @@ class SoftmaxRegression:
     ) -> torch.Tensor:
         """``Σ_i ω_i (p_i - e_i) a_iᵀ + l2 W`` flattened, ``[w, d]``."""
         A, R = self._residuals(params, X, y)
-        G = torch.einsum("wbc,wbf->wcf", R * normalise_weights(weight)[..., None], A)
+        G = torch.bmm((R * normalise_weights(weight)[..., None]).transpose(1, 2), A)
         return G.flatten(start_dim=1) + self.l2 * params
 
     def per_example_grads(
@@ -115,9 +115,9 @@ class SoftmaxRegression:
     ) -> torch.Tensor:
         """``Σ_i ω_i (p ⊙ u_i - p (p·u_i)) a_iᵀ + l2 V`` with ``u_i = V a_i``, ``[w, d]``."""
         A, P, omega = self._curvature(params, X, weight)
-        U = torch.einsum("wbf,wcf->wbc", A, self._matrix(v))
+        U = torch.bmm(A, self._matrix(v).transpose(1, 2))
         JU = P * (U - (P * U).sum(dim=2, keepdim=True))
-        Hv = torch.einsum("wbc,wbf->wcf", JU * omega[..., None], A)
+        Hv = torch.bmm((JU * omega[..., None]).transpose(1, 2), A)
         return Hv.flatten(start_dim=1) + self.l2 * v
 
     def hessian(

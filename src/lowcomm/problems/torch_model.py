@@ -20,7 +20,7 @@ from torch import nn
 from torch.func import functional_call, grad, hessian, jvp, vmap
 
 from lowcomm.core.errors import InvalidConfigError
-from lowcomm.problems.logistic import normalise_weights
+from lowcomm.problems.linear import normalise_weights
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

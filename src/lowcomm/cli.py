@@ -1,0 +1,479 @@
+"""The ``lowcomm`` command line: ``run``, ``compare`` and ``plot`` (reference: ``docs/cli.md``).
+
+Exit codes: 0 success; 2 invalid usage, settings or data, reported as one ``error:`` line on
+stderr before any work starts; 3 the training diverged (the outputs are saved anyway).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import pandas as pd
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from lowcomm.core.errors import DataError, InvalidConfigError, LowcommError
+from lowcomm.engines.session import CHECKPOINT_NAME, RunResult, RunState, load_checkpoint
+from lowcomm.experiments import compare as comparison
+from lowcomm.experiments.config import RunConfig, load_yaml, make_config, read_config_file
+from lowcomm.experiments.plots import plot_runs, title
+from lowcomm.experiments.results import RUN_JSON, read_json, save_run, summary, write_json
+from lowcomm.experiments.runner import execute, metadata, prepare
+
+USAGE, DIVERGED = 2, 3
+COMPARE = "lowcomm compare"
+COMPARE_KEYS = ("algorithms", "seeds", "target_loss", "options")  # compare's config file only
+MB = 1e6
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Communication-efficient distributed optimisation: run, compare and plot.",
+)
+
+
+def _opt(help_text: str, field: str | None = None) -> Any:
+    """A flag whose absence (None) leaves the config file's value or the default in place.
+
+    With ``field``, the help ends with that config field's default.
+    """
+    if field is not None:
+        default = RunConfig.model_fields[field].default
+        help_text += f" [default: {'none' if default is None else default}]"
+    return typer.Option(help=help_text, show_default=False)
+
+
+ConfigFile = Annotated[
+    Path | None,
+    typer.Argument(
+        help="A TOML or YAML file of settings; flags override it.",
+        metavar="CONFIG_FILE",
+        show_default=False,
+    ),
+]
+Data = Annotated[str | None, _opt("Data set, e.g. digits or libsvm:a9a,a9a.t.", "data")]
+Workers = Annotated[int | None, _opt("Number of workers.", "workers")]
+Partition = Annotated[
+    str | None, _opt("iid, sorted, classes:K, dirichlet:ALPHA or size-skew:POWER.", "partition")
+]
+Rounds = Annotated[int | None, _opt("Rounds to run (aggregator updates if async).", "rounds")]
+Model = Annotated[str | None, _opt("auto, logistic, softmax, mlp or lenet.", "model")]
+L2 = Annotated[float | None, _opt("L2 regularisation weight.", "l2")]
+EvalEvery = Annotated[int | None, _opt("Record a history row every N rounds.", "eval_every")]
+Dtype = Annotated[str | None, _opt("float32 or float64.", "dtype")]
+Latency = Annotated[float | None, _opt("Seconds per message (simulated).", "latency")]
+Bandwidth = Annotated[float | None, _opt("Bytes per second per link (simulated).", "bandwidth")]
+SecondsPerGrad = Annotated[
+    float | None, _opt("Seconds per gradient evaluation (simulated).", "seconds_per_grad")
+]
+LagCap = Annotated[int | None, _opt("Async: max rounds a worker runs ahead.", "lag_cap")]
+Out = Annotated[Path, typer.Option(help="Output folder.", metavar="DIR", show_default=False)]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no summary.")]
+
+
+def _echo_error(message: str) -> None:
+    """Print ``error: <message>`` as one line on stderr."""
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    """Print ``error: <message>`` as one line on stderr and exit with ``code``."""
+    _echo_error(message)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn a :class:`LowcommError` into one ``error:`` line and exit code 2."""
+    try:
+        yield
+    except LowcommError as exc:
+        _fail(str(exc), USAGE)
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value as YAML (``8``, ``0.05``, ``true``, ``[1, 2]``); ``1e-3`` is a float."""
+    return load_yaml(text)
+
+
+def parse_sets(items: list[str], owner: str) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as a dict, values parsed by :func:`parse_value`."""
+    settings: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        malformed = InvalidConfigError("set", owner, "KEY=VALUE with a YAML value", item)
+        if not sep or not key.strip():
+            raise malformed
+        try:
+            settings[key.strip()] = parse_value(text)
+        except yaml.YAMLError:
+            raise malformed from None
+    return settings
+
+
+def _options(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``options`` table of some settings ({} if absent)."""
+    options = values.get("options", {})
+    if not isinstance(options, Mapping):
+        raise InvalidConfigError("options", "the run config", "a table of settings", options)
+    return dict(options)
+
+
+def _merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings layered left to right; ``options`` tables are merged key by key."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = {**merged, **layer, "options": {**_options(merged), **_options(layer)}}
+    return merged
+
+
+def _flags(ctx: typer.Context) -> dict[str, Any]:
+    """The config fields given as flags."""
+    return {
+        name: value
+        for name, value in ctx.params.items()
+        if name in RunConfig.model_fields and value is not None
+    }
+
+
+def _file(config_file: Path | None) -> dict[str, Any]:
+    """The settings of the config file, if any."""
+    return read_config_file(config_file) if config_file is not None else {}
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an output path that exists and is not a folder."""
+    if out.exists() and not out.is_dir():
+        raise DataError(out, "exists and is not a folder")
+
+
+def _console() -> Console:
+    """Standard output; wide when it is not a terminal, so tables are never cut."""
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def _progress(quiet: bool) -> bool:
+    """Show a progress bar: not quiet and stderr is a terminal."""
+    return not quiet and sys.stderr.isatty()
+
+
+# --- run ---------------------------------------------------------------------------------------
+
+
+def _previous_config(out: Path) -> dict[str, Any]:
+    """The config of the run saved in ``out`` ({} if none)."""
+    path = out / RUN_JSON
+    return dict(read_json(path).get("config", {})) if path.is_file() else {}
+
+
+def _checkpoint(out: Path, config: RunConfig) -> RunState:
+    """The state saved in ``out``, which must not be past ``config.rounds``."""
+    path = out / CHECKPOINT_NAME
+    if not path.is_file():
+        raise DataError(path, "no checkpoint to resume from (save one with --checkpoint-every N)")
+    try:
+        state = load_checkpoint(path)
+    except Exception as exc:
+        raise DataError(path, f"not a readable lowcomm checkpoint ({exc})") from None
+    if state.round > config.rounds:
+        allowed = f"a number >= {state.round} (the checkpoint's round)"
+        raise InvalidConfigError("rounds", "lowcomm run --resume", allowed, config.rounds)
+    return state
+
+
+def _start(out: Path, meta: dict[str, Any], resume: bool) -> None:
+    """Before a checkpointed run: ``run.json`` without summary, and no stale checkpoint.
+
+    So a killed run can be resumed with ``--resume`` alone, and only from its own checkpoints.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        (out / CHECKPOINT_NAME).unlink(missing_ok=True)
+    write_json(out / RUN_JSON, {**meta, "summary": None})
+
+
+def _finish(out: Path, result: RunResult, meta: dict[str, Any], fresh: bool) -> None:
+    """Save the run; a fresh run without checkpoints drops a stale one left in ``out``."""
+    save_run(out, result, meta)
+    if fresh:
+        (out / CHECKPOINT_NAME).unlink(missing_ok=True)
+
+
+def _run_table(result: RunResult, metric: str) -> Table:
+    """The final state of a run as a two-column table."""
+    s = summary(result)
+    table = Table(title="Run summary", show_header=False)
+    rows = [
+        ("Rounds", f"{s['rounds']}"),
+        ("Uploads", f"{s['uploads']:,}"),
+        ("MB up / down", f"{_number(s['bytes_up'] / MB)} / {_number(s['bytes_down'] / MB)}"),
+        ("Gradient evaluations", f"{s['grad_evals']:,}"),
+        ("Simulated time (s)", f"{s['sim_time']:.4g}"),
+        ("Final train loss", f"{s['train_loss']:.6g}"),
+        (f"Test metric ({metric})", f"{s['test_metric']:.4f}"),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    out: Out,
+    config_file: ConfigFile = None,
+    algorithm: Annotated[str | None, _opt("Algorithm: sgd, local-sgd or gd.", "algorithm")] = None,
+    data: Data = None,
+    workers: Workers = None,
+    partition: Partition = None,
+    rounds: Rounds = None,
+    seed: Annotated[int | None, _opt("Seed of data split, partition and sampling.", "seed")] = None,
+    engine: Annotated[str | None, _opt("simulate or torchdist (under torchrun).", "engine")] = None,
+    model: Model = None,
+    l2: L2 = None,
+    eval_every: EvalEvery = None,
+    dtype: Dtype = None,
+    latency: Latency = None,
+    bandwidth: Bandwidth = None,
+    seconds_per_grad: SecondsPerGrad = None,
+    lag_cap: LagCap = None,
+    checkpoint_every: Annotated[
+        int | None, _opt("Save OUT/checkpoint.pt every N rounds (0: never).", "checkpoint_every")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")
+    ] = False,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Algorithm setting KEY=VALUE (repeatable).",
+            metavar="KEY=VALUE",
+            show_default=False,
+        ),
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Run one algorithm and save its history and metadata in OUT.
+
+    Settings, lowest precedence first: defaults, OUT/run.json (with --resume), CONFIG_FILE,
+    flags.
+    """
+    # The setting flags reach the config through ctx.params (see _flags).
+    with _user_errors():
+        _check_out(out)
+        previous = _previous_config(out) if resume else {}
+        sets_ = {"options": parse_sets(sets or [], "lowcomm run")}
+        config = make_config(_merge(previous, _file(config_file), _flags(ctx), sets_))
+        state = _checkpoint(out, config) if resume else None
+        prepared = prepare(config)
+        meta = metadata(prepared)
+        rank0 = config.engine == "simulate" or os.environ.get("RANK", "0") == "0"
+        if rank0 and config.checkpoint_every:
+            _start(out, meta, resume)
+        result = execute(prepared, _progress(quiet), out, state)
+        if result is None:
+            return
+        _finish(out, result, meta, fresh=not (resume or config.checkpoint_every))
+    if not quiet:
+        console = _console()
+        console.print(_run_table(result, prepared.problem.metric_name))
+        console.print(f"Saved to {out}")
+    if result.divergence is not None:
+        _fail(str(result.divergence), DIVERGED)
+
+
+# --- compare -----------------------------------------------------------------------------------
+
+
+def _names(value: Any, name: str) -> list[str]:
+    """A comma-separated string or a list, as a list of stripped strings."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise InvalidConfigError(name, COMPARE, "a comma-separated list", value)
+    return [item.strip() for item in items]
+
+
+def _seeds(value: Any) -> list[int]:
+    """Seeds from ``0,1,2`` or a list of integers."""
+    items = _names(value, "seeds") if isinstance(value, str) else value
+    try:
+        seeds = [int(item) for item in items]
+    except (TypeError, ValueError):
+        seeds = []
+    if not seeds or any(s < 0 for s in seeds):
+        raise InvalidConfigError("seeds", COMPARE, "comma-separated integers >= 0", value)
+    return seeds
+
+
+def _number(value: float, digits: int = 4) -> str:
+    """A table cell: ``-`` for NaN, otherwise ``value`` to ``digits`` significant digits."""
+    return "-" if math.isnan(value) else f"{value:,.{digits}g}"
+
+
+def _compare_table(table: pd.DataFrame, rule: str) -> Table:
+    """The comparison summary as a rich table."""
+    target = float(table["target_loss"].iloc[0])
+    shown = Table(title=f"Cost to reach train loss {target:.6g} ({rule}), mean over seeds")
+    headers = (
+        "algorithm",
+        "seeds",
+        "rounds",
+        "uploads",
+        "MB",
+        "grad evals",
+        "sim time (s)",
+        "final loss",
+        "test metric",
+        "diverged",
+    )
+    for header in headers:
+        shown.add_column(header, justify="left" if header == "algorithm" else "right")
+    for row in table.itertuples():
+        shown.add_row(
+            str(row.algorithm),
+            str(row.seeds),
+            _number(row.rounds_to_target, 6),
+            _number(row.uploads_to_target, 6),
+            _number(row.bytes_to_target / MB),
+            _number(row.grad_evals_to_target, 6),
+            _number(row.sim_time_to_target),
+            _number(row.final_train_loss),
+            _number(row.final_test_metric),
+            str(row.diverged),
+        )
+    return shown
+
+
+@app.command()
+def compare(
+    ctx: typer.Context,
+    out: Out,
+    config_file: ConfigFile = None,
+    algorithms: Annotated[
+        str | None, _opt("Comma-separated algorithms. [default: sgd,local-sgd]")
+    ] = None,
+    seeds: Annotated[str | None, _opt("Comma-separated seeds. [default: 0]")] = None,
+    target_loss: Annotated[
+        float | None, _opt("Target train loss. [default: the largest final mean loss]")
+    ] = None,
+    data: Data = None,
+    workers: Workers = None,
+    partition: Partition = None,
+    rounds: Rounds = None,
+    model: Model = None,
+    l2: L2 = None,
+    eval_every: EvalEvery = None,
+    dtype: Dtype = None,
+    latency: Latency = None,
+    bandwidth: Bandwidth = None,
+    seconds_per_grad: SecondsPerGrad = None,
+    lag_cap: LagCap = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="KEY=VALUE for all that accept it, ALG.KEY=VALUE for one (repeatable).",
+            metavar="[ALG.]KEY=VALUE",
+            show_default=False,
+        ),
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Run several algorithms on the same data, partition and seeds; plot and summarise.
+
+    The config file may also hold algorithms, seeds and target_loss, and per-algorithm tables
+    in options.
+    """
+    # The setting flags reach the config through ctx.params (see _flags).
+    with _user_errors():
+        _check_out(out)
+        values = _file(config_file)
+        from_file = {key: values.pop(key) for key in COMPARE_KEYS if key in values}
+        names = _names(algorithms or from_file.get("algorithms", "sgd,local-sgd"), "algorithms")
+        seed_list = _seeds(seeds or from_file.get("seeds", "0"))
+        target = from_file.get("target_loss") if target_loss is None else target_loss
+        settings = comparison.flatten_options(_options(from_file)) | parse_sets(sets or [], COMPARE)
+        base = make_config(values | _flags(ctx))
+        options = comparison.resolve_options(settings, names)
+        table = comparison.compare(
+            base, names, options, seed_list, out, target, progress=_progress(quiet)
+        )
+    if not quiet:
+        rule = "automatic" if target is None else "given"
+        console = _console()
+        console.print(_compare_table(table, rule))
+        console.print(f"Saved to {out}")
+    failed = table.loc[table["diverged"] > 0]
+    if not failed.empty:
+        which = [f"{r.algorithm} ({r.diverged} of {r.seeds} seeds)" for r in failed.itertuples()]
+        message = f"training diverged: {', '.join(which)}; see each run's run.json in {out}"
+        _fail(message, DIVERGED)
+
+
+# --- plot --------------------------------------------------------------------------------------
+
+
+def _plot_path(folders: list[Path]) -> Path:
+    """Where ``plot`` writes without ``--out``."""
+    if len(folders) > 1:
+        return Path("plots.png")
+    return folders[0] / (comparison.FIGURE if comparison.is_comparison(folders[0]) else "plots.png")
+
+
+@app.command()
+def plot(
+    folders: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Run folders and/or comparison folders.", metavar="DIR", show_default=False
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="The four-panel PNG; one PNG per x-axis goes next to it as <stem>-<x>.png. "
+            "[default: DIR/compare.png for a comparison folder, DIR/plots.png for a run folder, "
+            "./plots.png for several folders]",
+            metavar="FILE",
+            show_default=False,
+        ),
+    ] = None,
+    y: Annotated[str, typer.Option(help="History column on the y-axis.")] = "train_loss",
+) -> None:
+    """Redraw plots from saved histories (runs of one folder name are seeds of one curve)."""
+    with _user_errors():
+        runs, config = comparison.load_runs(folders)
+        for name, histories in runs.items():
+            if any(y not in h.columns for h in histories):
+                raise InvalidConfigError("y", "lowcomm plot", f"a history column of {name}", y)
+        written = plot_runs(runs, out or _plot_path(folders), y=y, title=title(config))
+    typer.echo("\n".join(str(path) for path in written))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the command line; usage errors are one ``error:`` line too (exit code 2)."""
+    args = sys.argv[1:] if argv is None else argv
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args or ["--help"], prog_name="lowcomm", standalone_mode=False)
+    except typer.Abort:
+        _echo_error("aborted")
+        code = 1
+    except typer.TyperException as exc:
+        context = getattr(exc, "ctx", None)
+        message = exc.format_message()
+        if context is not None:
+            message = f"{message.rstrip('.')}; see '{context.command_path} --help'"
+        _echo_error(message)
+        code = exc.exit_code
+    sys.exit(code if isinstance(code, int) else 0)

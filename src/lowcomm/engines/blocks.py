@@ -1,0 +1,56 @@
+"""Hosting many workers in one process: contiguous blocks, one batched call per block.
+
+One call over all workers is the fastest on paper, but with hundreds of workers its mini-batch
+tensors (workers x batch x features) outgrow the CPU caches and memory bandwidth dominates.
+Blocks of a few dozen workers keep each call's data in cache while still amortising Python's
+per-call overhead (``benchmarks/bench_simulate.py`` measures both). Results do not depend on
+the block size: every worker's random draws are keyed by its own id and its computation is
+independent of the others'.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from lowcomm.algorithms.base import Algorithm, Context
+from lowcomm.algorithms.local_data import LocalData
+from lowcomm.core import tree
+from lowcomm.core.messages import AnyPayload, Upload, concat
+from lowcomm.data.dataset import Shards
+from lowcomm.problems.base import Problem
+
+DEFAULT_BLOCK = 64
+
+
+class WorkerBlocks:
+    """The shards of a group of workers, cut into contiguous blocks of at most ``size``."""
+
+    def __init__(self, problem: Problem, shards: Shards, size: int = DEFAULT_BLOCK) -> None:
+        n = shards.rows
+        self.spans = [(start, min(start + size, n)) for start in range(0, n, size)]
+        self.data = [LocalData(problem, shards.span(a, b)) for a, b in self.spans]
+
+    def local(
+        self, algorithm: Algorithm, state: Any, down: AnyPayload, ctx: Context
+    ) -> tuple[Upload, Any, np.ndarray, np.ndarray]:
+        """Every block's ``local`` call; the uploads, states and oracle counts stacked."""
+        uploads, states, grads, hvps = [], [], [], []
+        for (start, stop), data in zip(self.spans, self.data, strict=True):
+            rows = torch.arange(start, stop)
+            block_ctx = replace(ctx, workers=ctx.workers[start:stop])
+            up, block_state = algorithm.local(
+                tree.take(state, rows), down.take(rows), data, block_ctx
+            )
+            uploads.append(up)
+            states.append(block_state)
+            g, h = data.reset_counts()
+            grads.append(g)
+            hvps.append(h)
+        payload = concat([u.payload for u in uploads])
+        sent = torch.cat([u.sent for u in uploads])
+        counts = torch.cat(grads).numpy(), torch.cat(hvps).numpy()
+        return Upload(payload, sent), tree.concat(states), *counts
