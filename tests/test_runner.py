@@ -62,6 +62,7 @@ def test_compare_sgd_and_local_sgd_on_a9a(tmp_path: Path) -> None:
         assert (tmp_path / name).is_file(), name
     saved = pd.read_csv(tmp_path / "summary.csv")
     assert sorted(saved["algorithm"]) == ["local-sgd", "sgd"]
+    assert saved["rounds_to_target"].tolist() == summary["rounds_to_target"].tolist()
     # local SGD does 4x the gradient work per round and must be ahead in loss at equal rounds
     final = saved.set_index("algorithm")["final_train_loss"]
     assert final["local-sgd"] < final["sgd"] < 0.69
