@@ -32,25 +32,37 @@ class Payload(Protocol):
         ...
 
 
-def _bytes_per_row(t: torch.Tensor) -> int:
-    return t[0].numel() * t.element_size() if t.shape[0] else 0
+class _OneTensor:
+    """A payload held in one tensor with a worker axis; costs its row's bytes as stored."""
+
+    @property
+    def _tensor(self) -> torch.Tensor:
+        tensor: torch.Tensor = getattr(self, fields(self)[0].name)  # type: ignore[arg-type]
+        return tensor
+
+    @property
+    def rows(self) -> int:
+        """Number of worker rows."""
+        return self._tensor.shape[0]
+
+    def _row_bytes(self) -> int:
+        t = self._tensor
+        return t[0].numel() * t.element_size() if t.shape[0] else 0
+
+    def nbytes(self) -> torch.Tensor:
+        """Bytes of each row's message, int64 [rows]."""
+        return torch.full((self.rows,), self._row_bytes(), dtype=torch.int64)
+
+    def take(self, index: torch.Tensor) -> Self:
+        """The rows at ``index``, in that order."""
+        return type(self)(self._tensor[index])  # type: ignore[call-arg]
 
 
 @dataclass(frozen=True)
-class Dense:
+class Dense(_OneTensor):
     """A dense vector per worker: ``values[w, d]``; costs d times the value width."""
 
     values: torch.Tensor
-
-    @property
-    def rows(self) -> int:  # noqa: D102
-        return self.values.shape[0]
-
-    def nbytes(self) -> torch.Tensor:  # noqa: D102
-        return torch.full((self.rows,), _bytes_per_row(self.values), dtype=torch.int64)
-
-    def take(self, index: torch.Tensor) -> Dense:  # noqa: D102
-        return Dense(self.values[index])
 
 
 @dataclass(frozen=True)
@@ -95,54 +107,27 @@ class Sparse:
 
 
 @dataclass(frozen=True)
-class Scalars:
+class Scalars(_OneTensor):
     """A few scalars per worker (a loss, a step size): ``values[w, s]``."""
 
     values: torch.Tensor
 
-    @property
-    def rows(self) -> int:  # noqa: D102
-        return self.values.shape[0]
-
-    def nbytes(self) -> torch.Tensor:  # noqa: D102
-        return torch.full((self.rows,), _bytes_per_row(self.values), dtype=torch.int64)
-
-    def take(self, index: torch.Tensor) -> Scalars:  # noqa: D102
-        return Scalars(self.values[index])
-
 
 @dataclass(frozen=True)
-class Permutation:
+class Permutation(_OneTensor):
     """An order of a worker's n examples: ``indices[w, n]`` as int32 (4 bytes each)."""
 
     indices: torch.Tensor
 
-    @property
-    def rows(self) -> int:  # noqa: D102
-        return self.indices.shape[0]
-
-    def nbytes(self) -> torch.Tensor:  # noqa: D102
-        return torch.full((self.rows,), _bytes_per_row(self.indices), dtype=torch.int64)
-
-    def take(self, index: torch.Tensor) -> Permutation:  # noqa: D102
-        return Permutation(self.indices[index])
-
 
 @dataclass(frozen=True)
-class SignBits:
+class SignBits(_OneTensor):
     """One bit per entry, packed: ``signs[w, n]`` (bool) costs ceil(n / 8) bytes."""
 
     signs: torch.Tensor
 
-    @property
-    def rows(self) -> int:  # noqa: D102
-        return self.signs.shape[0]
-
-    def nbytes(self) -> torch.Tensor:  # noqa: D102
-        return torch.full((self.rows,), -(-self.signs.shape[1] // 8), dtype=torch.int64)
-
-    def take(self, index: torch.Tensor) -> SignBits:  # noqa: D102
-        return SignBits(self.signs[index])
+    def _row_bytes(self) -> int:
+        return -(-self.signs.shape[1] // 8)
 
 
 @dataclass(frozen=True)
