@@ -23,7 +23,14 @@ SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 class Setup:
     """A small binary logistic problem split over workers with unequal shards."""
 
-    def __init__(self, workers: int = 4, n: int = 300, d: int = 5, l2: float = 1e-2) -> None:
+    def __init__(
+        self,
+        workers: int = 4,
+        n: int = 300,
+        d: int = 5,
+        l2: float = 1e-2,
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
         rng = np.random.default_rng(7)
         X = rng.normal(size=(n + 100, d))
         y = (X @ np.linspace(1, -1, d) + 0.5 * rng.normal(size=n + 100) > 0).astype(np.int64)
@@ -31,8 +38,8 @@ class Setup:
         self.data = TrainTest(data.subset(np.arange(n)), data.subset(np.arange(n, n + 100)))
         cuts = np.cumsum(np.linspace(1, 2, workers) / np.linspace(1, 2, workers).sum() * n)
         self.parts = np.split(np.arange(n), cuts[:-1].astype(int))
-        self.problem = LogisticRegression(d, l2, dtype=torch.float64)
-        self.shards = Shards.build(self.data.train, self.parts, torch.float64)
+        self.problem = LogisticRegression(d, l2, dtype=dtype)
+        self.shards = Shards.build(self.data.train, self.parts, dtype)
         self.evaluator = Evaluator.build(self.problem, self.data)
 
     def simulation(

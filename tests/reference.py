@@ -68,3 +68,44 @@ def gd(shards, l2, iterations, step0=1.0, shrink=0.5, count=20, c=1e-4):
         ok = np.nonzero(values <= f - c * steps * (g @ g))[0]
         x = x - steps[ok[0] if ok.size else np.argmin(values)] * g
     return x
+
+
+def top_k(v: np.ndarray, k: int) -> np.ndarray:
+    """v with all but its k largest-magnitude entries zeroed."""
+    out = np.zeros_like(v)
+    keep = np.argpartition(-np.abs(v), k - 1)[:k]
+    out[keep] = v[keep]
+    return out
+
+
+def lasg_wk2(shards, l2, seed, rounds, lr, b, window, weights, density=None, previous=False):
+    """LASG-WK2 (density None) or SASG, straight from the SASG notebooks' loop.
+
+    ``previous``: the authors' multi-process variant, the reference is the previous iterate.
+    """
+    M, d = len(shards), shards[0][0].shape[1]
+    theta = np.zeros(d)
+    memory, last, anchor = np.zeros((M, d)), np.zeros((M, d)), np.zeros((M, d))
+    skips, diffs, uploads = np.zeros(M), [], 0
+    for r in range(rounds):
+        padded = (diffs + [0.0] * len(weights))[: len(weights)]
+        thr = float(np.dot(weights, padded)) / (lr**2 * M**2)
+        for m, (A, y) in enumerate(shards):
+            i = batch(seed, m, r, b, len(y))
+            g = logistic_grad(theta, A[i], y[i], l2)
+            if r >= window:
+                g_old = logistic_grad(anchor[m], A[i], y[i], l2)
+                if np.sum((g - g_old) ** 2) <= thr and skips[m] <= window:
+                    skips[m] += 1
+                    continue
+            v = lr * g + memory[m]
+            sent = v if density is None else top_k(v, max(1, int(density * d)))
+            memory[m] = 0.0 if density is None else v - sent
+            last[m], anchor[m], skips[m] = sent, theta, 1
+            uploads += 1
+        if previous:
+            anchor[:] = theta
+        new = theta - last.sum(axis=0)
+        diffs.insert(0, float(np.sum((new - theta) ** 2)))
+        theta = new
+    return theta, uploads

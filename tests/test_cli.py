@@ -14,9 +14,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner, Result
 
+from lowcomm.algorithms.registry import REGISTRY
 from lowcomm.cli import app, parse_sets
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.experiments.results import mean_history
+
+KNOWN = ", ".join(REGISTRY)
 
 DATA = ["--data", "synthetic-logistic:400,5", "--workers", "5"]
 COUNTERS = ["uploads", "downloads", "bytes_up", "bytes_down", "grad_evals", "hvps", "sync_rounds"]
@@ -89,7 +92,7 @@ INVALID = [
     ),
     (
         ["--algorithm", "nope"],
-        "The 'algorithm' parameter of lowcomm must be one of sgd, local-sgd, gd. Got 'nope'.",
+        f"The 'algorithm' parameter of lowcomm must be one of {KNOWN}. Got 'nope'.",
     ),
     (
         ["--engine", "foo"],
@@ -103,7 +106,7 @@ INVALID = [
     (
         ["--set", "step=0.1"],
         "The 'step' parameter of sgd must be a known setting (one of lr, batch_size, momentum, "
-        "reduce, asynchronous). Got 0.1.",
+        "reduce, asynchronous, sampling). Got 0.1.",
     ),
     (
         ["--set", "lr=-1"],

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lowcomm.algorithms.registry import REGISTRY
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.experiments.compare import (
     automatic_target,
@@ -19,6 +20,8 @@ from lowcomm.experiments.compare import (
     summarize,
 )
 from lowcomm.experiments.config import make_config
+
+KNOWN = ", ".join(REGISTRY)
 
 
 def history(losses: list[float]) -> pd.DataFrame:
@@ -120,13 +123,13 @@ def test_config_file_option_tables_become_dotted_keys() -> None:
             ["sgd", "sgd"],
             [0],
             "The 'algorithms' parameter of lowcomm compare must be distinct "
-            "names from sgd, local-sgd, gd. Got 'sgd,sgd'.",
+            f"names from {KNOWN}. Got 'sgd,sgd'.",
         ),
         (
             [],
             [0],
             "The 'algorithms' parameter of lowcomm compare must be distinct names from "
-            "sgd, local-sgd, gd. Got ''.",
+            f"{KNOWN}. Got ''.",
         ),
         (
             ["sgd"],

@@ -1,4 +1,4 @@
-"""The ``lowcomm`` command line: ``run``, ``compare`` and ``plot`` (reference: ``docs/cli.md``).
+"""The ``lowcomm`` command line: ``run``, ``compare``, ``plot``, ``reproduce`` (``docs/cli.md``).
 
 Exit codes: 0 success; 2 invalid usage, settings or data, reported as one ``error:`` line on
 stderr before any work starts; 3 the training diverged (the outputs are saved anyway).
@@ -23,8 +23,10 @@ from rich.table import Table
 from lowcomm.core.errors import DataError, InvalidConfigError, LowcommError
 from lowcomm.engines.session import CHECKPOINT_NAME, RunResult, RunState, load_checkpoint
 from lowcomm.experiments import compare as comparison
+from lowcomm.experiments import reproduce as reproductions
 from lowcomm.experiments.config import RunConfig, load_yaml, make_config, read_config_file
 from lowcomm.experiments.plots import plot_runs, title
+from lowcomm.experiments.reproduce.report import console_table
 from lowcomm.experiments.results import RUN_JSON, read_json, save_run, summary, write_json
 from lowcomm.experiments.runner import execute, metadata, prepare
 
@@ -37,7 +39,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
-    help="Communication-efficient distributed optimisation: run, compare and plot.",
+    help="Communication-efficient distributed optimisation: run, compare, plot and reproduce.",
 )
 
 
@@ -458,6 +460,55 @@ def plot(
                 raise InvalidConfigError("y", "lowcomm plot", f"a history column of {name}", y)
         written = plot_runs(runs, out or _plot_path(folders), y=y, title=title(config))
     typer.echo("\n".join(str(path) for path in written))
+
+
+# --- reproduce ---------------------------------------------------------------------------------
+
+
+@app.command()
+def reproduce(
+    name: Annotated[
+        str,
+        typer.Argument(
+            help=f"The reproduction: {', '.join(reproductions.REPRODUCTIONS)}.",
+            metavar="NAME",
+            show_default=False,
+        ),
+    ],
+    quick: Annotated[
+        bool, typer.Option("--quick", help="The small study (under 2 minutes), on digits.")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Output folder. [default: results/reproduce-NAME]",
+            metavar="DIR",
+            show_default=False,
+        ),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="Data set. [default: the reproduction's; for sasg mnist:../shared/datasets/mnist "
+            "if present, else digits; digits with --quick]",
+            metavar="SPEC",
+            show_default=False,
+        ),
+    ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated seeds. [default: 0,1,2; 0 with --quick]"),
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Reproduce a paper's claims: run its study, write OUT/report.md with a claims table."""
+    with _user_errors():
+        request = reproductions.make_request(name, quick, out, data, seeds, _progress(quiet))
+        outcome = reproductions.reproduce(name, request)
+    if not quiet:
+        console = _console()
+        console.print(console_table(outcome.claims, f"Claims of {name}, measured"))
+        console.print(f"Report: {outcome.report}")
 
 
 def main(argv: list[str] | None = None) -> None:

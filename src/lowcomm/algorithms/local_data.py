@@ -15,6 +15,8 @@ from lowcomm.core.rng import Streams
 from lowcomm.data.dataset import Shards
 from lowcomm.problems.base import Problem
 
+SAMPLING = ("replacement", "reshuffle")
+
 
 class LocalData:
     """The shards of the workers in one call, seen through the problem."""
@@ -50,6 +52,35 @@ class LocalData:
         """
         return streams.integers(stream, self.shards.workers, round_, batch_size, self.sizes, step)
 
+    def reshuffled(
+        self, streams: Streams, counter: int, batch_size: int, stream: str = "epoch"
+    ) -> torch.Tensor:
+        """Positions ``[w, batch_size]`` of each worker's ``counter``-th batch under reshuffling.
+
+        Every worker passes over its shard in a fresh uniform order each epoch (its own order,
+        keyed by (worker, epoch)); a batch that runs past the end of an epoch continues in the
+        next epoch's order. This is how the SASG authors' notebooks draw batches.
+        """
+        positions = counter * batch_size + torch.arange(batch_size)
+        sizes = self.sizes[:, None]
+        epochs, offsets = positions[None, :] // sizes, positions[None, :] % sizes
+        first = epochs[:, 0]
+        out = torch.empty_like(offsets)
+        width = self.shards.X.shape[1]
+        for extra in range(int((epochs[:, -1] - first).max()) + 1):
+            order = streams.permutations(
+                stream, self.shards.workers, first + extra, self.sizes, width
+            )
+            mine = epochs == (first + extra)[:, None]
+            out[mine] = torch.gather(order, 1, offsets)[mine]
+        return out
+
+    def draw(self, sampling: str, streams: Streams, counter: int, batch_size: int) -> torch.Tensor:
+        """The ``counter``-th batch: ``replacement`` (:meth:`sample`) or ``reshuffle``."""
+        if sampling == "reshuffle":
+            return self.reshuffled(streams, counter, batch_size)
+        return self.sample(streams, counter, batch_size)
+
     def _batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         X, y = self.shards.gather(index)
         return X, y, torch.ones(index.shape, dtype=self.shards.weight.dtype)
@@ -67,6 +98,18 @@ class LocalData:
             return self.problem.grad(params, self.shards.X, self.shards.y, self.shards.weight)
         self.grad_evals += index.shape[1]
         return self.problem.grad(params, *self._batch(index))
+
+    def grad_of_rows(self, params: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Full local gradients of the workers at positions ``rows`` only; zeros elsewhere.
+
+        Workers outside ``rows`` compute nothing and are charged nothing.
+        """
+        out = torch.zeros_like(params)
+        if rows.numel():
+            part = LocalData(self.problem, self.shards.take(rows))
+            out[rows] = part.grad(params[rows])
+            self.grad_evals[rows] += part.grad_evals
+        return out
 
     def per_example_grads(self, params: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Per-example gradients ``[w, b, d]`` of the examples at ``index``."""

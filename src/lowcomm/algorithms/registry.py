@@ -8,6 +8,7 @@ from typing import Any
 
 from lowcomm.algorithms.base import Algorithm
 from lowcomm.algorithms.gd import GD, GDConfig
+from lowcomm.algorithms.lazy_presets import LAGConfig, LASGConfig, SASGConfig, TopKEFConfig
 from lowcomm.algorithms.local_sgd import LocalSGD, LocalSGDConfig
 from lowcomm.algorithms.sgd import SGD, SGDConfig
 from lowcomm.core.errors import InvalidConfigError
@@ -16,6 +17,10 @@ REGISTRY: dict[str, tuple[type, Callable[[Any], Algorithm]]] = {
     "sgd": (SGDConfig, SGD),
     "local-sgd": (LocalSGDConfig, LocalSGD),
     "gd": (GDConfig, GD),
+    "sasg": (SASGConfig, SASGConfig.build),
+    "lasg": (LASGConfig, LASGConfig.build),
+    "lag": (LAGConfig, LAGConfig.build),
+    "topk-ef": (TopKEFConfig, TopKEFConfig.build),
 }
 
 

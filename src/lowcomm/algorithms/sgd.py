@@ -1,6 +1,7 @@
 """Distributed mini-batch SGD (``sgd``): the baseline every paper compares against.
 
-Each round every worker draws ``batch_size`` examples from its own shard and uploads the
+Each round every worker draws ``batch_size`` examples from its own shard (uniformly with
+replacement, or by ``reshuffle``: a fresh order of its shard every epoch) and uploads the
 mini-batch gradient at the model it received; the aggregator combines the gradients (sum, mean
 or size-weighted mean) and takes a heavy-ball step,
 
@@ -20,10 +21,10 @@ import torch
 
 from lowcomm.algorithms.base import Context, NoState
 from lowcomm.algorithms.combine import Reduce, check_reduce, combine
-from lowcomm.algorithms.local_data import LocalData
+from lowcomm.algorithms.local_data import SAMPLING, LocalData
 from lowcomm.core.messages import AnyPayload, Dense, Download, Upload
 from lowcomm.core.rng import Streams
-from lowcomm.core.validate import at_least, in_interval, positive
+from lowcomm.core.validate import at_least, in_interval, one_of, positive
 from lowcomm.problems.base import Problem
 
 
@@ -36,12 +37,14 @@ class SGDConfig:
     momentum: float = 0.0
     reduce: Reduce = "mean"
     asynchronous: bool = False
+    sampling: str = "replacement"
 
     def __post_init__(self) -> None:
         positive("sgd", "lr", self.lr)
         at_least("sgd", "batch_size", self.batch_size, 1)
         in_interval("sgd", "momentum", self.momentum, 0.0, 1.0)
         check_reduce("sgd", self.reduce)
+        one_of("sgd", "sampling", self.sampling, SAMPLING)
 
 
 class SGDState(NamedTuple):
@@ -78,7 +81,8 @@ class SGD:
     ) -> tuple[Upload, NoState]:
         """Upload the mini-batch gradient at the received model."""
         assert isinstance(down, Dense)
-        index = data.sample(ctx.streams, ctx.round, self.config.batch_size)
+        config = self.config
+        index = data.draw(config.sampling, ctx.streams, ctx.round, config.batch_size)
         return Upload.all(Dense(data.grad(down.values, index))), state
 
     def aggregate(self, state: SGDState, up: Upload, ctx: Context) -> tuple[SGDState, Download]:

@@ -29,12 +29,19 @@ def _mix(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def _keys(seed: int, stream: str, workers: np.ndarray, round_: int, step: int) -> np.ndarray:
-    """One 64-bit key per worker for this (seed, stream, round, step)."""
+Round = int | torch.Tensor
+
+
+def _keys(seed: int, stream: str, workers: np.ndarray, round_: Round, step: int) -> np.ndarray:
+    """One 64-bit key per worker for this (seed, stream, round, step).
+
+    ``round_`` is one round for all workers or a tensor of one round per worker.
+    """
     tag = np.uint64(zlib.crc32(stream.encode()))
+    rounds = np.asarray(round_, dtype=np.int64).astype(np.uint64) + np.uint64(1)
     with np.errstate(over="ignore"):
         base = _mix(np.array([np.uint64(seed) ^ (tag << np.uint64(32))], dtype=np.uint64))
-        base = _mix(base + np.uint64(round_ + 1) * _GOLDEN)
+        base = _mix(base + rounds * _GOLDEN)
         base = _mix(base + np.uint64(step + 1) * _MUL1)
         return _mix(base + (workers.astype(np.uint64) + np.uint64(1)) * _GOLDEN)
 
@@ -46,7 +53,7 @@ class Streams:
     seed: int
 
     def uniform(
-        self, stream: str, workers: torch.Tensor, round_: int, n: int, step: int = 0
+        self, stream: str, workers: torch.Tensor, round_: Round, n: int, step: int = 0
     ) -> torch.Tensor:
         """Uniform draws in [0, 1), float64, shape [len(workers), n]."""
         keys = _keys(self.seed, stream, workers.cpu().numpy(), round_, step)
@@ -59,7 +66,7 @@ class Streams:
         self,
         stream: str,
         workers: torch.Tensor,
-        round_: int,
+        round_: Round,
         n: int,
         high: torch.Tensor,
         step: int = 0,
@@ -72,7 +79,7 @@ class Streams:
         self,
         stream: str,
         workers: torch.Tensor,
-        round_: int,
+        round_: Round,
         sizes: torch.Tensor,
         width: int,
         step: int = 0,
@@ -88,7 +95,7 @@ class Streams:
         return torch.argsort(keys, dim=1, stable=True)
 
     def normal(
-        self, stream: str, workers: torch.Tensor, round_: int, n: int, step: int = 0
+        self, stream: str, workers: torch.Tensor, round_: Round, n: int, step: int = 0
     ) -> torch.Tensor:
         """Standard normal draws (Box-Muller), float64, shape [len(workers), n]."""
         u = self.uniform(stream, workers, round_, 2 * n, step)

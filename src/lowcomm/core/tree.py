@@ -59,3 +59,13 @@ def leaves(state: Any) -> list[torch.Tensor]:
 def all_finite(state: Any) -> bool:
     """Whether every tensor of ``state`` is finite."""
     return all(bool(torch.isfinite(leaf).all()) for leaf in leaves(state))
+
+
+def select(mask: torch.Tensor, new: State, old: State) -> State:
+    """Row-wise choice: rows where ``mask[w]`` holds come from ``new``, the others from ``old``."""
+
+    def pick(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.where(mask.reshape(-1, *([1] * (a.dim() - 1))), a, b)
+
+    result: State = _map(pick, new, old)
+    return result

@@ -1,0 +1,63 @@
+"""The compressor seam: explicit state in, payload and state out (optax-style).
+
+A compressor turns the rows ``values[w, d]`` a group of workers wants to send into a payload
+(usually :class:`~lowcomm.core.messages.Sparse`) and carries whatever state it needs (error
+feedback keeps a residual). Random compressors draw from the keyed streams of the workers in
+``key``, so a worker's draws do not depend on the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+import torch
+
+from lowcomm.core.messages import Dense, Sparse
+from lowcomm.core.rng import Streams
+
+
+@dataclass(frozen=True)
+class DrawKey:
+    """Where random draws come from: the run's streams, the rows' worker ids and the round."""
+
+    streams: Streams
+    workers: torch.Tensor
+    round: int
+
+
+class Compressor(Protocol):
+    """``init`` makes the state of ``rows`` workers; ``compress`` maps rows to a payload."""
+
+    def init(self, rows: int, dim: int, dtype: torch.dtype) -> Any:
+        """State for ``rows`` workers sending ``dim`` values."""
+        ...
+
+    def compress(
+        self, values: torch.Tensor, state: Any, key: DrawKey
+    ) -> tuple[Sparse | Dense, Any]:
+        """The payload for ``values[w, d]`` and the new state."""
+        ...
+
+
+class Stateless(NamedTuple):
+    """The state of compressors that keep nothing."""
+
+
+class Identity:
+    """No compression: the rows are sent dense (4 bytes per float32 value)."""
+
+    def init(self, rows: int, dim: int, dtype: torch.dtype) -> Stateless:  # noqa: D102
+        return Stateless()
+
+    def compress(  # noqa: D102
+        self, values: torch.Tensor, state: Stateless, key: DrawKey
+    ) -> tuple[Dense, Stateless]:
+        return Dense(values), state
+
+
+def sparse_rows(values: torch.Tensor, indices: torch.Tensor, scale: float = 1.0) -> Sparse:
+    """The entries ``indices[w, k]`` of ``values[w, d]`` (times ``scale``) as int32 sparse rows."""
+    kept = torch.gather(values, 1, indices) * scale
+    counts = torch.full((values.shape[0],), indices.shape[1], dtype=torch.int64)
+    return Sparse(indices.to(torch.int32), kept, counts, values.shape[1])

@@ -1,0 +1,50 @@
+"""Error feedback (memory) as a wrapper around any compressor.
+
+Each worker keeps a residual e (Stich, Cordonnier and Jaggi, 2018; Seide et al., 2014):
+
+    v = x + e,    message = C(v),    e <- v - decompress(message)
+
+so what is sent plus what is kept equals the input exactly: the residual is v with the sent
+entries zeroed, computed by subtracting the very values that were sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+
+from lowcomm.compress.base import Compressor, DrawKey
+from lowcomm.core.messages import Dense, Sparse
+
+
+class ErrorFeedbackState(NamedTuple):
+    """The residual of each worker and the inner compressor's state."""
+
+    residual: torch.Tensor
+    inner: Any
+
+
+def decompress(payload: Sparse | Dense) -> torch.Tensor:
+    """The dense rows a payload stands for."""
+    return payload.to_dense() if isinstance(payload, Sparse) else payload.values
+
+
+@dataclass(frozen=True)
+class ErrorFeedback:
+    """``inner`` applied to input plus residual; the residual keeps what was not sent."""
+
+    inner: Compressor
+
+    def init(self, rows: int, dim: int, dtype: torch.dtype) -> ErrorFeedbackState:  # noqa: D102
+        return ErrorFeedbackState(
+            torch.zeros(rows, dim, dtype=dtype), self.inner.init(rows, dim, dtype)
+        )
+
+    def compress(  # noqa: D102
+        self, values: torch.Tensor, state: ErrorFeedbackState, key: DrawKey
+    ) -> tuple[Sparse | Dense, ErrorFeedbackState]:
+        v = values + state.residual
+        message, inner = self.inner.compress(v, state.inner, key)
+        return message, ErrorFeedbackState(v - decompress(message), inner)

@@ -1,0 +1,68 @@
+"""Top-k sparsification: keep the largest-magnitude entries, per parameter tensor or globally.
+
+Per tensor (the SASG authors' choice, layer-wise): tensor j of size d_j keeps
+k_j = max(1, floor(density * d_j)) entries, so every tensor sends at least one. Globally: the
+k largest entries of the whole vector. Ties are broken by ``torch.topk``'s order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lowcomm.compress.base import DrawKey, Stateless, sparse_rows
+from lowcomm.core.errors import InvalidConfigError
+from lowcomm.core.messages import Sparse
+from lowcomm.core.validate import at_least, in_interval
+
+
+@dataclass(frozen=True)
+class TopKPerTensor:
+    """Keep max(1, floor(density * d_j)) largest-|v| entries of each tensor (``segments``)."""
+
+    density: float
+    segments: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        in_interval("top-k", "density", self.density, 1e-12, 1.0, closed_high=True)
+        if not self.segments or any(s < 1 for s in self.segments):
+            raise InvalidConfigError("segments", "top-k", "positive tensor sizes", self.segments)
+
+    def counts(self) -> list[int]:
+        """Entries kept in each tensor."""
+        return [max(1, int(self.density * d)) for d in self.segments]
+
+    def init(self, rows: int, dim: int, dtype: torch.dtype) -> Stateless:  # noqa: D102
+        return Stateless()
+
+    def compress(  # noqa: D102
+        self, values: torch.Tensor, state: Stateless, key: DrawKey
+    ) -> tuple[Sparse, Stateless]:
+        picks, start = [], 0
+        for size, k in zip(self.segments, self.counts(), strict=True):
+            block = values[:, start : start + size]
+            picks.append(torch.topk(block.abs(), k, dim=1, sorted=False).indices + start)
+            start += size
+        return sparse_rows(values, torch.cat(picks, dim=1)), state
+
+
+@dataclass(frozen=True)
+class TopK:
+    """Keep the k largest-|v| entries of the whole vector."""
+
+    k: int
+
+    def __post_init__(self) -> None:
+        at_least("top-k", "k", self.k, 1)
+
+    def init(self, rows: int, dim: int, dtype: torch.dtype) -> Stateless:  # noqa: D102
+        if self.k > dim:
+            raise InvalidConfigError("k", "top-k", f"an integer in [1, {dim}]", self.k)
+        return Stateless()
+
+    def compress(  # noqa: D102
+        self, values: torch.Tensor, state: Stateless, key: DrawKey
+    ) -> tuple[Sparse, Stateless]:
+        indices = torch.topk(values.abs(), self.k, dim=1, sorted=False).indices
+        return sparse_rows(values, indices), state
