@@ -109,3 +109,39 @@ def lasg_wk2(shards, l2, seed, rounds, lr, b, window, weights, density=None, pre
         diffs.insert(0, float(np.sum((new - theta) ** 2)))
         theta = new
     return theta, uploads
+
+
+def logistic_hessian(x: np.ndarray, A: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
+    p = 1.0 / (1.0 + np.exp(-(A @ x)))
+    return (A * (p * (1 - p))[:, None]).T @ A / len(y) + l2 * np.eye(len(x))
+
+
+def backtrack(f, x, p, g, shrink=0.5, beta=0.1, count=30):
+    """The first of 1, shrink, shrink^2, ... with Armijo decrease (the lowest trial if none)."""
+    steps = shrink ** np.arange(count)
+    values = np.array([f(x - a * p) for a in steps])
+    ok = np.nonzero(values <= f(x) - beta * steps * (p @ g))[0]
+    return steps[ok[0] if ok.size else np.argmin(values)]
+
+
+def local_newton_round(shards, l2, x, local_steps):
+    """Every worker: L Newton steps with backtracking on its own objective; then the mean."""
+    models = []
+    for A, y in shards:
+        w = x.copy()
+        for _ in range(local_steps):
+            g = logistic_grad(w, A, y, l2)
+            p = np.linalg.solve(logistic_hessian(w, A, y, l2), g)
+            a = backtrack(lambda z, A=A, y=y: logistic_loss(z, A, y, l2), w, p, g)
+            w = w - a * p
+        models.append(w)
+    return np.mean(models, axis=0)
+
+
+def giant_iteration(shards, l2, x):
+    """Global gradient, mean of local Newton directions, line search over 4^0 .. 4^-9 (c 0.1)."""
+    A = np.concatenate([a for a, _ in shards])
+    y = np.concatenate([t for _, t in shards])
+    g = logistic_grad(x, A, y, l2)
+    p = np.mean([np.linalg.solve(logistic_hessian(x, a, t, l2), g) for a, t in shards], axis=0)
+    return x - backtrack(lambda z: logistic_loss(z, A, y, l2), x, p, g, 0.25, 0.1, 10) * p

@@ -77,6 +77,9 @@ Bandwidth = Annotated[float | None, _opt("Bytes per second per link (simulated).
 SecondsPerGrad = Annotated[
     float | None, _opt("Seconds per gradient evaluation (simulated).", "seconds_per_grad")
 ]
+RoundLatency = Annotated[
+    float | None, _opt("Seconds added to every sync round (simulated).", "round_latency")
+]
 LagCap = Annotated[int | None, _opt("Async: max rounds a worker runs ahead.", "lag_cap")]
 Out = Annotated[Path, typer.Option(help="Output folder.", metavar="DIR", show_default=False)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no summary.")]
@@ -233,7 +236,7 @@ def run(
     ctx: typer.Context,
     out: Out,
     config_file: ConfigFile = None,
-    algorithm: Annotated[str | None, _opt("Algorithm: sgd, local-sgd or gd.", "algorithm")] = None,
+    algorithm: Annotated[str | None, _opt("Algorithm (docs/algorithms.md).", "algorithm")] = None,
     data: Data = None,
     workers: Workers = None,
     partition: Partition = None,
@@ -247,6 +250,7 @@ def run(
     latency: Latency = None,
     bandwidth: Bandwidth = None,
     seconds_per_grad: SecondsPerGrad = None,
+    round_latency: RoundLatency = None,
     lag_cap: LagCap = None,
     checkpoint_every: Annotated[
         int | None, _opt("Save OUT/checkpoint.pt every N rounds (0: never).", "checkpoint_every")
@@ -379,6 +383,7 @@ def compare(
     latency: Latency = None,
     bandwidth: Bandwidth = None,
     seconds_per_grad: SecondsPerGrad = None,
+    round_latency: RoundLatency = None,
     lag_cap: LagCap = None,
     sets: Annotated[
         list[str] | None,

@@ -8,6 +8,7 @@ does the same with eta_j = 4^-j and c = 0.1).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -45,3 +46,18 @@ class ArmijoGrid:
         if bool(ok.any()):
             return int(torch.nonzero(ok)[0, 0])
         return int(torch.argmin(values))
+
+    def choose_each(
+        self, f0: torch.Tensor, values: torch.Tensor, slope: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`choose` for every row: ``f0[w]``, ``values[w, count]``, ``slope[w]``."""
+        steps = self.steps(values.dtype)
+        ok = values <= f0[:, None] - self.c * steps[None, :] * slope[:, None]
+        first = torch.argmax(ok.to(torch.int64), dim=1)
+        return torch.where(ok.any(dim=1), first, torch.argmin(values, dim=1))
+
+    def trial_values(
+        self, loss: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, p: torch.Tensor
+    ) -> torch.Tensor:
+        """``loss(x - eta_j p)`` for every candidate, ``[w, count]`` (``x``, ``p``: ``[w, d]``)."""
+        return torch.stack([loss(x - eta * p) for eta in self.steps(x.dtype)], dim=1)

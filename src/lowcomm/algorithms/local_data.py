@@ -127,6 +127,16 @@ class LocalData:
             return self.problem.hvp(params, shards.X, shards.y, shards.weight, v)
         return self.problem.hvp(params, *self._batch(index), v)
 
+    def hvp_rows(self, params: torch.Tensor, v: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        """Local Hessian times ``v`` on the whole shard, charged to the ``active`` workers only.
+
+        All rows are computed in one batched call; rows of inactive workers are not used by
+        the caller (a CG iteration of a worker that has already converged).
+        """
+        self.hvps += active.to(torch.int64)
+        shards = self.shards
+        return self.problem.hvp(params, shards.X, shards.y, shards.weight, v)
+
     def hessian(self, params: torch.Tensor) -> torch.Tensor:
         """Local Hessian ``[w, d, d]`` on the whole shard (costs d HVPs)."""
         self.hvps += params.shape[1]

@@ -8,7 +8,9 @@ from typing import Any
 
 from lowcomm.algorithms.base import Algorithm
 from lowcomm.algorithms.gd import GD, GDConfig
+from lowcomm.algorithms.giant import GIANT, GIANTConfig
 from lowcomm.algorithms.lazy_presets import LAGConfig, LASGConfig, SASGConfig, TopKEFConfig
+from lowcomm.algorithms.local_newton import LocalNewton, LocalNewtonConfig
 from lowcomm.algorithms.local_sgd import LocalSGD, LocalSGDConfig
 from lowcomm.algorithms.sgd import SGD, SGDConfig
 from lowcomm.core.errors import InvalidConfigError
@@ -21,6 +23,8 @@ REGISTRY: dict[str, tuple[type, Callable[[Any], Algorithm]]] = {
     "lasg": (LASGConfig, LASGConfig.build),
     "lag": (LAGConfig, LAGConfig.build),
     "topk-ef": (TopKEFConfig, TopKEFConfig.build),
+    "local-newton": (LocalNewtonConfig, LocalNewton),
+    "giant": (GIANTConfig, GIANT),
 }
 
 

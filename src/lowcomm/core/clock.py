@@ -67,15 +67,27 @@ class ComputeModel:
 
 @dataclass(frozen=True)
 class ClockModel:
-    """Network plus compute: the model the engines use to advance simulated time."""
+    """Network plus compute: the model the engines use to advance simulated time.
+
+    ``round_latency`` is a fixed cost per synchronous round on top of the messages' own time,
+    e.g. invoking serverless workers and their storage I/O (LocalNewton's AWS Lambda setting).
+    """
 
     network: NetworkModel = NetworkModel()
     compute: ComputeModel = ComputeModel()
+    round_latency: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.round_latency >= 0:
+            raise InvalidConfigError(
+                "round_latency", "ClockModel", "a number >= 0 (seconds)", self.round_latency
+            )
 
     def for_workers(self, n_workers: int) -> Timing:
         """Per-worker lookup tables for a run of ``n_workers``."""
         latency, bandwidth = self.network.table(n_workers)
-        return Timing(latency, bandwidth, self.compute.table(n_workers), self.compute)
+        speeds = self.compute.table(n_workers)
+        return Timing(latency, bandwidth, speeds, self.compute, self.round_latency)
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,7 @@ class Timing:
     bandwidth: np.ndarray
     speed: np.ndarray
     compute: ComputeModel
+    round_latency: float = 0.0
 
     def transfer(self, workers: np.ndarray, nbytes: np.ndarray, sent: np.ndarray) -> np.ndarray:
         """Seconds each message takes: latency + bytes / bandwidth; rows not sent take none."""

@@ -201,10 +201,16 @@ class Upload(NamedTuple):
 
 
 class Download(NamedTuple):
-    """What the aggregator sends down: one row for every recipient, or one row per worker."""
+    """What the aggregator sends down: one row for every recipient, or one row per worker.
+
+    ``piggyback`` marks an exchange of a few scalars that a deployment would fold into the
+    neighbouring round (GIANT's line-search values): its messages and bytes are recorded, but
+    it counts no sync round and pays no per-round latency.
+    """
 
     payload: AnyPayload
     broadcast: bool
+    piggyback: bool = False
 
     def for_workers(self, index: torch.Tensor) -> AnyPayload:
         """The rows the workers at positions ``index`` receive."""

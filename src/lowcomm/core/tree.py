@@ -47,20 +47,6 @@ def concat(states: list[State]) -> State:
     return result
 
 
-def leaves(state: Any) -> list[torch.Tensor]:
-    """Every tensor of ``state``, depth first."""
-    if isinstance(state, torch.Tensor):
-        return [state]
-    if isinstance(state, tuple):
-        return [leaf for item in state for leaf in leaves(item)]
-    return []
-
-
-def all_finite(state: Any) -> bool:
-    """Whether every tensor of ``state`` is finite."""
-    return all(bool(torch.isfinite(leaf).all()) for leaf in leaves(state))
-
-
 def select(mask: torch.Tensor, new: State, old: State) -> State:
     """Row-wise choice: rows where ``mask[w]`` holds come from ``new``, the others from ``old``."""
 

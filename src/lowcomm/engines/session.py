@@ -27,7 +27,6 @@ from lowcomm.core.errors import DivergenceError, InvalidConfigError
 from lowcomm.core.ledger import Ledger
 from lowcomm.core.messages import Download, Upload
 from lowcomm.core.rng import Streams
-from lowcomm.core.tree import all_finite
 from lowcomm.core.validate import at_least
 from lowcomm.engines.evaluation import Evaluator
 from lowcomm.problems.base import Problem
@@ -119,16 +118,20 @@ def close_sync_round(
     """Account a synchronous round of all workers ``ctx.workers``, aggregate and move on.
 
     Records each worker's download, its oracle calls and its upload (sent rows only) and one
-    sync round; aggregates; advances simulated time by the slowest worker's round.
+    sync round (none for a piggy-backed exchange); aggregates; advances simulated time by the
+    slowest worker's round plus the clock's per-round latency (not for a piggy-backed one).
     """
     r, ids = state.round + 1, ctx.workers.numpy()
     sent, up_bytes = up.sent.numpy(), up.payload.nbytes().numpy()
     state.ledger.download(r, ids, down_bytes)
     state.ledger.compute(r, ids, grad_evals, hvps)
     state.ledger.upload(r, ids, sent, up_bytes)
-    state.ledger.sync_round()
+    piggyback = state.download.piggyback
+    if not piggyback:
+        state.ledger.sync_round()
     state.aggregator, state.download = algorithm.aggregate(state.aggregator, up, ctx)
     state.sim_time += timing.sync_round(ids, down_bytes, up_bytes, sent, grad_evals, hvps)
+    state.sim_time += 0.0 if piggyback else timing.round_latency
     state.round = r
 
 
@@ -154,9 +157,7 @@ def diverged(row: dict[str, float]) -> DivergenceError | None:
 
 
 def save_checkpoint(state: RunState, folder: Path) -> None:
-    """Write the state atomically, unless it holds non-finite values (keep the last good one)."""
-    if not all_finite(state.aggregator):
-        return
+    """Write the state atomically (the engines call it only while the model is finite)."""
     folder.mkdir(parents=True, exist_ok=True)
     partial = folder / (CHECKPOINT_NAME + ".partial")
     torch.save(state, partial)
@@ -219,7 +220,8 @@ def _after_round(
         show(state.round, row["train_loss"])
         divergence = diverged(row)
     checkpoint_due = options.checkpoint_every and state.round % options.checkpoint_every == 0
-    if checkpoint_due and divergence is None and options.checkpoint_dir is not None:
+    healthy = divergence is None and bool(torch.isfinite(algorithm.model(state.aggregator)).all())
+    if checkpoint_due and healthy and options.checkpoint_dir is not None:
         checkpoint(state, options.checkpoint_dir)
     return divergence
 

@@ -55,6 +55,7 @@ class RunConfig(BaseModel):
     latency: float = Field(default=0.0, ge=0)
     bandwidth: float = Field(default=math.inf, gt=0)
     seconds_per_grad: float = Field(default=0.0, ge=0)
+    round_latency: float = Field(default=0.0, ge=0)
     speeds: tuple[float, ...] = ()
     lag_cap: int | None = Field(default=None, ge=0)
     test_fraction: float = Field(default=0.25, gt=0, lt=1)

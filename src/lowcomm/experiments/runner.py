@@ -103,7 +103,8 @@ def prepare(config: RunConfig) -> Prepared:
     problem = make_problem(config, data)
     shards = Shards.build(data.train, parts, problem.dtype)
     network = NetworkModel(Link(config.latency, config.bandwidth))
-    clock = ClockModel(network, ComputeModel(config.seconds_per_grad, 0.0, config.speeds))
+    compute = ComputeModel(config.seconds_per_grad, 0.0, config.speeds)
+    clock = ClockModel(network, compute, config.round_latency)
     evaluator = Evaluator.build(problem, data)
     return Prepared(
         config, data, parts, shards, problem, algorithm, evaluator, Streams(config.seed), clock

@@ -1,0 +1,180 @@
+"""LocalNewton (``local-newton``): L local Newton steps per round, then model averaging.
+
+Gupta, Ghosh, Dereziński, Khanna, Ramchandran and Mahoney, UAI 2021 (arXiv 2105.07320). What is
+the paper's (its abstract): workers take second-order steps using only their own data and model,
+L of them between two synchronisations, where the aggregator averages the models; L is the one
+hyper-parameter, and an adaptive scheme decreases L as training proceeds. The paper body was not
+available, so the rest is a reconstruction (../shared/papers/sasg-and-localnewton.md, 5.2),
+implemented as documented options with these defaults:
+
+* local step: Newton direction p = H_k^{-1} g_k of the worker's local objective
+  f_k(w) = (1/|S_k|) sum_{i in S_k} loss_i(w) + (l2/2)||w||^2 (exact solve, or ``solver="cg"``
+  with ``cg_tol`` and ``cg_iters``), step from a local Armijo backtracking line search over
+  1, rho, rho^2, ... (rho = ``shrink`` = 1/2) with f_k(w - a p) <= f_k(w) - beta a p.g
+  (beta = ``armijo`` = 0.1);
+* averaging: the plain mean of the uploaded models (equal shards; ``reduce="size-weighted"``
+  weighs by shard size);
+* adaptive L (``adaptive=True``): start at ``local_steps`` (L_0); every worker reports the local
+  loss of the averaged model it received with its next upload (one scalar, no extra round); when
+  the global loss F = sum_k (n_k/N) f_k stops improving (F > best - ``tolerance``), L decreases
+  (``decrease="minus-one"``, or ``"halve"``), never below 1, and with ``rollback=True`` the
+  aggregator returns to the best averaged model. The current L travels with the model and is
+  the ``local_steps`` history column.
+
+Messages per round: down d values (+ 1 with adaptive L), up d values (+ 1 with adaptive L).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from lowcomm.algorithms.base import Context, NoState
+from lowcomm.algorithms.combine import Reduce, combine
+from lowcomm.algorithms.line_search import ArmijoGrid
+from lowcomm.algorithms.local_data import LocalData
+from lowcomm.algorithms.newton import NewtonSolver
+from lowcomm.core.messages import AnyPayload, Bundle, Dense, Download, Scalars, Upload
+from lowcomm.core.rng import Streams
+from lowcomm.core.validate import at_least, in_interval, one_of
+from lowcomm.problems.base import Problem
+
+
+@dataclass(frozen=True)
+class LocalNewtonConfig:
+    """Settings of ``local-newton``; see the module docstring for each."""
+
+    local_steps: int = 4
+    adaptive: bool = False
+    decrease: str = "minus-one"
+    rollback: bool = False
+    tolerance: float = 0.0
+    solver: str = "exact"
+    cg_tol: float = 1e-6
+    cg_iters: int = 50
+    armijo: float = 0.1
+    shrink: float = 0.5
+    reduce: Reduce = "mean"
+
+    def __post_init__(self) -> None:
+        at_least("local-newton", "local_steps", self.local_steps, 1)
+        one_of("local-newton", "decrease", self.decrease, ("minus-one", "halve"))
+        in_interval("local-newton", "tolerance", self.tolerance, 0.0, float("inf"))
+        one_of("local-newton", "reduce", self.reduce, ("mean", "size-weighted"))
+        self.newton  # noqa: B018  (validates the solver settings at construction)
+        self.line_search  # noqa: B018
+
+    @property
+    def newton(self) -> NewtonSolver:
+        """The local solver."""
+        return NewtonSolver(self.solver, self.cg_tol, self.cg_iters)
+
+    @property
+    def line_search(self) -> ArmijoGrid:
+        """The local backtracking grid 1, rho, rho^2, ... (30 candidates)."""
+        return ArmijoGrid(1.0, self.shrink, 30, self.armijo)
+
+
+class LocalNewtonState(NamedTuple):
+    """Aggregator state: model, current L, best averaged loss and model so far, sizes."""
+
+    params: torch.Tensor
+    local_steps: torch.Tensor
+    best_loss: torch.Tensor
+    best_params: torch.Tensor
+    sizes: torch.Tensor
+
+
+class LocalNewton:
+    """L local Newton steps with line search, then averaging; see the module docstring."""
+
+    name = "local-newton"
+    synchronous = True
+
+    def __init__(self, config: LocalNewtonConfig) -> None:
+        self.config = config
+
+    def init(
+        self, problem: Problem, sizes: torch.Tensor, streams: Streams
+    ) -> tuple[LocalNewtonState, Download]:
+        """Initial model and L_0, broadcast."""
+        params = problem.init_params(streams.generator("init"))
+        inf = torch.tensor(float("inf"), dtype=params.dtype)
+        state = LocalNewtonState(params, torch.tensor(self.config.local_steps), inf, params, sizes)
+        return state, self._download(state)
+
+    def init_workers(self, problem: Problem, workers: torch.Tensor, streams: Streams) -> NoState:
+        """Workers keep nothing between rounds."""
+        return NoState()
+
+    def _download(self, state: LocalNewtonState) -> Download:
+        model = Dense(state.params[None])
+        if not self.config.adaptive:
+            return Download(model, broadcast=True)
+        steps = Scalars(state.local_steps.to(state.params.dtype).reshape(1, 1))
+        return Download(Bundle((model, steps)), broadcast=True)
+
+    def local(
+        self, state: NoState, down: AnyPayload, data: LocalData, ctx: Context
+    ) -> tuple[Upload, NoState]:
+        """L Newton steps with a local line search from the received model."""
+        if isinstance(down, Bundle):
+            model, steps = down.parts
+            assert isinstance(model, Dense) and isinstance(steps, Scalars)
+            local_steps, start = int(steps.values[0, 0]), model.values
+        else:
+            assert isinstance(down, Dense)
+            local_steps, start = self.config.local_steps, down.values
+        params = start
+        for _ in range(local_steps):
+            params = self._newton_step(data, params)
+        if not self.config.adaptive:
+            return Upload.all(Dense(params)), state
+        reported = Scalars(data.loss(start)[:, None])
+        return Upload.all(Bundle((Dense(params), reported))), state
+
+    def _newton_step(self, data: LocalData, params: torch.Tensor) -> torch.Tensor:
+        """One step w <- w - a p, p = H^{-1} g, a from the local Armijo backtracking."""
+        grad = data.grad(params)
+        direction = self.config.newton.solve(data, params, grad)
+        grid = self.config.line_search
+        trials = grid.trial_values(data.loss, params, direction)
+        index = grid.choose_each(data.loss(params), trials, (grad * direction).sum(dim=1))
+        return params - grid.steps(params.dtype)[index][:, None] * direction
+
+    def aggregate(
+        self, state: LocalNewtonState, up: Upload, ctx: Context
+    ) -> tuple[LocalNewtonState, Download]:
+        """Average the models; with adaptive L, judge the previous average and adapt L."""
+        sizes = state.sizes[ctx.workers]
+        payload = up.payload.parts[0] if isinstance(up.payload, Bundle) else up.payload
+        assert isinstance(payload, Dense)
+        average = combine(payload.values, up.sent, sizes, self.config.reduce)
+        new = state._replace(params=average)
+        if isinstance(up.payload, Bundle):
+            reported = up.payload.parts[1]
+            assert isinstance(reported, Scalars)
+            loss = combine(reported.values, up.sent, sizes, "size-weighted")[0]
+            new = self._adapt(state, new, loss)
+        return new, self._download(new)
+
+    def _adapt(
+        self, old: LocalNewtonState, new: LocalNewtonState, loss: torch.Tensor
+    ) -> LocalNewtonState:
+        """``loss`` is F at the model broadcast this round (``old.params``)."""
+        config = self.config
+        if bool(loss <= old.best_loss - config.tolerance):
+            return new._replace(best_loss=loss, best_params=old.params)
+        steps = int(old.local_steps)
+        steps = steps - 1 if config.decrease == "minus-one" else steps // 2
+        new = new._replace(local_steps=torch.tensor(max(1, steps)))
+        return new._replace(params=old.best_params) if config.rollback else new
+
+    def model(self, state: LocalNewtonState) -> torch.Tensor:  # noqa: D102
+        return state.params
+
+    def metrics(self, state: LocalNewtonState) -> dict[str, float]:
+        """The current number of local steps L."""
+        return {"local_steps": float(state.local_steps)}
