@@ -68,6 +68,13 @@ Partition = Annotated[
     str | None, _opt("iid, sorted, classes:K, dirichlet:ALPHA or size-skew:POWER.", "partition")
 ]
 Rounds = Annotated[int | None, _opt("Rounds to run (aggregator updates if async).", "rounds")]
+Epochs = Annotated[
+    int | None, _opt("Run this many epochs instead of --rounds (sgd with --order).", "epochs")
+]
+Order = Annotated[
+    str | None,
+    _opt("sgd example order: d-rr, so, id-grab, id-grab-mean, cd-grab, cd-grab-signs.", "order"),
+]
 Model = Annotated[str | None, _opt("auto, logistic, softmax, mlp or lenet.", "model")]
 L2 = Annotated[float | None, _opt("L2 regularisation weight.", "l2")]
 EvalEvery = Annotated[int | None, _opt("Record a history row every N rounds.", "eval_every")]
@@ -241,6 +248,8 @@ def run(
     workers: Workers = None,
     partition: Partition = None,
     rounds: Rounds = None,
+    epochs: Epochs = None,
+    order: Order = None,
     seed: Annotated[int | None, _opt("Seed of data split, partition and sampling.", "seed")] = None,
     engine: Annotated[str | None, _opt("simulate or torchdist (under torchrun).", "engine")] = None,
     model: Model = None,
@@ -376,6 +385,8 @@ def compare(
     workers: Workers = None,
     partition: Partition = None,
     rounds: Rounds = None,
+    epochs: Epochs = None,
+    order: Order = None,
     model: Model = None,
     l2: L2 = None,
     eval_every: EvalEvery = None,
@@ -512,7 +523,8 @@ def reproduce(
         outcome = reproductions.reproduce(name, request)
     if not quiet:
         console = _console()
-        console.print(console_table(outcome.claims, f"Claims of {name}, measured"))
+        title = f"Claims of {name}: measured here, beside the paper's run"
+        console.print(console_table(outcome.claims, title, outcome.paper_source))
         console.print(f"Report: {outcome.report}")
 
 

@@ -12,11 +12,18 @@ from lowcomm.algorithms.giant import GIANT, GIANTConfig
 from lowcomm.algorithms.lazy_presets import LAGConfig, LASGConfig, SASGConfig, TopKEFConfig
 from lowcomm.algorithms.local_newton import LocalNewton, LocalNewtonConfig
 from lowcomm.algorithms.local_sgd import LocalSGD, LocalSGDConfig
+from lowcomm.algorithms.ordered_sgd import OrderedSGD
 from lowcomm.algorithms.sgd import SGD, SGDConfig
 from lowcomm.core.errors import InvalidConfigError
 
+
+def make_sgd(config: SGDConfig) -> SGD | OrderedSGD:
+    """``sgd`` as configured: with an example order, the epoch-based variant."""
+    return SGD(config) if config.order == "none" else OrderedSGD(config)
+
+
 REGISTRY: dict[str, tuple[type, Callable[[Any], Algorithm]]] = {
-    "sgd": (SGDConfig, SGD),
+    "sgd": (SGDConfig, make_sgd),
     "local-sgd": (LocalSGDConfig, LocalSGD),
     "gd": (GDConfig, GD),
     "sasg": (SASGConfig, SASGConfig.build),

@@ -9,7 +9,9 @@ or size-weighted mean) and takes a heavy-ball step,
 
 then broadcasts x_{k+1}. Messages: up, d values per worker (4d bytes in float32); down, the
 same. With ``asynchronous=True`` the aggregator applies each gradient as it arrives (classic
-asynchronous SGD) and replies to its sender only.
+asynchronous SGD) and replies to its sender only. With ``order`` set (``d-rr``, ``so``,
+``id-grab``, ``id-grab-mean``, ``cd-grab``, ``cd-grab-signs``) batches follow epoch orders
+instead (:mod:`lowcomm.algorithms.ordered_sgd`).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import torch
 from lowcomm.algorithms.base import Context, NoState
 from lowcomm.algorithms.combine import Reduce, check_reduce, combine
 from lowcomm.algorithms.local_data import SAMPLING, LocalData
+from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.messages import AnyPayload, Dense, Download, Upload
 from lowcomm.core.rng import Streams
 from lowcomm.core.validate import at_least, in_interval, one_of, positive
+from lowcomm.ordering.orders import ORDERS
 from lowcomm.problems.base import Problem
 
 
@@ -38,6 +42,8 @@ class SGDConfig:
     reduce: Reduce = "mean"
     asynchronous: bool = False
     sampling: str = "replacement"
+    order: str = "none"
+    projection: int = 0
 
     def __post_init__(self) -> None:
         positive("sgd", "lr", self.lr)
@@ -45,6 +51,10 @@ class SGDConfig:
         in_interval("sgd", "momentum", self.momentum, 0.0, 1.0)
         check_reduce("sgd", self.reduce)
         one_of("sgd", "sampling", self.sampling, SAMPLING)
+        one_of("sgd", "order", self.order, ("none", *ORDERS))
+        at_least("sgd", "projection", self.projection, 0)
+        if self.order != "none" and self.asynchronous:
+            raise InvalidConfigError("order", "sgd", "'none' for asynchronous sgd", self.order)
 
 
 class SGDState(NamedTuple):
@@ -101,3 +111,4 @@ class SGD:
 
     def metrics(self, state: SGDState) -> dict[str, float]:  # noqa: D102
         return {}
+

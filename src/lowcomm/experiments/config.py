@@ -47,6 +47,8 @@ class RunConfig(BaseModel):
     workers: int = Field(default=8, ge=1)
     partition: str = "iid"
     rounds: int = Field(default=100, ge=1)
+    epochs: int | None = Field(default=None, ge=1)
+    order: str | None = None
     seed: int = Field(default=0, ge=0)
     engine: Literal["simulate", "torchdist"] = "simulate"
     eval_every: int = Field(default=1, ge=1)

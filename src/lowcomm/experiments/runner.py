@@ -45,12 +45,13 @@ class Prepared:
     evaluator: Evaluator
     streams: Streams
     clock: ClockModel
+    rounds: int
 
     def options(self, progress: bool = False, checkpoint_dir: Any = None) -> RunOptions:
         """The engine's run options."""
         c = self.config
         return RunOptions(
-            rounds=c.rounds,
+            rounds=self.rounds,
             eval_every=c.eval_every,
             checkpoint_every=c.checkpoint_every if checkpoint_dir is not None else 0,
             checkpoint_dir=checkpoint_dir,
@@ -94,7 +95,8 @@ def _lenet_input(data: TrainTest) -> TrainTest:
 
 def prepare(config: RunConfig) -> Prepared:
     """Load, partition and build everything for ``config`` (deterministic in its seed)."""
-    algorithm = build_algorithm(config.algorithm, config.options)
+    options = config.options if config.order is None else {**config.options, "order": config.order}
+    algorithm = build_algorithm(config.algorithm, options)
     partition_spec = parse_partition_spec(config.partition)
     data = load_data(parse_data_spec(config.data), config.seed, config.test_fraction)
     if config.model == "lenet":
@@ -106,9 +108,31 @@ def prepare(config: RunConfig) -> Prepared:
     compute = ComputeModel(config.seconds_per_grad, 0.0, config.speeds)
     clock = ClockModel(network, compute, config.round_latency)
     evaluator = Evaluator.build(problem, data)
+    rounds = _rounds(config, algorithm, shards)
     return Prepared(
-        config, data, parts, shards, problem, algorithm, evaluator, Streams(config.seed), clock
+        config,
+        data,
+        parts,
+        shards,
+        problem,
+        algorithm,
+        evaluator,
+        Streams(config.seed),
+        clock,
+        rounds,
     )
+
+
+def _rounds(config: RunConfig, algorithm: Algorithm, shards: Shards) -> int:
+    """``rounds``, or ``epochs`` times the algorithm's rounds per epoch."""
+    if config.epochs is None:
+        return config.rounds
+    per_epoch = getattr(algorithm, "rounds_per_epoch", None)
+    if per_epoch is None:
+        allowed = "used with an epoch-based algorithm (sgd with an --order)"
+        raise InvalidConfigError("epochs", "the run config", allowed, config.epochs)
+    rounds: int = config.epochs * per_epoch(shards.sizes)
+    return rounds
 
 
 def metadata(prepared: Prepared) -> dict[str, Any]:

@@ -78,11 +78,12 @@ class Claim:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a reproduction wrote: its folder, its report and its claims."""
+    """What a reproduction wrote: folder, report, claims, and the source of the paper's values."""
 
     out: Path
     report: Path
     claims: tuple[Claim, ...]
+    paper_source: str
 
 
 def number(value: float, digits: int = 4) -> str:
@@ -125,14 +126,14 @@ def claims_table(claims: Sequence[Claim]) -> str:
     return markdown_table(headers, rows)
 
 
-def console_table(claims: Sequence[Claim], title: str) -> Table:
-    """The claims as a rich table for the terminal: claim, criterion, measured, verdict."""
-    table = Table(title=title)
-    for column in ("#", "claim", "criterion", "measured", "result"):
+def console_table(claims: Sequence[Claim], title: str, paper_source: str) -> Table:
+    """The claims as a rich table for the terminal, the paper's source as its caption."""
+    table = Table(title=title, caption=f"paper run: {paper_source}")
+    for column in ("#", "claim", "paper run", "criterion", "measured", "result"):
         table.add_column(column, justify="right" if column == "#" else "left")
     for i, c in enumerate(claims, start=1):
         style = "green" if c.passed else "bold red"
-        table.add_row(str(i), c.claim, c.criterion, c.measured, f"[{style}]{c.verdict}[/]")
+        table.add_row(str(i), c.claim, c.paper, c.criterion, c.measured, f"[{style}]{c.verdict}[/]")
     return table
 
 
