@@ -94,6 +94,11 @@ PERTURBATIONS: dict[str, Any] = {
     "cg_tol": 0.5,
     "cg_iters": 1,
     "line_search": "third-round",
+    "order": "d-rr",
+}
+# fields whose effect needs a particular setting of another field, tested where it is named
+COVERED_ELSEWHERE = {
+    ("sgd", "projection"): "test_ordered_sgd.py::test_sign_bits_give_the_same_run_as_...",
 }
 
 
@@ -177,6 +182,8 @@ def test_every_config_field_is_read(name: str, setup: Setup) -> None:
 
     base = outcome(settings)
     for field in dataclasses.fields(REGISTRY[name][0]):
+        if (name, field.name) in COVERED_ELSEWHERE:
+            continue
         value = SPECIFIC.get((name, field.name), PERTURBATIONS[field.name])
         changed = outcome({**settings, field.name: value})
         assert not changed.equals(base), f"{name}: changing {field.name} changed nothing"

@@ -129,7 +129,12 @@ class SparseSkip:
 def builtin() -> dict[str, tuple[Algorithm, int]]:
     """Every registered synchronous algorithm, with its conformance settings, for 6 rounds."""
     algorithms = {name: build_algorithm(name, settings) for name, (settings, _, _) in CASES.items()}
-    return {name: (a, 6) for name, a in algorithms.items() if a.synchronous}
+    runs = {name: (a, 6) for name, a in algorithms.items() if a.synchronous}
+    # example orders: per-worker permutation and sign-bit downloads, b = 1 pairs across steps
+    for order in ("cd-grab", "cd-grab-signs", "id-grab"):
+        settings = {"order": order, "batch_size": 1, "lr": 0.2, "projection": 3}
+        runs[f"sgd-{order}"] = (build_algorithm("sgd", settings), 20)
+    return runs
 
 
 @contextmanager

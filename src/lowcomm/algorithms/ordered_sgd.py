@@ -114,7 +114,7 @@ class OrderedSGD:
             sizes,
             torch.tensor(n),
             uniform_orders(streams, torch.arange(m), 0, sizes, n),
-            fresh_pair_balancer(m, 1, n, d, params.dtype),
+            fresh_pair_balancer(m, 1, n, self._server_dim(d), params.dtype),
             no_pending(m, d, params.dtype),
             torch.zeros(m, n // 2, dtype=torch.bool),
             torch.zeros(n // self.batch, d, dtype=params.dtype),
@@ -209,6 +209,14 @@ class OrderedSGD:
         up = Bundle((Dense(grads.mean(dim=1)), Dense(projected.reshape(w, -1))))
         return Upload.all(up), state._replace(pending=pending)
 
+    def _server_dim(self, d: int) -> int:
+        """Width of the vectors the order server balances (projected ones in the sign variant)."""
+        return (
+            self.config.projection
+            if self.order == "cd-grab-signs" and self.config.projection
+            else d
+        )
+
     def _projection(self, streams: Streams, d: int, dtype: torch.dtype) -> torch.Tensor:
         """The shared random projection to ``projection`` dimensions (identity when 0)."""
         k = self.config.projection
@@ -268,7 +276,7 @@ class OrderedSGD:
         state = state._replace(
             herding=centred.cumsum(dim=0).abs().max(),
             step_sums=torch.zeros_like(state.step_sums),
-            server=fresh_pair_balancer(m, 1, n, d, dtype),
+            server=fresh_pair_balancer(m, 1, n, self._server_dim(d), dtype),
             pending=no_pending(m, d, dtype),
             signs=torch.zeros_like(signs),
         )
