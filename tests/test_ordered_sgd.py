@@ -116,9 +116,8 @@ def test_sign_bits_give_the_same_run_as_per_example_gradients_and_cost_less(setu
     epochs_ended = 100 // steps
     model_down = 100 * workers * d * 8 + workers * 8
     assert full.ledger.total("bytes_down") == model_down + epochs_ended * workers * 4 * n
-    assert (
-        signs.ledger.total("bytes_down") == model_down + epochs_ended * workers * (n // 2 + 7) // 8
-    )
+    bits = (n // 2 + 7) // 8  # n/2 sign bits, packed
+    assert signs.ledger.total("bytes_down") == model_down + epochs_ended * workers * bits
 
 
 def test_herding_bound_is_logged_per_epoch_and_lowest_for_cd_grab() -> None:
