@@ -117,10 +117,12 @@ def test_async_loop_orders_events_by_speed_and_reports_staleness(setup: Setup) -
     state = sim.start()
     sim.run(state)
     seen = state.aggregator.seen.tolist()
-    # fast workers 2 and 3 arrive every 0.25 s, worker 1 every 0.5 s, worker 0 every 1 s
-    assert [w for w, _ in seen[:7]] == [2, 3, 1, 2, 3, 2, 3]
-    assert seen[0] == [2, 0] and seen[1] == [3, 1] and seen[2] == [1, 2]
-    assert state.sim_time == pytest.approx(1.5)  # the 14th arrival: workers 1, 2, 3 at 1.5 s
+    # workers 2 and 3 arrive together every 0.25 s (one update), worker 1 every 0.5 s, worker
+    # 0 every 1 s; staleness counts the updates since the model a worker used was sent
+    assert seen[:5] == [[2, 0], [3, 0], [1, 1], [2, 0], [3, 0]]
+    assert seen[5:9] == [[2, 0], [3, 0], [0, 3], [1, 1]]
+    assert state.round == 14
+    assert state.sim_time == pytest.approx(3.5)  # 4 updates per simulated second
 
 
 def test_lag_cap_keeps_fast_workers_within_reach_of_the_slowest(setup: Setup) -> None:

@@ -71,6 +71,13 @@ Rounds = Annotated[int | None, _opt("Rounds to run (aggregator updates if async)
 Epochs = Annotated[
     int | None, _opt("Run this many epochs instead of --rounds (sgd with --order).", "epochs")
 ]
+GradBudget = Annotated[
+    int | None, _opt("Stop after K gradient evaluations (K in the papers).", "grad_budget")
+]
+SampleSizesOpt = Annotated[
+    str | None,
+    _opt("hogwild-ib sample sizes: const:S, linear:A,B or poly:P.", "sample_sizes"),
+]
 Order = Annotated[
     str | None,
     _opt("sgd example order: d-rr, so, id-grab, id-grab-mean, cd-grab, cd-grab-signs.", "order"),
@@ -249,7 +256,9 @@ def run(
     partition: Partition = None,
     rounds: Rounds = None,
     epochs: Epochs = None,
+    grad_budget: GradBudget = None,
     order: Order = None,
+    sample_sizes: SampleSizesOpt = None,
     seed: Annotated[int | None, _opt("Seed of data split, partition and sampling.", "seed")] = None,
     engine: Annotated[str | None, _opt("simulate or torchdist (under torchrun).", "engine")] = None,
     model: Model = None,
@@ -386,7 +395,9 @@ def compare(
     partition: Partition = None,
     rounds: Rounds = None,
     epochs: Epochs = None,
+    grad_budget: GradBudget = None,
     order: Order = None,
+    sample_sizes: SampleSizesOpt = None,
     model: Model = None,
     l2: L2 = None,
     eval_every: EvalEvery = None,
@@ -513,7 +524,9 @@ def reproduce(
     ] = None,
     seeds: Annotated[
         str | None,
-        typer.Option(help="Comma-separated seeds. [default: 0,1,2; 0 with --quick]"),
+        typer.Option(
+            help="Comma-separated seeds. [default: 0,1,2; 0,1 with --quick]", metavar="0,1,..."
+        ),
     ] = None,
     quiet: Quiet = False,
 ) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from lowcomm.algorithms.base import Algorithm
 from lowcomm.algorithms.gd import GD, GDConfig
 from lowcomm.algorithms.giant import GIANT, GIANTConfig
+from lowcomm.algorithms.hogwild_ib import HogwildIB, HogwildIBConfig
 from lowcomm.algorithms.lazy_presets import LAGConfig, LASGConfig, SASGConfig, TopKEFConfig
 from lowcomm.algorithms.local_newton import LocalNewton, LocalNewtonConfig
 from lowcomm.algorithms.local_sgd import LocalSGD, LocalSGDConfig
@@ -32,6 +33,7 @@ REGISTRY: dict[str, tuple[type, Callable[[Any], Algorithm]]] = {
     "topk-ef": (TopKEFConfig, TopKEFConfig.build),
     "local-newton": (LocalNewtonConfig, LocalNewton),
     "giant": (GIANTConfig, GIANT),
+    "hogwild-ib": (HogwildIBConfig, HogwildIB),
 }
 
 

@@ -38,9 +38,10 @@ CHECKPOINT_NAME = "checkpoint.pt"
 class RunOptions:
     """How long to run and what to record.
 
-    ``rounds`` counts sync rounds (synchronous algorithms) or aggregator updates
-    (asynchronous ones); ``lag_cap`` bounds how many rounds a worker may run ahead of the
-    slowest one in an asynchronous run (None: unbounded).
+    ``rounds`` counts sync rounds (synchronous algorithms) or aggregator updates (asynchronous
+    ones); ``grad_budget`` (K) stops the run once that many gradient evaluations are done (the
+    round in which it is reached completes); ``lag_cap`` bounds how many rounds a worker may
+    run ahead of the slowest one in an asynchronous run (None: unbounded).
     """
 
     rounds: int
@@ -49,6 +50,7 @@ class RunOptions:
     checkpoint_dir: Path | None = None
     lag_cap: int | None = None
     progress: bool = False
+    grad_budget: int | None = None
 
     def __post_init__(self) -> None:
         at_least("the run", "rounds", self.rounds, 1)
@@ -60,6 +62,15 @@ class RunOptions:
             )
         if self.lag_cap is not None:
             at_least("the run", "lag_cap", self.lag_cap, 0)
+        if self.grad_budget is not None:
+            at_least("the run", "grad_budget", self.grad_budget, 1)
+
+    def finished(self, state: RunState) -> bool:
+        """All rounds done, or the gradient budget K spent."""
+        spent = (
+            self.grad_budget is not None and state.ledger.total("grad_evals") >= self.grad_budget
+        )
+        return state.round >= self.rounds or spent
 
 
 @dataclass
@@ -194,7 +205,7 @@ def run_rounds(
     """
     watch = Stopwatch(state)
     with progress_bar(options.progress, options.rounds, label) as show:
-        while state.round < options.rounds:
+        while not options.finished(state):
             step(state)
             watch.pause()
             divergence = _after_round(state, algorithm, evaluator, options, show, checkpoint)
@@ -215,7 +226,7 @@ def _after_round(
 ) -> DivergenceError | None:
     """Evaluate and checkpoint at their cadence; report a divergence."""
     divergence = None
-    if state.round % options.eval_every == 0 or state.round == options.rounds:
+    if state.round % options.eval_every == 0 or options.finished(state):
         row = record(state, algorithm, evaluator)
         show(state.round, row["train_loss"])
         divergence = diverged(row)

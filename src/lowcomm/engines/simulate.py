@@ -3,8 +3,10 @@
 Synchronous algorithms run in rounds in which all workers are computed in one batched call.
 Asynchronous algorithms run in an event-driven loop: each worker's computation and each
 message take simulated time (speeds, latency, bandwidth from the clock model); the aggregator
-handles uploads one at a time in order of arrival (ties by worker id), replies to the sender,
-and a worker may run at most ``lag_cap`` rounds ahead of the slowest one.
+handles uploads in order of arrival and replies to the senders, and a worker may run at most
+``lag_cap`` rounds ahead of the slowest one. Uploads that arrive at the same instant are one
+aggregator update (one ``aggregate`` call with one row per sender, in worker order): with zero
+delays every worker arrives together each round, so an asynchronous run is the synchronous one.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from lowcomm.algorithms.base import Algorithm, Context
 from lowcomm.algorithms.local_data import LocalData
 from lowcomm.core import tree
 from lowcomm.core.clock import ClockModel, Timing
-from lowcomm.core.messages import AnyPayload, Upload
+from lowcomm.core.messages import AnyPayload, Upload, concat
 from lowcomm.core.rng import Streams
 from lowcomm.data.dataset import Shards
 from lowcomm.engines.blocks import WorkerBlocks
@@ -104,7 +106,7 @@ class _AsyncLoop:
                 queue=[], blocked=[], sent_version=[0] * n, local_rounds=[0] * n, done=[0] * n
             )
             down = state.download.for_workers(torch.zeros(n, dtype=torch.int64))
-            state.ledger.download(0, np.arange(n), down.nbytes().numpy())
+            state.ledger.download(1, np.arange(n), down.nbytes().numpy())
             for i in range(n):
                 arrival = self._transfer(i, down.take(torch.tensor([i])))
                 self._dispatch(state, i, down.take(torch.tensor([i])), arrival)
@@ -139,22 +141,31 @@ class _AsyncLoop:
         )
 
     def step(self, state: RunState) -> None:
-        """Handle the next upload to arrive and reply to its sender."""
+        """Handle the next uploads to arrive (all those arriving at once) and reply."""
         eng, sim = state.engine, self.sim
-        arrival: _Arrival = heapq.heappop(eng["queue"])
-        i, ids, r = arrival.worker, np.array([arrival.worker]), state.round + 1
-        state.sim_time = arrival.time
-        state.ledger.compute(r, ids, np.array([arrival.grad_evals]), np.array([arrival.hvps]))
-        up = arrival.upload
+        batch = [heapq.heappop(eng["queue"])]
+        while eng["queue"] and eng["queue"][0].time == batch[0].time:
+            batch.append(heapq.heappop(eng["queue"]))
+        ids, r = np.array([a.worker for a in batch]), state.round + 1
+        state.sim_time = batch[0].time
+        grads = np.array([a.grad_evals for a in batch])
+        state.ledger.compute(r, ids, grads, np.array([a.hvps for a in batch]))
+        up = Upload(
+            concat([a.upload.payload for a in batch]), torch.cat([a.upload.sent for a in batch])
+        )
         state.ledger.upload(r, ids, up.sent.numpy(), up.payload.nbytes().numpy())
-        staleness = torch.tensor([state.round - eng["sent_version"][i]])
-        ctx = Context(state.round, torch.tensor([i]), sim.shards.rows, sim.streams, staleness)
+        staleness = torch.tensor([state.round - eng["sent_version"][i] for i in ids])
+        ctx = Context(state.round, torch.from_numpy(ids), sim.shards.rows, sim.streams, staleness)
         state.aggregator, state.download = sim.algorithm.aggregate(state.aggregator, up, ctx)
-        state.round, eng["sent_version"][i] = r, r
-        eng["done"][i] += 1
-        down = state.download.for_workers(torch.tensor([0]))
-        state.ledger.download(r, ids, down.nbytes().numpy())
-        self._dispatch(state, i, down, state.sim_time + self._transfer(i, down))
+        state.round = r
+        down = state.download.for_workers(torch.arange(len(batch)))
+        state.ledger.download(r + 1, ids, down.nbytes().numpy())
+        for worker in ids.tolist():
+            eng["sent_version"][worker] = r
+            eng["done"][worker] += 1
+        for position, worker in enumerate(ids.tolist()):
+            row = down.take(torch.tensor([position]))
+            self._dispatch(state, worker, row, state.sim_time + self._transfer(worker, row))
         self._release(state)
 
     def _release(self, state: RunState) -> None:

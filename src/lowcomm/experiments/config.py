@@ -48,7 +48,9 @@ class RunConfig(BaseModel):
     partition: str = "iid"
     rounds: int = Field(default=100, ge=1)
     epochs: int | None = Field(default=None, ge=1)
+    grad_budget: int | None = Field(default=None, ge=1)
     order: str | None = None
+    sample_sizes: str | None = None
     seed: int = Field(default=0, ge=0)
     engine: Literal["simulate", "torchdist"] = "simulate"
     eval_every: int = Field(default=1, ge=1)

@@ -30,6 +30,7 @@ from lowcomm.problems.softmax import SoftmaxRegression
 from lowcomm.problems.torch_model import TorchModel, lenet, mlp
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+UNBOUNDED = 10**12
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class Prepared:
             checkpoint_dir=checkpoint_dir,
             lag_cap=c.lag_cap,
             progress=progress,
+            grad_budget=c.grad_budget,
         )
 
 
@@ -95,8 +97,7 @@ def _lenet_input(data: TrainTest) -> TrainTest:
 
 def prepare(config: RunConfig) -> Prepared:
     """Load, partition and build everything for ``config`` (deterministic in its seed)."""
-    options = config.options if config.order is None else {**config.options, "order": config.order}
-    algorithm = build_algorithm(config.algorithm, options)
+    algorithm = build_algorithm(config.algorithm, _algorithm_options(config))
     partition_spec = parse_partition_spec(config.partition)
     data = load_data(parse_data_spec(config.data), config.seed, config.test_fraction)
     if config.model == "lenet":
@@ -123,8 +124,20 @@ def prepare(config: RunConfig) -> Prepared:
     )
 
 
+def _algorithm_options(config: RunConfig) -> dict[str, Any]:
+    """The algorithm's settings, with the run flags that are algorithm settings folded in."""
+    shortcuts = {"order": config.order, "sample_sizes": config.sample_sizes}
+    return {**config.options, **{k: v for k, v in shortcuts.items() if v is not None}}
+
+
 def _rounds(config: RunConfig, algorithm: Algorithm, shards: Shards) -> int:
-    """``rounds``, or ``epochs`` times the algorithm's rounds per epoch."""
+    """How many rounds the run may take.
+
+    ``rounds``, or ``epochs`` times the algorithm's rounds per epoch; unbounded when a budget of
+    gradient evaluations is given without an explicit ``rounds``.
+    """
+    if config.grad_budget is not None and "rounds" not in config.model_fields_set:
+        return UNBOUNDED
     if config.epochs is None:
         return config.rounds
     per_epoch = getattr(algorithm, "rounds_per_epoch", None)

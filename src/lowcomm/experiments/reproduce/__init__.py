@@ -11,13 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lowcomm.core.errors import InvalidConfigError
-from lowcomm.experiments.reproduce import sasg
+from lowcomm.experiments.reproduce import localnewton, sasg
 from lowcomm.experiments.reproduce.report import Outcome, Request
 
 OWNER = "lowcomm reproduce"
 
 REPRODUCTIONS: dict[str, Callable[[Request], Outcome]] = {
     "sasg": sasg.reproduce,
+    "localnewton": localnewton.reproduce,
 }
 
 

@@ -1,0 +1,97 @@
+"""Schedules evaluated on exact counters: sample sizes per round and step sizes per gradient.
+
+Written as ``KIND:ARGS`` strings so that they travel through configs and command lines:
+
+* sample sizes s_i of round i = 0, 1, ...: ``const:S``; ``linear:A,B`` (s_i = A i + B);
+  ``poly:P`` (s_i = (i + 1)^P, rounded);
+* step sizes on the global gradient count t: ``const:ETA``; ``inv:ETA0,T0``
+  (eta_0 / (1 + t / t_0)); ``hogwild:ALPHA,MU,E`` (alpha / (mu (t + E)), the diminishing step of
+  the Hogwild! analyses without bounded gradients, Nguyen et al., ICML 2018).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lowcomm.core.errors import InvalidConfigError
+
+SAMPLE_SIZES = "const:S, linear:A,B or poly:P with S, A, B >= 1 integers and P > 0"
+STEP_SIZES = "const:ETA, inv:ETA0,T0 or hogwild:ALPHA,MU,E with positive numbers"
+
+
+def _numbers(text: str, owner: str, name: str, allowed: str) -> tuple[str, list[float]]:
+    kind, _, args = text.partition(":")
+    try:
+        values = [float(v) for v in args.split(",")] if args else []
+    except ValueError:
+        raise InvalidConfigError(name, owner, allowed, text) from None
+    return kind, values
+
+
+@dataclass(frozen=True)
+class SampleSizes:
+    """s_i for round i (see the module docstring)."""
+
+    text: str
+
+    def __post_init__(self) -> None:
+        kind, v = _numbers(self.text, "hogwild-ib", "sample_sizes", SAMPLE_SIZES)
+        ok = (
+            (kind == "const" and len(v) == 1 and v[0] >= 1 and v[0].is_integer())
+            or (
+                kind == "linear"
+                and len(v) == 2
+                and all(x >= 0 and x.is_integer() for x in v)
+                and v[1] >= 1
+            )
+            or (kind == "poly" and len(v) == 1 and v[0] > 0)
+        )
+        if not ok:
+            raise InvalidConfigError("sample_sizes", "hogwild-ib", SAMPLE_SIZES, self.text)
+        object.__setattr__(self, "_kind", kind)
+        object.__setattr__(self, "_args", tuple(v))
+
+    def __call__(self, round_: int) -> int:
+        """s_i."""
+        v = self._args  # type: ignore[attr-defined]
+        if self._kind == "const":  # type: ignore[attr-defined]
+            return int(v[0])
+        if self._kind == "linear":  # type: ignore[attr-defined]
+            return int(v[0]) * round_ + int(v[1])
+        return max(1, round((round_ + 1) ** v[0]))
+
+    def total(self, rounds: int) -> int:
+        """s_0 + ... + s_{rounds - 1}: one worker's gradients in its first ``rounds`` rounds."""
+        v = self._args  # type: ignore[attr-defined]
+        if self._kind == "const":  # type: ignore[attr-defined]
+            return int(v[0]) * rounds
+        if self._kind == "linear":  # type: ignore[attr-defined]
+            return int(v[0]) * rounds * (rounds - 1) // 2 + int(v[1]) * rounds
+        sizes = np.maximum(1, np.round(np.arange(1, rounds + 1, dtype=float) ** v[0]))
+        return int(sizes.sum())
+
+
+@dataclass(frozen=True)
+class StepSize:
+    """eta(t) on the global gradient count t (see the module docstring)."""
+
+    text: str
+
+    def __post_init__(self) -> None:
+        kind, v = _numbers(self.text, "hogwild-ib", "step", STEP_SIZES)
+        sizes = {"const": 1, "inv": 2, "hogwild": 3}
+        if kind not in sizes or len(v) != sizes[kind] or any(not x > 0 for x in v):
+            raise InvalidConfigError("step", "hogwild-ib", STEP_SIZES, self.text)
+        object.__setattr__(self, "_kind", kind)
+        object.__setattr__(self, "_args", tuple(v))
+
+    def __call__(self, t: float) -> float:
+        """eta(t)."""
+        v = self._args  # type: ignore[attr-defined]
+        if self._kind == "const":  # type: ignore[attr-defined]
+            return float(v[0])
+        if self._kind == "inv":  # type: ignore[attr-defined]
+            return float(v[0] / (1.0 + t / v[1]))
+        return float(v[0] / (v[1] * (t + v[2])))
