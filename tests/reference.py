@@ -145,3 +145,28 @@ def giant_iteration(shards, l2, x):
     g = logistic_grad(x, A, y, l2)
     p = np.mean([np.linalg.solve(logistic_hessian(x, a, t, l2), g) for a, t in shards], axis=0)
     return x - backtrack(lambda z: logistic_loss(z, A, y, l2), x, p, g, 0.25, 0.1, 10) * p
+
+
+def hogwild_ib(shards, l2, seed, rounds, sizes, step, minibatch=False):
+    """Synchronous rounds: every worker starts round i from v; the aggregator adds the updates.
+
+    ``sizes(i)`` is s_i and ``step(t)`` eta(t), with t_i = n (s_0 + ... + s_{i-1}).
+    """
+    n = len(shards)
+    v = np.zeros(shards[0][0].shape[1])
+    done = 0
+    for i in range(rounds):
+        eta, total = step(n * done), np.zeros_like(v)
+        for w, (A, y) in enumerate(shards):
+            if minibatch:
+                idx = batch(seed, w, i, sizes(i), len(y))
+                total += eta * sizes(i) * logistic_grad(v, A[idx], y[idx], l2)
+                continue
+            z = v.copy()
+            for j in range(sizes(i)):
+                idx = batch(seed, w, i, 1, len(y), j)
+                z = z - eta * logistic_grad(z, A[idx], y[idx], l2)
+            total += v - z
+        v = v - total
+        done += sizes(i)
+    return v
