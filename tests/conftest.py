@@ -19,6 +19,10 @@ from lowcomm.problems.logistic import LogisticRegression
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
+# The tests' tensors are small: one intra-op thread is faster, and with pytest-xdist's two
+# processes on two cores more threads would only wait for each other.
+torch.set_num_threads(1)
+
 
 class Setup:
     """A small binary logistic problem split over workers with unequal shards."""

@@ -30,9 +30,11 @@ from lowcomm.experiments.reproduce.localnewton import (
     curve,
     measure,
     non_increasing,
+    plan,
     rounds_holds,
     run_study,
     sci,
+    sharing,
     study_for,
     time_holds,
 )
@@ -44,7 +46,7 @@ TINY = Study(
     workers=(4,),
     gammas=("1/n",),
     splits=("iid", "sorted"),
-    sync_rounds=4,
+    sync_rounds=8,
     local_steps=(1, 2),
     adaptive_l0=3,
     sgd_lrs=(0.5,),
@@ -54,7 +56,7 @@ LABELS = {m.key: m.label for m in TINY.methods()} | {GIANT3: "GIANT (3 rounds/it
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
-    """The study at a tiny size: 2 settings, 4 sync rounds (one torch thread: small tensors)."""
+    """The study at a tiny size: 2 settings, 8 sync rounds (one torch thread: small tensors)."""
     out = tmp_path_factory.mktemp("reproduce") / "localnewton"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -108,7 +110,7 @@ def test_writes_report_figures_claims_and_every_run(tiny: Outcome) -> None:
         for method in TINY.methods():
             files = {p.name for p in (out / setting.slug / method.key).iterdir()}
             assert files == {"history.csv", "history.parquet", "run.json"}
-            assert saved(out, setting.slug, method.key)["sync_rounds"].iloc[-1] == 4
+            assert saved(out, setting.slug, method.key)["sync_rounds"].iloc[-1] == 8
     for name in ("claims.json", "targets.csv", "tuning.csv", "study.json"):
         assert (out / name).is_file()
 
@@ -137,7 +139,8 @@ def test_rounds_and_time_to_target_equal_a_hand_computation(tiny: Outcome) -> No
             history = saved(out, setting.slug, GIANT if key == GIANT3 else key)
             column = "round" if key == GIANT3 else "sync_rounds"
             # tau = 1 s in the run; GIANT's 3-round count pays it on line-search rounds too
-            history = history.assign(time=history["sim_time"] + history["round"] - history[column])
+            extra = history[column] - history["sync_rounds"]
+            history = history.assign(time=history["sim_time"] + extra)
             rounds = [hand_reach(history, fstar, t, column) for t in TARGETS]
             times = [hand_reach(history, fstar, t, "time") for t in TARGETS]
             assert by_label[short, LABELS[key]][2:8] == [cell(v) for v in rounds + times]
@@ -198,6 +201,18 @@ def test_time_at_other_latencies_and_the_three_round_count_are_exact() -> None:
     np.testing.assert_allclose(curve(giant, 0.5)["time_0.1"], run("giant", {}, 0.1)["sim_time"])
     newton = curve(run("local-newton", {}, 1.0), 0.5)
     np.testing.assert_allclose(newton["time_3"], run("local-newton", {}, 3.0)["sim_time"])
+
+
+def test_methods_of_a_setting_share_one_prepared_run_exactly() -> None:
+    setting = TINY.settings()[1]
+    configs = plan(TINY)[setting]
+    first = prepare(configs["local-newton-L1"])
+    for key in (ADAPTIVE, GIANT, "local-sgd-L2-lr0.5"):
+        shared = execute(sharing(first, configs[key]))
+        fresh = execute(prepare(configs[key]))
+        assert shared is not None and fresh is not None
+        columns = [c for c in fresh.history.columns if c != "wall_time"]
+        pd.testing.assert_frame_equal(shared.history[columns], fresh.history[columns])
 
 
 # --- the pieces ---------------------------------------------------------------------------------

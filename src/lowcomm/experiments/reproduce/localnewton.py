@@ -39,7 +39,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +179,7 @@ class Study:
     gammas: tuple[str, ...] = ("1/n", "1e-4")
     splits: tuple[str, ...] = ("iid", "sorted")
     seeds: tuple[int, ...] = (0,)
-    sync_rounds: int = 30
+    sync_rounds: int = 40
     local_steps: tuple[int, ...] = (1, 2, 4, 8)
     adaptive_l0: int = 8
     sgd_lrs: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0)
@@ -324,6 +324,16 @@ def optimum(prepared: Prepared) -> tuple[float, float]:
     return f_star, time.perf_counter() - start
 
 
+def sharing(first: Prepared, config: RunConfig) -> Prepared:
+    """``config`` prepared on ``first``'s data, partition, problem and clock (loaded once).
+
+    The methods of a setting differ only in algorithm, options and rounds.
+    """
+    return replace(
+        first, config=config, algorithm=build_algorithm(config.algorithm, config.options)
+    )
+
+
 def run_setting(
     setting: Setting, configs: Mapping[str, RunConfig], folder: Path, progress: bool
 ) -> None:
@@ -341,7 +351,7 @@ def run_setting(
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / SETTING_JSON, info)
     for key, config in configs.items():
-        prepared = first if config is first.config else prepare(config)
+        prepared = sharing(first, config)
         result = execute(prepared, progress)
         assert result is not None, "the simulate engine always returns a result"
         save_run(folder / key, result, metadata(prepared))
@@ -757,6 +767,8 @@ STYLES: dict[str, dict[str, Any]] = {
     "gd": {"color": "tab:gray", "linestyle": ":"},
 }
 LABELS = {GIANT3: "GIANT (3 rounds/iteration)", LOCAL_SGD: "local SGD (best L, lr)"}
+MARKERS = ("o", "s", "^", "v", "D", "x", "+", "*")
+DASHES = ("-", "--", "-.", ":")
 
 
 def _labels(study: Study) -> dict[str, str]:
@@ -806,12 +818,13 @@ def _adaptive_figure(study: Study, results: Sequence[SettingResult]) -> Figure:
     """The adaptive run's L against sync rounds, one panel per data set."""
     figure = Figure(figsize=(5.2 * len(study.data), 3.8), layout="constrained")
     axes = np.asarray(figure.subplots(1, len(study.data), squeeze=False))[0]
-    for r in results:
+    for i, r in enumerate(results):
         s = r.setting
         ax = axes[study.data.index(s.data)]
         frame = r.curves[ADAPTIVE]
         label = f"{s.workers} workers, {gamma_label(s.gamma)}, {s.split}"
-        ax.step(frame["rounds"], frame["local_steps"], where="post", label=label)
+        style = {"marker": MARKERS[i % len(MARKERS)], "linestyle": DASHES[i % len(DASHES)]}
+        ax.step(frame["rounds"], frame["local_steps"], where="post", label=label, **style)
         ax.set_title(data_name(s.data), fontsize="medium")
         ax.set_xlabel("Sync rounds")
         ax.set_ylabel("L in force (saved local_steps)")
