@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from typer.testing import CliRunner, Result
 
 from lowcomm.cli import app
@@ -30,11 +29,9 @@ from lowcomm.experiments.reproduce.localnewton import (
     curve,
     measure,
     non_increasing,
-    plan,
     rounds_holds,
     run_study,
     sci,
-    sharing,
     study_for,
     time_holds,
 )
@@ -56,14 +53,9 @@ LABELS = {m.key: m.label for m in TINY.methods()} | {GIANT3: "GIANT (3 rounds/it
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
-    """The study at a tiny size: 2 settings, 8 sync rounds (one torch thread: small tensors)."""
+    """The study at a tiny size: 2 settings, 8 sync rounds."""
     out = tmp_path_factory.mktemp("reproduce") / "localnewton"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return run_study(TINY, out, "lowcomm reproduce localnewton --test")
-    finally:
-        torch.set_num_threads(threads)
+    return run_study(TINY, out, "lowcomm reproduce localnewton --test")
 
 
 def saved(out: Path, slug: str, key: str) -> pd.DataFrame:
@@ -201,18 +193,6 @@ def test_time_at_other_latencies_and_the_three_round_count_are_exact() -> None:
     np.testing.assert_allclose(curve(giant, 0.5)["time_0.1"], run("giant", {}, 0.1)["sim_time"])
     newton = curve(run("local-newton", {}, 1.0), 0.5)
     np.testing.assert_allclose(newton["time_3"], run("local-newton", {}, 3.0)["sim_time"])
-
-
-def test_methods_of_a_setting_share_one_prepared_run_exactly() -> None:
-    setting = TINY.settings()[1]
-    configs = plan(TINY)[setting]
-    first = prepare(configs["local-newton-L1"])
-    for key in (ADAPTIVE, GIANT, "local-sgd-L2-lr0.5"):
-        shared = execute(sharing(first, configs[key]))
-        fresh = execute(prepare(configs[key]))
-        assert shared is not None and fresh is not None
-        columns = [c for c in fresh.history.columns if c != "wall_time"]
-        pd.testing.assert_frame_equal(shared.history[columns], fresh.history[columns])
 
 
 # --- the pieces ---------------------------------------------------------------------------------

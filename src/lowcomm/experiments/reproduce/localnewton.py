@@ -39,7 +39,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,7 @@ from lowcomm.experiments.reproduce.report import (
 )
 from lowcomm.experiments.results import load_history, read_json, save_run, write_json
 from lowcomm.experiments.runner import Prepared, execute, metadata, prepare
-from lowcomm.problems.logistic import newton_optimum
+from lowcomm.problems.logistic import LogisticRegression, newton_optimum
 
 OWNER = "lowcomm reproduce localnewton"
 SHARED = Path("../shared/datasets")
@@ -318,20 +318,11 @@ def plan(study: Study) -> dict[Setting, dict[str, RunConfig]]:
 def optimum(prepared: Prepared) -> tuple[float, float]:
     """F* of the prepared problem on its whole training set (float64), and the seconds taken."""
     start = time.perf_counter()
-    train = prepared.data.train
+    problem, train = prepared.problem, prepared.data.train
+    assert isinstance(problem, LogisticRegression), "every run of the study is logistic"
     X, y = torch.as_tensor(train.X, dtype=torch.float64), torch.as_tensor(train.y)
-    _, f_star = newton_optimum(prepared.problem, X, y)  # type: ignore[arg-type]
+    _, f_star = newton_optimum(problem, X, y)
     return f_star, time.perf_counter() - start
-
-
-def sharing(first: Prepared, config: RunConfig) -> Prepared:
-    """``config`` prepared on ``first``'s data, partition, problem and clock (loaded once).
-
-    The methods of a setting differ only in algorithm, options and rounds.
-    """
-    return replace(
-        first, config=config, algorithm=build_algorithm(config.algorithm, config.options)
-    )
 
 
 def run_setting(
@@ -351,7 +342,7 @@ def run_setting(
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / SETTING_JSON, info)
     for key, config in configs.items():
-        prepared = sharing(first, config)
+        prepared = first if config is first.config else prepare(config)
         result = execute(prepared, progress)
         assert result is not None, "the simulate engine always returns a result"
         save_run(folder / key, result, metadata(prepared))
