@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from lowcomm.algorithms.async_msgd import AsyncMSGD, AsyncMSGDConfig
 from lowcomm.algorithms.base import Algorithm
 from lowcomm.algorithms.gd import GD, GDConfig
 from lowcomm.algorithms.giant import GIANT, GIANTConfig
@@ -34,6 +35,7 @@ REGISTRY: dict[str, tuple[type, Callable[[Any], Algorithm]]] = {
     "local-newton": (LocalNewtonConfig, LocalNewton),
     "giant": (GIANTConfig, GIANT),
     "hogwild-ib": (HogwildIBConfig, HogwildIB),
+    "async-msgd": (AsyncMSGDConfig, AsyncMSGD),
 }
 
 

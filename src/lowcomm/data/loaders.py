@@ -22,6 +22,7 @@ from lowcomm.core.rng import Streams
 from lowcomm.core.validate import at_least, one_of, positive
 from lowcomm.data.dataset import Dataset, TrainTest
 from lowcomm.data.spec import SKLEARN_SETS, DataSpec
+from lowcomm.data.synthetic_pca import pca_data
 
 _DECOMPRESS = {".gz": gzip.decompress, ".bz2": bz2.decompress}
 _SKLEARN_LOADERS = {
@@ -48,6 +49,8 @@ def load_data(spec: DataSpec, seed: int, test_fraction: float = 0.25) -> TrainTe
         return load_mnist(spec.path)
     if spec.kind == "synthetic-logistic":
         return synthetic_logistic(spec.n, spec.d, seed=seed, test_fraction=test_fraction)
+    if spec.kind == "synthetic-pca":
+        return pca_data(spec.n, spec.d, seed=seed)
     return load_sklearn(spec.kind, seed=seed, test_fraction=test_fraction)
 
 

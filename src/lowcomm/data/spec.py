@@ -25,7 +25,7 @@ from lowcomm.core.errors import InvalidConfigError
 SKLEARN_SETS = ("digits", "breast-cancer", "wine", "iris")
 DATA_SYNTAX = (
     "one of libsvm:TRAIN[,TEST][,n_features=N], mnist:DIR, digits, breast-cancer, wine, iris, "
-    "synthetic-logistic[:N,D]"
+    "synthetic-logistic[:N,D], synthetic-pca[:N,D]"
 )
 _OWNER = "lowcomm run"
 _N_FEATURES = "n_features="
@@ -76,8 +76,8 @@ def parse_data_spec(text: str) -> DataSpec:
     kind, sep, rest = text.partition(":")
     if kind in SKLEARN_SETS and not sep:
         return DataSpec(kind)
-    if kind == "synthetic-logistic":
-        return _synthetic(text, rest if sep else None)
+    if kind in ("synthetic-logistic", "synthetic-pca"):
+        return _synthetic(kind, text, rest if sep else None)
     if kind == "mnist" and rest:
         return DataSpec("mnist", path=rest)
     if kind == "libsvm" and rest:
@@ -95,15 +95,15 @@ def _positive_int(text: str) -> int | None:
     return int(text) if text.isascii() and text.isdigit() and int(text) >= 1 else None
 
 
-def _synthetic(text: str, rest: str | None) -> DataSpec:
-    """``synthetic-logistic`` with optional ``N,D`` (N >= 2, D >= 1)."""
+def _synthetic(kind: str, text: str, rest: str | None) -> DataSpec:
+    """``synthetic-logistic`` or ``synthetic-pca`` with optional ``N,D`` (N >= 2, D >= 1)."""
     if rest is None:
-        return DataSpec("synthetic-logistic")
+        return DataSpec(kind)
     fields = rest.split(",")
     sizes = [_positive_int(f.strip()) for f in fields]
     if len(sizes) != 2 or sizes[0] is None or sizes[1] is None or sizes[0] < 2:
         raise _bad_data(text)
-    return DataSpec("synthetic-logistic", n=sizes[0], d=sizes[1])
+    return DataSpec(kind, n=sizes[0], d=sizes[1])
 
 
 def _libsvm(text: str, rest: str) -> DataSpec:

@@ -14,7 +14,7 @@ from pydantic_core import ErrorDetails
 
 from lowcomm.core.errors import DataError, InvalidConfigError
 
-MODELS = ("auto", "logistic", "softmax", "mlp", "lenet")
+MODELS = ("auto", "logistic", "softmax", "mlp", "lenet", "pca")
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -41,7 +41,7 @@ class RunConfig(BaseModel):
     algorithm: str = "sgd"
     options: dict[str, Any] = Field(default_factory=dict)
     data: str = "digits"
-    model: Literal["auto", "logistic", "softmax", "mlp", "lenet"] = "auto"
+    model: Literal["auto", "logistic", "softmax", "mlp", "lenet", "pca"] = "auto"
     hidden: tuple[int, ...] = (64,)
     l2: float = Field(default=1e-4, ge=0)
     workers: int = Field(default=8, ge=1)

@@ -26,6 +26,7 @@ from lowcomm.engines.simulate import Simulation
 from lowcomm.experiments.config import RunConfig
 from lowcomm.problems.base import Problem
 from lowcomm.problems.logistic import LogisticRegression
+from lowcomm.problems.pca import StreamingPCA
 from lowcomm.problems.softmax import SoftmaxRegression
 from lowcomm.problems.torch_model import TorchModel, lenet, mlp
 
@@ -66,9 +67,11 @@ def make_problem(config: RunConfig, data: TrainTest) -> Problem:
     """The objective named by ``config.model`` for these data."""
     train, dtype = data.train, DTYPES[config.dtype]
     n_features = int(np.prod(train.feature_shape))
-    model = config.model
+    model: str = config.model
     if model == "auto":
-        model = "logistic" if train.n_classes == 2 else "softmax"
+        model = {1: "pca", 2: "logistic"}.get(train.n_classes, "softmax")
+    if model == "pca":
+        return StreamingPCA(n_features, dtype=dtype)
     if model == "logistic":
         if train.n_classes != 2:
             raise InvalidConfigError(

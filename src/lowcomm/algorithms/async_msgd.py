@@ -1,0 +1,184 @@
+"""Asynchronous momentum SGD (``async-msgd``): heavy-ball at the aggregator on stale gradients.
+
+Liu, Li, Shi, Zhou and Zhao, NeurIPS 2018 (arXiv 1806.01660): the aggregator holds the current
+and the previous iterate and applies momentum to fresh iterates with gradients that workers
+computed at stale models,
+
+    v_{k+1} = v_k + mu (v_k - v_{k-1}) - eta g(v_{k - tau_k}; xi_k)
+
+(on streaming PCA, g is the negated Oja direction, :mod:`lowcomm.problems.pca`). Staleness comes
+from one of two places (the paper body was not available; the delay model is a reconstruction,
+../shared/papers/hogwild-increasing-batch-and-async-msgd.md, B.2):
+
+* ``delay="engine"`` (default): the event-driven engine's real staleness (workers with speeds;
+  each upload is one update; uploads arriving together are one update with their mean);
+* a delay model for controlled studies, run in synchronous rounds: ``const:T`` (tau = T),
+  ``uniform:T`` (tau uniform in 0..T), ``geometric:P`` (P(tau = j) = (1 - P)^j P, cut at its
+  99.9% quantile); each worker of a round gets the iterate v_{k - tau} (v_0 while k < tau) and
+  the aggregator applies the mean of their gradients. tau = 0 is synchronous momentum SGD.
+
+``normalize=True`` divides the iterate by its norm after every update (a numerically safer Oja
+variant; off by default, as in the paper). The ``staleness`` history column is the mean
+staleness of the last update. Messages: d values down and up per worker per update.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from lowcomm.algorithms.base import Context, NoState
+from lowcomm.algorithms.local_data import LocalData
+from lowcomm.core.errors import InvalidConfigError
+from lowcomm.core.messages import AnyPayload, Dense, Download, Upload
+from lowcomm.core.rng import Streams
+from lowcomm.core.validate import at_least, in_interval, positive
+from lowcomm.problems.base import Problem
+
+DELAYS = "engine, const:T, uniform:T (T >= 0 integer) or geometric:P (0 < P <= 1)"
+
+
+@dataclass(frozen=True)
+class DelayModel:
+    """Staleness drawn per (worker, round) from a stated distribution."""
+
+    text: str
+
+    def __post_init__(self) -> None:
+        kind, _, arg = self.text.partition(":")
+        try:
+            value = float(arg)
+        except ValueError:
+            raise InvalidConfigError("delay", "async-msgd", DELAYS, self.text) from None
+        integer = kind in ("const", "uniform") and value >= 0 and value.is_integer()
+        if not (integer or (kind == "geometric" and 0 < value <= 1)):
+            raise InvalidConfigError("delay", "async-msgd", DELAYS, self.text)
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "value", value)
+
+    @property
+    def longest(self) -> int:
+        """The largest staleness it can draw."""
+        if self.kind == "geometric":  # type: ignore[attr-defined]
+            p = self.value  # type: ignore[attr-defined]
+            return 0 if p == 1 else math.ceil(math.log(1e-3) / math.log(1 - p))
+        return int(self.value)  # type: ignore[attr-defined]
+
+    def draw(self, streams: Streams, workers: torch.Tensor, round_: int) -> torch.Tensor:
+        """One staleness per worker for this round."""
+        u = streams.uniform("delay", workers, round_, 1)[:, 0]
+        kind, value = self.kind, self.value  # type: ignore[attr-defined]
+        if kind == "const":
+            tau = torch.full_like(u, value)
+        elif kind == "uniform":
+            tau = torch.floor(u * (value + 1))
+        else:
+            tau = (
+                torch.zeros_like(u)
+                if value == 1
+                else torch.floor(torch.log1p(-u) / math.log1p(-value))
+            )
+        return tau.clamp(max=self.longest).to(torch.int64)
+
+
+@dataclass(frozen=True)
+class AsyncMSGDConfig:
+    """Settings of ``async-msgd``; see the module docstring."""
+
+    lr: float = 0.005
+    momentum: float = 0.0
+    batch_size: int = 1
+    delay: str = "engine"
+    normalize: bool = False
+
+    def __post_init__(self) -> None:
+        positive("async-msgd", "lr", self.lr)
+        in_interval("async-msgd", "momentum", self.momentum, 0.0, 1.0)
+        at_least("async-msgd", "batch_size", self.batch_size, 1)
+        if self.delay != "engine":
+            DelayModel(self.delay)
+
+
+class AsyncMSGDState(NamedTuple):
+    """The current and previous iterates, past iterates (newest first), last staleness."""
+
+    params: torch.Tensor
+    previous: torch.Tensor
+    past: torch.Tensor
+    staleness: torch.Tensor
+
+
+class AsyncMSGD:
+    """Heavy-ball momentum at the aggregator on stale gradients; see the module docstring."""
+
+    name = "async-msgd"
+
+    def __init__(self, config: AsyncMSGDConfig) -> None:
+        self.config = config
+        self.delays = None if config.delay == "engine" else DelayModel(config.delay)
+        self.synchronous = self.delays is not None
+
+    def init(
+        self, problem: Problem, sizes: torch.Tensor, streams: Streams
+    ) -> tuple[AsyncMSGDState, Download]:
+        """v_0 = v_{-1}; every worker starts from v_0."""
+        params = problem.init_params(streams.generator("init"))
+        depth = 1 if self.delays is None else self.delays.longest + 1
+        state = AsyncMSGDState(
+            params, params, params.expand(depth, -1).clone(), torch.zeros((), dtype=params.dtype)
+        )
+        return state, self._download(state, sizes.shape[0], streams, 0)
+
+    def _download(
+        self, state: AsyncMSGDState, workers: int, streams: Streams, round_: int
+    ) -> Download:
+        if self.delays is None:
+            return Download(Dense(state.params[None]), broadcast=True)
+        tau = self.delays.draw(streams, torch.arange(workers), round_)
+        return Download(Dense(state.past[tau]), broadcast=False)
+
+    def init_workers(self, problem: Problem, workers: torch.Tensor, streams: Streams) -> NoState:
+        """Workers keep nothing."""
+        return NoState()
+
+    def local(
+        self, state: NoState, down: AnyPayload, data: LocalData, ctx: Context
+    ) -> tuple[Upload, NoState]:
+        """The stochastic gradient at the (stale) iterate received."""
+        assert isinstance(down, Dense)
+        index = data.sample(ctx.streams, ctx.round, self.config.batch_size)
+        return Upload.all(Dense(data.grad(down.values, index))), state
+
+    def aggregate(
+        self, state: AsyncMSGDState, up: Upload, ctx: Context
+    ) -> tuple[AsyncMSGDState, Download]:
+        """v_{k+1} = v_k + mu (v_k - v_{k-1}) - eta * mean of the received gradients."""
+        assert isinstance(up.payload, Dense)
+        sent = up.sent.to(up.payload.values.dtype)
+        grad = (up.payload.values * sent[:, None]).sum(dim=0) / sent.sum().clamp_min(1)
+        config = self.config
+        params = state.params + config.momentum * (state.params - state.previous) - config.lr * grad
+        if config.normalize:
+            params = params / params.norm()
+        past = torch.cat([params[None], state.past[:-1]])
+        staleness = self._staleness(ctx)
+        new = AsyncMSGDState(params, state.params, past, staleness)
+        return new, self._download(new, ctx.n_workers, ctx.streams, ctx.round + 1)
+
+    def _staleness(self, ctx: Context) -> torch.Tensor:
+        """Mean staleness of this update's gradients (the delay model's draw or the engine's)."""
+        if self.delays is None:
+            assert ctx.staleness is not None
+            return ctx.staleness.to(torch.float64).mean()
+        tau = self.delays.draw(ctx.streams, ctx.workers, ctx.round).clamp(max=ctx.round)
+        return tau.to(torch.float64).mean()
+
+    def model(self, state: AsyncMSGDState) -> torch.Tensor:  # noqa: D102
+        return state.params
+
+    def metrics(self, state: AsyncMSGDState) -> dict[str, float]:
+        """Mean staleness of the last update."""
+        return {"staleness": float(state.staleness)}
