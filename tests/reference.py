@@ -170,3 +170,26 @@ def hogwild_ib(shards, l2, seed, rounds, sizes, step, minibatch=False):
         v = v - total
         done += sizes(i)
     return v
+
+
+def oja_direction(v: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """Mean over rows of -((x.v) x - (x.v)^2 v)."""
+    p = X @ v
+    return -(p[:, None] * X - (p**2)[:, None] * v).mean(axis=0)
+
+
+def delayed_msgd(X_shards, v0, rounds, lr, mu, b, seed, taus):
+    """v_{k+1} = v_k + mu (v_k - v_{k-1}) - lr mean_w g(v_{k - tau_{k,w}}), v_j = v_0 for j < 0."""
+    iterates = [v0.copy()]
+    previous = v0.copy()
+    for k in range(rounds):
+        grads = []
+        for w, X in enumerate(X_shards):
+            stale = iterates[max(0, k - int(taus[k][w]))]
+            idx = batch(seed, w, k, b, len(X))
+            grads.append(oja_direction(stale, X[idx]))
+        v = iterates[-1]
+        new = v + mu * (v - previous) - lr * np.mean(grads, axis=0)
+        previous = v
+        iterates.append(new)
+    return iterates[-1]

@@ -36,6 +36,7 @@ CASES: dict[str, tuple[dict[str, Any], int, float]] = {
     "giant": ({}, 30, 1e-10),
     # adds the 4 workers' updates (sum convention, like local SGD with 4x the step)
     "hogwild-ib": ({"sample_sizes": "linear:1,1", "step": "inv:0.1,500"}, 40, 2e-2),
+    "async-msgd": ({"lr": 0.3, "momentum": 0.5, "batch_size": 16, "delay": "uniform:2"}, 150, 2e-2),
 }
 
 # a changed value per field, to show the field is read (per algorithm where it differs)
@@ -101,6 +102,8 @@ PERTURBATIONS: dict[str, Any] = {
     "step": "const:0.01",
     "mode": "minibatch",
     "step_timing": "gradient",
+    "delay": "const:2",
+    "normalize": True,
 }
 # fields whose effect needs a particular setting of another field, tested where it is named
 COVERED_ELSEWHERE = {
