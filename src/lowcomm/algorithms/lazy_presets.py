@@ -9,6 +9,7 @@ follows the official LAG code: D = 10, xi_d = xi / D with xi = 1 (WK) or 10 (PS)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from lowcomm.algorithms.lazy import REFERENCES, LazyAggregation, LazySpec
 from lowcomm.algorithms.local_data import SAMPLING
@@ -34,45 +35,11 @@ def _notebook_weights(threshold: float, lr: float, window: int) -> tuple[float, 
 
 
 @dataclass(frozen=True)
-class SASGConfig:
-    """``sasg``: LASG-WK2 trigger over error-feedback top-k (per tensor) messages."""
-
-    lr: float = 0.005
-    batch_size: int = 10
-    sampling: str = "reshuffle"
-    window: int = 10
-    threshold: float = 0.5
-    density: float = 0.01
-    reference: str = "last-upload"
-    xi: tuple[float, ...] = ()
-
-    def __post_init__(self) -> None:
-        _check_common("sasg", self.lr, self.window, self.xi)
-        _check_stochastic("sasg", self.batch_size, self.sampling)
-        in_interval("sasg", "threshold", self.threshold, 0.0, float("inf"))
-        in_interval("sasg", "density", self.density, 1e-12, 1.0, closed_high=True)
-        one_of("sasg", "reference", self.reference, REFERENCES)
-
-    def build(self) -> LazyAggregation:
-        """The algorithm."""
-        weights = self.xi or _notebook_weights(self.threshold, self.lr, self.window)
-        spec = LazySpec(
-            self.lr,
-            self.batch_size,
-            self.sampling,
-            "lasg-wk2",
-            self.window,
-            weights,
-            self.reference,
-            self.density,
-        )
-        return LazyAggregation("sasg", spec)
-
-
-@dataclass(frozen=True)
 class LASGConfig:
     """``lasg``: the LASG-WK2 trigger over dense messages (SASG without sparsification)."""
 
+    NAME: ClassVar[str] = "lasg"
+
     lr: float = 0.005
     batch_size: int = 10
     sampling: str = "reshuffle"
@@ -82,10 +49,13 @@ class LASGConfig:
     xi: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_common("lasg", self.lr, self.window, self.xi)
-        _check_stochastic("lasg", self.batch_size, self.sampling)
-        in_interval("lasg", "threshold", self.threshold, 0.0, float("inf"))
-        one_of("lasg", "reference", self.reference, REFERENCES)
+        _check_common(self.NAME, self.lr, self.window, self.xi)
+        _check_stochastic(self.NAME, self.batch_size, self.sampling)
+        in_interval(self.NAME, "threshold", self.threshold, 0.0, float("inf"))
+        one_of(self.NAME, "reference", self.reference, REFERENCES)
+
+    def _density(self) -> float | None:
+        return None
 
     def build(self) -> LazyAggregation:
         """The algorithm."""
@@ -98,9 +68,25 @@ class LASGConfig:
             self.window,
             weights,
             self.reference,
-            None,
+            self._density(),
         )
-        return LazyAggregation("lasg", spec)
+        return LazyAggregation(self.NAME, spec)
+
+
+@dataclass(frozen=True)
+class SASGConfig(LASGConfig):
+    """``sasg``: the LASG-WK2 trigger over error-feedback top-k (per tensor) messages."""
+
+    NAME: ClassVar[str] = "sasg"
+
+    density: float = 0.01
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        in_interval(self.NAME, "density", self.density, 1e-12, 1.0, closed_high=True)
+
+    def _density(self) -> float | None:
+        return self.density
 
 
 @dataclass(frozen=True)
