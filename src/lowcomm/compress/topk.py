@@ -2,16 +2,16 @@
 
 Per tensor (the SASG authors' choice, layer-wise): tensor j of size d_j keeps
 k_j = max(1, floor(density * d_j)) entries, so every tensor sends at least one. Globally: the
-k largest entries of the whole vector. The selection is NumPy's ``argpartition`` (introselect),
-about three times faster on CPU than ``torch.topk`` for the 1% of 400k entries SASG keeps; ties at
-the k-th magnitude are broken by its order.
+k largest entries of the whole vector, selected by ``torch.topk``; ties at the k-th magnitude are
+broken by its order. (NumPy's ``argpartition`` is three times faster on random vectors but
+degrades about thirtyfold on real gradients, where most entries can be exactly zero: a mini-batch
+of MNIST images leaves 60% of the first layer's gradient at 0.)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from lowcomm.compress.base import DrawKey, Stateless, sparse_rows
@@ -22,11 +22,9 @@ from lowcomm.core.validate import at_least, in_interval
 
 def largest(values: torch.Tensor, k: int) -> torch.Tensor:
     """Positions ``[w, k]`` of the k largest magnitudes in each row of ``values[w, d]``."""
-    magnitudes = values.detach().abs().cpu().numpy()
-    if k == magnitudes.shape[1]:
+    if k == values.shape[1]:
         return torch.arange(k).expand(values.shape[0], k)
-    picked = np.argpartition(magnitudes, magnitudes.shape[1] - k, axis=1)[:, -k:]
-    return torch.from_numpy(picked)
+    return torch.topk(values.abs(), k, dim=1, sorted=False).indices
 
 
 @dataclass(frozen=True)
