@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lowcomm.core.errors import InvalidConfigError
-from lowcomm.experiments.reproduce import localnewton, sasg
+from lowcomm.experiments.reproduce import async_msgd, cdgrab, hogwild, localnewton, sasg
 from lowcomm.experiments.reproduce.report import Outcome, Request
 
 OWNER = "lowcomm reproduce"
@@ -19,6 +19,9 @@ OWNER = "lowcomm reproduce"
 REPRODUCTIONS: dict[str, Callable[[Request], Outcome]] = {
     "sasg": sasg.reproduce,
     "localnewton": localnewton.reproduce,
+    "cdgrab": cdgrab.reproduce,
+    "hogwild": hogwild.reproduce,
+    "async-msgd": async_msgd.reproduce,
 }
 
 

@@ -19,19 +19,19 @@ every logistic step size here is the spec's times 5 / (the training set's mean s
 
 Layout of ``OUT``: ``<part>/m<m>/<method>/seed<k>/`` each simulated run (``history.csv``,
 ``history.parquet``, ``run.json``); ``herding.csv`` (experiment A, per round), ``agreement.csv``
-(sign agreement), ``runs.csv`` (every simulated run per epoch, with its suboptimality),
-``optima.csv`` (f* per data set and seed), ``claims.json``, ``report.md`` and its figures.
+and ``streams.csv`` (sign agreement on A's vectors and on gradient streams), ``runs.csv`` (every
+simulated run per epoch, with its suboptimality), ``optima.csv`` (f* per data set and seed),
+``claims.json``, ``report.md`` and its figures.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ import pandas as pd
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from rich.console import Console
 
 from lowcomm.algorithms.registry import build_algorithm
@@ -72,7 +73,6 @@ from lowcomm.ordering.balance import (
 )
 from lowcomm.problems.logistic import LogisticRegression, newton_optimum
 
-OWNER = "lowcomm reproduce cdgrab"
 SHARED = Path("../shared/datasets")
 PHISHING = SHARED / "phishing" / "phishing.gz"
 MNIST = SHARED / "mnist"
@@ -105,6 +105,24 @@ DRR_NEAR = (0.5, 2.0)  # A: D-RR's final bound / its starting bound
 MIN_RATIO = 10.0  # B: D-RR / CD-GraB suboptimality at every m >= 2
 SPEEDUP_FACTOR = 3.0  # C: CD-GraB and D-RR within this factor of their m = 1 value
 ID_DEGRADES = 10.0  # C: ID-GraB's suboptimality from m = 2 to the largest m
+COLORS = {
+    "cd-grab": "C0",
+    "id-grab-mean": "C1",
+    "id-grab": "C2",
+    "d-rr": "C3",
+    "so": "C7",
+    "cd-grab-signs-k4": "C4",
+    "cd-grab-signs-k16": "C5",
+    "cd-grab-signs-k0": "C6",
+}
+AGREEMENT_HEADERS = (
+    "m",
+    "k",
+    "decisions agreeing (%)",
+    "walks agreeing (%)",
+    "bound, faithful",
+    "bound, signs of k dims",
+)
 FIGURES = {
     "herding": "Experiment A: parallel herding bound against reorder rounds (mean over trials)",
     "speedup": "Experiment C: suboptimality at a fixed number of epochs against m, step size "
@@ -271,28 +289,48 @@ def test_fraction_for(data: str, train: int) -> float:
     return (total - train) / total if 4 * train <= 3 * total else HELD_OUT
 
 
+@dataclass(frozen=True)
+class Sizes:
+    """How big a study is.
+
+    Attributes:
+        train: training examples of the synthetic set (B, C) and of B's real data set.
+        herding: experiment A.
+        epochs: of B on synthetic data.
+        real_epochs: of B on the real data set.
+        speedup_epochs: of C.
+        lenet_epochs: of D.
+    """
+
+    train: int
+    herding: HerdingStudy
+    epochs: int
+    real_epochs: int
+    speedup_epochs: int
+    lenet_epochs: int
+
+
+QUICK = Sizes(1024, HerdingStudy(2048, (2, 4, 8, 16, 32), 10, 1), 8, 5, 6, 1)
+FULL = Sizes(4096, HerdingStudy(20480, (2, 4, 8, 16, 32), 15, 3), 20, 10, 15, 3)
+
+
 def study_for(request: Request) -> Study:
     """The study a request asks for; ``--data`` names experiment B's real data set."""
-    quick, seeds = request.quick, request.seeds or (QUICK_SEEDS if request.quick else FULL_SEEDS)
-    train = 1024 if quick else 4096
+    sizes = QUICK if request.quick else FULL
+    seeds = request.seeds or (QUICK_SEEDS if request.quick else FULL_SEEDS)
     synthetic = LogisticStudy(
-        "synthetic", synthetic_data(train), HELD_OUT, 10 if quick else 20, seeds
+        "synthetic", synthetic_data(sizes.train), HELD_OUT, sizes.epochs, seeds
     )
-    herding = (
-        HerdingStudy(4096, (2, 4, 8, 16, 32), 10, 1)
-        if quick
-        else HerdingStudy(20480, (2, 4, 8, 16, 32), 15, 3)
-    )
-    speedup = SpeedupStudy(synthetic.data, HELD_OUT, 10 if quick else 15, seeds[0])
+    speedup = SpeedupStudy(synthetic.data, HELD_OUT, sizes.speedup_epochs, seeds[0])
     notes: list[str] = []
-    real = _real_study(request, train, seeds[:1], notes)
-    lenet = _lenet_study(request, seeds, notes)
+    real = _real_study(request, sizes, seeds[:1], notes)
+    lenet = _lenet_study(request, sizes, seeds, notes)
     logistic = (synthetic,) if real is None else (synthetic, real)
-    return Study(herding, logistic, speedup, SignStudy(), lenet, tuple(notes))
+    return Study(sizes.herding, logistic, speedup, SignStudy(), lenet, tuple(notes))
 
 
 def _real_study(
-    request: Request, train: int, seeds: tuple[int, ...], notes: list[str]
+    request: Request, sizes: Sizes, seeds: tuple[int, ...], notes: list[str]
 ) -> LogisticStudy | None:
     """Experiment B on ``--data`` or phishing; None (with a note) in quick mode or if absent."""
     if request.data is None and (request.quick or not PHISHING.is_file()):
@@ -300,18 +338,21 @@ def _real_study(
         notes.append(f"{why}: experiment B runs on synthetic data only.")
         return None
     data = request.data or f"libsvm:{PHISHING}"
-    name = parse_data_spec(data).kind if request.data else "phishing"
-    fraction = test_fraction_for(data, train)
-    return LogisticStudy(name, data, fraction, 5 if request.quick else 10, seeds)
+    spec = parse_data_spec(data)
+    name = Path(spec.path).name.split(".")[0] if spec.path else spec.kind
+    fraction = test_fraction_for(data, sizes.train)
+    return LogisticStudy(name, data, fraction, sizes.real_epochs, seeds)
 
 
-def _lenet_study(request: Request, seeds: tuple[int, ...], notes: list[str]) -> LenetStudy | None:
+def _lenet_study(
+    request: Request, sizes: Sizes, seeds: tuple[int, ...], notes: list[str]
+) -> LenetStudy | None:
     """Experiment D on MNIST; None (with a note) in quick mode or without the images."""
     if request.quick or not MNIST.is_dir():
         why = "--quick" if request.quick else f"{MNIST} not found"
         notes.append(f"{why}: experiment D (LeNet on MNIST) is skipped.")
         return None
-    return LenetStudy(f"mnist:{MNIST}", 3, seeds)
+    return LenetStudy(f"mnist:{MNIST}", sizes.lenet_epochs, seeds)
 
 
 def reproduce(request: Request) -> Outcome:
@@ -396,17 +437,46 @@ def _trajectory_agreement(
     start: np.ndarray,
     matrices: Mapping[str, np.ndarray],
 ) -> list[dict]:
-    """Share of equal signs, faithful against projected, on CD-GraB's stream of each round."""
+    """Faithful against projected signs on CD-GraB's stream of each round (:func:`agreement`)."""
     rows, order = [], start
     for r in range(1, study.rounds + 1):
         grads = visited(vectors, order)
         following, signs, _ = coordinated_pair_balance(order, grads)
         for k in study.projections:
-            mine = coordinated_pair_balance(order, grads @ matrices[f"cd-grab-signs-k{k}"])[1]
-            share = float((mine == signs).mean())
-            rows.append({"m": m, "trial": trial, "round": r, "k": k, "agreement": share})
+            shares = agreement(order, grads, signs, matrices[f"cd-grab-signs-k{k}"])[1]
+            rows.append({"m": m, "trial": trial, "round": r, "k": k, **shares})
         order = following
     return rows
+
+
+def agreement(
+    order: np.ndarray, grads: np.ndarray, signs: np.ndarray, matrix: np.ndarray
+) -> tuple[np.ndarray, dict[str, float]]:
+    """How a server deciding on projections ``grads @ matrix`` agrees with the faithful one.
+
+    Args:
+        order: ``[m, n]`` the visiting order.
+        grads: ``[m, n, d]`` the vectors in visiting order.
+        signs: ``[n/2, m]`` the faithful server's decisions on them.
+        matrix: ``[d, k]`` the projection.
+
+    Returns:
+        The projected server's next order, and two shares of equal signs: ``decisions``, each
+        decision taken from the faithful running sum (projected), i.e. how well the projection
+        keeps the sign of <s, delta>; ``walks``, the projected server run on its own, keeping
+        its own running sum (one differing decision changes the later ones too).
+    """
+    d = grads.shape[2]
+    deltas = (grads[:, 0::2] - grads[:, 1::2]).transpose(1, 0, 2).reshape(-1, d)
+    steps = np.where(signs.reshape(-1), 1.0, -1.0)[:, None] * deltas
+    running = np.cumsum(steps, axis=0) - steps
+    projected = np.einsum("tk,tk->t", running @ matrix, deltas @ matrix) <= 0.0
+    following, walked, _ = coordinated_pair_balance(order, grads @ matrix)
+    shares = {
+        "decisions": float((projected == signs.reshape(-1)).mean()),
+        "walks": float((walked == signs).mean()),
+    }
+    return following, shares
 
 
 def run_herding(study: HerdingStudy) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -433,93 +503,45 @@ def feature_scale(data: str, test_fraction: float, seed: int) -> float:
 
 def logistic_specs(study: LogisticStudy, scale: float) -> list[RunSpec]:
     """Experiment B's runs on one data set."""
+    base = _logistic_run(f"B-{study.name}", study.data, study.test_fraction, study.epochs)
     specs = []
     for m in study.workers:
-        orders, seeds = (
-            (study.single_orders, study.seeds[:1])
-            if m == 1
-            else (
-                study.orders,
-                study.seeds,
-            )
-        )
-        specs += [
-            RunSpec(
-                f"B-{study.name}",
-                study.data,
-                "logistic",
-                m,
-                order,
-                seed,
-                study.epochs,
-                study.lr * scale,
-                study.test_fraction,
-            )
-            for order in orders
-            for seed in seeds
-        ]
+        single = m == 1
+        orders = study.single_orders if single else study.orders
+        seeds = study.seeds[:1] if single else study.seeds
+        lr = study.lr * scale
+        specs += [replace(base, workers=m, order=o, seed=s, lr=lr) for o in orders for s in seeds]
     return specs
+
+
+def _logistic_run(part: str, data: str, test_fraction: float, epochs: int) -> RunSpec:
+    """A logistic run of a part, to ``replace`` workers, order, seed and step in."""
+    return RunSpec(part, data, "logistic", 1, "d-rr", 0, epochs, 1.0, test_fraction)
 
 
 def speedup_specs(study: SpeedupStudy, scale: float) -> list[RunSpec]:
     """Experiment C's runs (ID-GraB from m = 2: with one worker there is nothing to coordinate)."""
+    base = _logistic_run("C", study.data, study.test_fraction, study.epochs)
     return [
-        RunSpec(
-            "C",
-            study.data,
-            "logistic",
-            m,
-            order,
-            study.seed,
-            study.epochs,
-            study.lr_per_worker * m * scale,
-            study.test_fraction,
-        )
+        replace(base, workers=m, order=o, seed=study.seed, lr=study.lr_per_worker * m * scale)
         for m in study.workers
-        for order in study.orders
-        if m > 1 or not order.startswith("id-grab")
+        for o in study.orders
+        if m > 1 or not o.startswith("id-grab")
     ]
 
 
 def sign_specs(study: SignStudy, synthetic: LogisticStudy, scale: float) -> list[RunSpec]:
     """``cd-grab-signs`` runs, with B's synthetic settings at ``study.workers``."""
-    return [
-        RunSpec(
-            "signs",
-            synthetic.data,
-            "logistic",
-            study.workers,
-            "cd-grab-signs",
-            seed,
-            synthetic.epochs,
-            synthetic.lr * scale,
-            synthetic.test_fraction,
-            projection=k,
-        )
-        for k in study.projections
-        for seed in synthetic.seeds
-    ]
+    base = _logistic_run("signs", synthetic.data, synthetic.test_fraction, synthetic.epochs)
+    base = replace(base, workers=study.workers, order="cd-grab-signs", lr=synthetic.lr * scale)
+    return [replace(base, seed=s, projection=k) for k in study.projections for s in synthetic.seeds]
 
 
 def lenet_specs(study: LenetStudy) -> list[RunSpec]:
     """Experiment D's runs (float32, as the library trains networks)."""
-    return [
-        RunSpec(
-            "D",
-            study.data,
-            "lenet",
-            study.workers,
-            order,
-            seed,
-            study.epochs,
-            study.lr,
-            batch_size=study.batch_size,
-            momentum=study.momentum,
-            dtype="float32",
-        )
-        for order in ("d-rr", "cd-grab")
-        for seed in study.seeds
-    ]
+    base = RunSpec("D", study.data, "lenet", study.workers, "d-rr", 0, study.epochs, study.lr)
+    base = replace(base, batch_size=study.batch_size, momentum=study.momentum, dtype="float32")
+    return [replace(base, order=o, seed=s) for o in ("d-rr", "cd-grab") for s in study.seeds]
 
 
 def plan(study: Study) -> tuple[list[RunSpec], dict[str, float]]:
@@ -541,7 +563,7 @@ def prepared_run(spec: RunSpec) -> Prepared:
     prepared = prepare(spec.config())
     per_epoch = prepared.rounds // spec.epochs
     config = prepared.config.model_copy(update={"eval_every": per_epoch})
-    return dataclasses.replace(prepared, config=config)
+    return replace(prepared, config=config)
 
 
 def optimum(prepared: Prepared) -> float:
@@ -614,8 +636,9 @@ def epoch_rows(spec: RunSpec, history: pd.DataFrame, rounds: int, fstar: float) 
 def stream_agreement(grads: np.ndarray, ks: Sequence[int], seed: int) -> list[dict]:
     """Faithful and projected servers on the same gradients ``[m, n, d]`` in shard order.
 
-    Returns, per k < d: the share of equal signs and the herding bound (of these vectors) of
-    the visiting order, of the faithful server's next order and of the projected one's.
+    Returns, per k < d: the shares of :func:`agreement` and the herding bound (of these
+    vectors) of the visiting order, of the faithful server's next order and of the projected
+    one's.
     """
     m, n, d = grads.shape
     order = np.tile(np.arange(n), (m, 1))
@@ -623,16 +646,13 @@ def stream_agreement(grads: np.ndarray, ks: Sequence[int], seed: int) -> list[di
     rng = np.random.default_rng(seed)
     rows = []
     for k in (k for k in ks if k < d):
-        mine, mine_signs, _ = coordinated_pair_balance(order, grads @ projection_matrix(rng, d, k))
-        rows.append(
-            {
-                "k": k,
-                "agreement": float((mine_signs == signs).mean()),
-                "bound_visited": herding_bound(order, grads),
-                "bound_faithful": herding_bound(faithful, grads),
-                "bound_projected": herding_bound(mine, grads),
-            }
-        )
+        mine, shares = agreement(order, grads, signs, projection_matrix(rng, d, k))
+        bounds = {
+            "bound_visited": herding_bound(order, grads),
+            "bound_faithful": herding_bound(faithful, grads),
+            "bound_projected": herding_bound(mine, grads),
+        }
+        rows.append({"k": k, **shares, **bounds})
     return rows
 
 
@@ -907,13 +927,16 @@ def _panels(count: int) -> tuple[Figure, list[Axes]]:
     return figure, list(figure.subplots(1, count, squeeze=False)[0])
 
 
-def _curve(ax: Axes, rows: pd.DataFrame, x: str, y: str, label: str, dashed: bool = False) -> None:
-    """The mean of ``y`` per ``x`` (min-max band when there are several runs)."""
+def _curve(ax: Axes, rows: pd.DataFrame, x: str, y: str, method: str) -> None:
+    """A method's mean of ``y`` per ``x`` (min-max band when there are several runs)."""
     grouped = rows.groupby(x)[y]
     mean = grouped.mean()
-    (line,) = ax.plot(mean.index, mean, "--" if dashed else "-", marker=".", label=label)
+    style = "--" if method.startswith("cd-grab-signs") else "-"
+    color = COLORS.get(method)
+    ax.plot(mean.index, mean, style, color=color, marker=".", label=method_label(method))
     if int(grouped.size().max()) > 1:
-        ax.fill_between(mean.index, grouped.min(), grouped.max(), color=line.get_color(), alpha=0.2)
+        ax.fill_between(mean.index, grouped.min(), grouped.max(), color=color, alpha=0.2)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def herding_figure(herding: pd.DataFrame) -> Figure:
@@ -924,7 +947,7 @@ def herding_figure(herding: pd.DataFrame) -> Figure:
         mine = herding.loc[herding["m"] == m]
         for method in mine["method"].unique():
             rows = mine.loc[mine["method"] == method]
-            _curve(ax, rows, "round", "bound", method_label(method), "signs" in method)
+            _curve(ax, rows, "round", "bound", method)
         ax.set_yscale("log")
         ax.set_title(f"m = {m}", fontsize="medium")
         ax.set_xlabel("reorder round")
@@ -944,13 +967,13 @@ def suboptimality_figure(table: pd.DataFrame, part: str, title: str) -> Figure:
     for ax, m in zip(axes, ms, strict=True):
         rows = mine.loc[mine["m"] == m]
         for method in (o for o in ORDERS if o in set(rows["method"])):
-            _curve(ax, rows.loc[rows["method"] == method], "epoch", "suboptimality", LABELS[method])
+            _curve(ax, rows.loc[rows["method"] == method], "epoch", "suboptimality", method)
         ax.set_yscale("log")
         ax.set_title(f"{title}, m = {m}", fontsize="medium")
         ax.set_xlabel("epoch")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("f - f* (full training objective)")
-    axes[0].legend(fontsize="x-small")
+    axes[-1].legend(fontsize="x-small")
     return figure
 
 
@@ -960,7 +983,7 @@ def speedup_figure(table: pd.DataFrame) -> Figure:
     sub = final_means(table, "C", "suboptimality")
     for method in sub.columns:
         values = sub[method].dropna()
-        left.plot(values.index, values, marker="o", label=LABELS[method])
+        left.plot(values.index, values, marker="o", color=COLORS[method], label=LABELS[method])
     left.set_xscale("log", base=2)
     left.set_yscale("log")
     left.set_xlabel("workers m (step size proportional to m)")
@@ -989,7 +1012,7 @@ def lenet_figure(table: pd.DataFrame) -> Figure:
     ):
         for method in ("d-rr", "cd-grab"):
             mine = rows.loc[(rows["method"] == method)].dropna(subset=[column])
-            _curve(ax, mine, "epoch", column, LABELS[method])
+            _curve(ax, mine, "epoch", column, method)
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.grid(True, alpha=0.3)
@@ -1009,7 +1032,7 @@ def signs_figure(table: pd.DataFrame, workers: int) -> Figure:
         mine = rows.loc[rows["method"] == method].assign(
             suboptimality=lambda t: t["suboptimality"].clip(lower=1e-16)
         )
-        _curve(ax, mine, "epoch", "suboptimality", method_label(method), "signs" in method)
+        _curve(ax, mine, "epoch", "suboptimality", method)
     ax.set_yscale("log")
     ax.set_title(f"synthetic, m = {workers}", fontsize="medium")
     ax.set_xlabel("epoch")
@@ -1114,22 +1137,22 @@ def lenet_table(table: pd.DataFrame) -> str:
     return markdown_table(headers, rows)
 
 
-def agreement_table(agreement: pd.DataFrame, herding: pd.DataFrame) -> str:
+def agreement_table(shares: pd.DataFrame, herding: pd.DataFrame) -> str:
     """Sign agreement on experiment A's vectors, and what the projected orders balance to."""
     final = herding_finals(herding)
-    share = agreement.groupby(["m", "k"])["agreement"].mean()
+    mean = shares.groupby(["m", "k"])[["decisions", "walks"]].mean()
     rows = [
         (
             m,
             k,
-            f"{100 * share[m, k]:.1f}",
+            f"{100 * row.decisions:.1f}",
+            f"{100 * row.walks:.1f}",
             number(float(final.loc["cd-grab", m]), 3),
             number(float(final.loc[f"cd-grab-signs-k{k}", m]), 3),
         )
-        for m, k in share.index
+        for (m, k), row in zip(mean.index, mean.itertuples(), strict=True)
     ]
-    headers = ("m", "k", "signs agreeing (%)", "bound, faithful", "bound, signs of k dims")
-    return markdown_table(headers, rows)
+    return markdown_table(AGREEMENT_HEADERS, rows)
 
 
 def streams_table(streams: pd.DataFrame) -> str:
@@ -1139,14 +1162,15 @@ def streams_table(streams: pd.DataFrame) -> str:
             r.stream,
             f"{r.d:,}",
             r.k,
-            f"{100 * r.agreement:.1f}",
+            f"{100 * r.decisions:.1f}",
+            f"{100 * r.walks:.1f}",
             number(r.bound_visited, 3),
             number(r.bound_faithful, 3),
             number(r.bound_projected, 3),
         )
         for r in streams.itertuples()
     ]
-    headers = ("stream", "d", "k", "signs agreeing (%)", "bound, visited", "faithful", "signs")
+    headers = ("stream", "d", "k", *AGREEMENT_HEADERS[2:4], "bound, visited", "faithful", "signs")
     return markdown_table(headers, rows)
 
 
@@ -1316,9 +1340,9 @@ def sections(
     )
     if study.lenet:
         parts.append(
-            f"## D. LeNet on MNIST\n\n{figure['lenet']}\n\nFull training loss (mean ± std over "
-            f"seeds) by epoch; epoch 1 is identical for both orders (both visit the same "
-            f"uniform order first).\n\n{lenet_table(found.table)}"
+            f"## D. LeNet on `{study.lenet.data}`\n\n{figure['lenet']}\n\nFull training loss "
+            "(mean ± std over seeds) by epoch; epoch 1 is identical for both orders (both "
+            f"visit the same uniform order first).\n\n{lenet_table(found.table)}"
         )
     parts += [_signs(study, found, figure["signs"]), _runtime(found), _method_notes(study)]
     return parts
@@ -1368,11 +1392,10 @@ def _lenet_setup(lenet: LenetStudy | None) -> list[str]:
     if lenet is None:
         return []
     return [
-        f"- D: LeNet-5 (ReLU, max-pool; 61,706 parameters) on `{lenet.data}` (8,000 training "
-        f"/ 2,000 test images), float32, m = {lenet.workers}, b = {lenet.batch_size} per worker "
-        f"(global {lenet.workers * lenet.batch_size}), step {lenet.lr}, momentum "
-        f"{lenet.momentum}, l2 = {L2:g}; {lenet.epochs} epochs; D-RR and CD-GraB on seeds "
-        f"{_ms(lenet.seeds)}."
+        f"- D: LeNet-5 (ReLU, max-pool) on `{lenet.data}`, float32, m = {lenet.workers}, "
+        f"b = {lenet.batch_size} per worker (global {lenet.workers * lenet.batch_size}), "
+        f"step {lenet.lr}, momentum {lenet.momentum}, l2 = {L2:g}; {lenet.epochs} epochs; "
+        f"D-RR and CD-GraB on seeds {_ms(lenet.seeds)}."
     ]
 
 
@@ -1381,9 +1404,12 @@ def _signs(study: Study, found: Found, figure: str) -> str:
     parts = [
         "## Efficient mode: `cd-grab-signs` against the faithful server",
         "The server of `cd-grab-signs` decides each pair's sign from k-dimensional random "
-        "projections of the pair differences. Agreement is the share of pair signs on which it "
-        "agrees with the faithful server when both see the same vectors in the same order (each "
-        "server keeps its own running sum, so one differing decision changes later ones too).",
+        "projections of the pair differences. Both servers see the same vectors in the same "
+        "order. *Decisions agreeing*: the share of the faithful decisions that the projection "
+        "reproduces from the same (projected) running sum, i.e. how well k dimensions keep the "
+        "sign of <s, delta>. *Walks agreeing*: the share of equal signs when the projected "
+        "server runs on its own, with its own running sum (one differing decision changes the "
+        "later ones, so about 50% means unrelated walks, not bad balancing: see the bounds).",
         "On experiment A's vectors, along the faithful CD-GraB trajectory (mean over rounds and "
         "trials; bounds after the last round, the projected server reordering on its own):",
         agreement_table(found.agreement, found.herding),
@@ -1431,7 +1457,7 @@ def _method_notes(study: Study) -> str:
     ]
     if study.lenet:
         lines.append(
-            "- D: LeNet on the 10,000 t10k MNIST images (the shared copy has no training "
-            "images), a few epochs instead of the paper's CIFAR-10 for 100 epochs."
+            "- D: LeNet on MNIST images (the shared copy holds the 10,000 t10k images, split "
+            "8,000 / 2,000), a few epochs, instead of the paper's CIFAR-10 for 100 epochs."
         )
     return "\n".join(lines)
