@@ -503,7 +503,10 @@ def reproduce(
         ),
     ],
     quick: Annotated[
-        bool, typer.Option("--quick", help="The small study (under 2 minutes), on digits.")
+        bool,
+        typer.Option(
+            "--quick", help="The small study (under 2 minutes), on the embedded default data."
+        ),
     ] = False,
     out: Annotated[
         Path | None,
@@ -516,8 +519,7 @@ def reproduce(
     data: Annotated[
         str | None,
         typer.Option(
-            help="Data set. [default: the reproduction's; for sasg mnist:../shared/datasets/mnist "
-            "if present, else digits; digits with --quick]",
+            help="Data set. [default: the reproduction's, see docs/cli.md]",
             metavar="SPEC",
             show_default=False,
         ),

@@ -279,7 +279,7 @@ def synthetic_data(train: int) -> str:
     return f"synthetic-logistic:{total},{SYNTHETIC_DIM}"
 
 
-def test_fraction_for(data: str, train: int) -> float:
+def held_out_share(data: str, train: int) -> float:
     """The held-out share leaving ``train`` training examples (0.25 if that keeps too few).
 
     Data sets with their own test split ignore it.
@@ -340,7 +340,7 @@ def _real_study(
     data = request.data or f"libsvm:{PHISHING}"
     spec = parse_data_spec(data)
     name = Path(spec.path).name.split(".")[0] if spec.path else spec.kind
-    fraction = test_fraction_for(data, sizes.train)
+    fraction = held_out_share(data, sizes.train)
     return LogisticStudy(name, data, fraction, sizes.real_epochs, seeds)
 
 
@@ -358,8 +358,9 @@ def _lenet_study(
 def reproduce(request: Request) -> Outcome:
     """Run the study a request asks for and write its report (the ``reproduce`` registry entry)."""
     study = study_for(request)
+    console = Console(stderr=True)
     for note in study.notes:
-        Console(stderr=True).print(f"note: {note}", highlight=False)
+        console.print(f"note: {note}", highlight=False)
     return run_study(study, request.out, request.command, request.progress)
 
 
