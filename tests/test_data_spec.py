@@ -7,7 +7,7 @@ from lowcomm.data.spec import DataSpec, PartitionSpec, parse_data_spec, parse_pa
 
 DATA_ALLOWED = (
     "one of libsvm:TRAIN[,TEST][,n_features=N], mnist:DIR, digits, breast-cancer, wine, iris, "
-    "synthetic-logistic[:N,D]"
+    "synthetic-logistic[:N,D], synthetic-pca[:N,D]"
 )
 
 
