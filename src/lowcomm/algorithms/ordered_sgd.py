@@ -90,6 +90,8 @@ class OrderedSGD:
         self.config = config
         self.batch = config.batch_size
         self.order = config.order
+        # the shared projection is a pure function of (seed, d, k, dtype): drawn once, kept
+        self._matrices: dict[tuple[int, int, int, torch.dtype], torch.Tensor] = {}
 
     def rounds_per_epoch(self, sizes: torch.Tensor) -> int:
         """Steps in one epoch: n / b."""
@@ -205,7 +207,7 @@ class OrderedSGD:
         if self.order != "cd-grab-signs":
             return Upload.all(Dense(grads.mean(dim=1))), state
         _, deltas, pending = pair_up(state.pending, ids, grads)
-        projected = deltas @ self._projection(ctx.streams, grads.shape[2], grads.dtype)
+        projected = self._project(deltas, ctx.streams)
         up = Bundle((Dense(grads.mean(dim=1)), Dense(projected.reshape(w, -1))))
         return Upload.all(up), state._replace(pending=pending)
 
@@ -217,13 +219,18 @@ class OrderedSGD:
             else d
         )
 
-    def _projection(self, streams: Streams, d: int, dtype: torch.dtype) -> torch.Tensor:
-        """The shared random projection to ``projection`` dimensions (identity when 0)."""
+    def _project(self, deltas: torch.Tensor, streams: Streams) -> torch.Tensor:
+        """``deltas[w, p, d]`` through the shared random projection to ``projection`` dims."""
         k = self.config.projection
         if k == 0:
-            return torch.eye(d, dtype=dtype)
-        gaussian = torch.randn(d, k, generator=streams.generator("projection"), dtype=torch.float64)
-        return (gaussian / k**0.5).to(dtype)
+            return deltas
+        d = deltas.shape[2]
+        key = (streams.seed, d, k, deltas.dtype)
+        if key not in self._matrices:
+            generator = streams.generator("projection")
+            gaussian = torch.randn(d, k, generator=generator, dtype=torch.float64)
+            self._matrices[key] = (gaussian / k**0.5).to(deltas.dtype)
+        return deltas @ self._matrices[key]
 
     def aggregate(
         self, state: OrderedState, up: Upload, ctx: Context
@@ -235,9 +242,8 @@ class OrderedSGD:
         grad = combine(means, up.sent, state.sizes[ctx.workers], self.config.reduce)
         velocity = self.config.momentum * state.velocity + grad
         params = state.params - self.config.lr * velocity
-        sums = state.step_sums.clone()
-        sums[step] = b * means.sum(dim=0)
-        state = state._replace(params=params, velocity=velocity, step_sums=sums)
+        state.step_sums[step] = b * means.sum(dim=0)  # this epoch's buffer, owned by the state
+        state = state._replace(params=params, velocity=velocity)
         if step < n // b - 1:
             return state, Download(Dense(params[None]), broadcast=True)
         return self._end_epoch(state, m, n)
