@@ -35,7 +35,7 @@ def test_conjugate_gradient_solves_spd_systems_row_by_row() -> None:
 def test_one_worker_with_one_local_step_is_newton_with_line_search() -> None:
     setup = Setup(workers=1, n=400, d=6, l2=1e-2)
     result = setup.run(LocalNewton(LocalNewtonConfig(local_steps=1)), 5)
-    (A, y), = numpy_shards(setup)
+    ((A, y),) = numpy_shards(setup)
     x = np.zeros(6)
     for _ in range(5):
         x = reference.local_newton_round([(A, y)], 1e-2, x, 1)

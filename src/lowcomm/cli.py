@@ -530,11 +530,22 @@ def reproduce(
             help="Comma-separated seeds. [default: 0,1,2; 0,1 with --quick]", metavar="0,1,..."
         ),
     ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Read back the runs already saved in OUT with the same config instead of "
+            "running them again, so an interrupted study goes on "
+            f"({', '.join(reproductions.RESUMABLE)}).",
+        ),
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Reproduce a paper's claims: run its study, write OUT/report.md with a claims table."""
     with _user_errors():
-        request = reproductions.make_request(name, quick, out, data, seeds, _progress(quiet))
+        request = reproductions.make_request(
+            name, quick, out, data, seeds, _progress(quiet), resume
+        )
         outcome = reproductions.reproduce(name, request)
     if not quiet:
         console = _console()

@@ -111,4 +111,3 @@ class SGD:
 
     def metrics(self, state: SGDState) -> dict[str, float]:  # noqa: D102
         return {}
-

@@ -1,8 +1,9 @@
-"""A run's outputs on disk: ``history.csv``, ``history.parquet`` and ``run.json``.
+"""A run's outputs on disk: ``history.csv``, ``history.parquet``, ``run.json`` (and ``ledger.csv``).
 
 ``run.json`` holds the run's metadata (:func:`lowcomm.experiments.runner.metadata`) plus a
 ``summary`` of the final state. It is strict JSON: non-finite numbers (an infinite bandwidth,
 the NaN loss of a diverged run) are written as the strings ``"inf"``, ``"-inf"`` and ``"nan"``.
+``run.json`` is written last, so a folder with one holds a finished run (:func:`finished_run`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from lowcomm.engines.session import RunResult
 HISTORY_CSV = "history.csv"
 HISTORY_PARQUET = "history.parquet"
 RUN_JSON = "run.json"
+LEDGER_CSV = "ledger.csv"
 
 
 def summary(result: RunResult) -> dict[str, Any]:
@@ -55,15 +57,37 @@ def write_json(path: Path, content: dict[str, Any]) -> None:
     path.write_text(json.dumps(_strict(content), indent=2, allow_nan=False) + "\n")
 
 
-def save_run(out: Path, result: RunResult, meta: dict[str, Any]) -> None:
-    """Write the history (CSV and Parquet) and ``run.json`` (``meta`` plus the summary) to ``out``.
+def save_run(out: Path, result: RunResult, meta: dict[str, Any], ledger: bool = False) -> None:
+    """Write a run's files to ``out``, ``run.json`` last.
 
-    The folder is created if needed; files already there are replaced.
+    The files: the history (CSV and Parquet), with ``ledger`` the ledger's per-(round, worker)
+    records (``ledger.csv``), then ``run.json`` (``meta`` plus the summary). The folder is created
+    if needed; files already there are replaced.
     """
     out.mkdir(parents=True, exist_ok=True)
+    (out / RUN_JSON).unlink(missing_ok=True)
     result.history.to_csv(out / HISTORY_CSV, index=False)
     result.history.to_parquet(out / HISTORY_PARQUET, index=False)
+    if ledger:
+        result.ledger.records().to_csv(out / LEDGER_CSV, index=False)
     write_json(out / RUN_JSON, {**meta, "summary": summary(result)})
+
+
+def finished_run(folder: Path, config: dict[str, Any], version: str) -> bool:
+    """Whether ``folder`` holds a finished run of exactly ``config`` saved by lowcomm ``version``.
+
+    ``config`` is the run config's JSON form; this is what ``lowcomm reproduce --resume`` reads
+    back instead of running again.
+    """
+    path = folder / RUN_JSON
+    if not path.is_file() or not (folder / HISTORY_PARQUET).is_file():
+        return False
+    try:
+        meta = read_json(path)
+    except DataError:
+        return False
+    same_version = meta.get("versions", {}).get("lowcomm") == version
+    return same_version and meta.get("config") == _strict(config)
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -24,6 +24,9 @@ REPRODUCTIONS: dict[str, Callable[[Request], Outcome]] = {
     "async-msgd": async_msgd.reproduce,
 }
 
+RESUMABLE = ("sasg", "localnewton", "hogwild")
+"""Reproductions whose runs are saved one by one, so ``--resume`` can read them back."""
+
 
 def check_name(name: str) -> None:
     """Refuse a name that is not in :data:`REPRODUCTIONS`."""
@@ -47,13 +50,31 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
+def check_resume(name: str, resume: bool) -> None:
+    """Refuse ``--resume`` for a reproduction that cannot read its runs back."""
+    if resume and name not in RESUMABLE:
+        raise InvalidConfigError(
+            "--resume",
+            OWNER,
+            f"used with a reproduction that saves its runs one by one ({', '.join(RESUMABLE)})",
+            name,
+        )
+
+
 def command_line(
-    name: str, quick: bool, out: Path | None, data: str | None, seeds: str | None
+    name: str,
+    quick: bool,
+    out: Path | None,
+    data: str | None,
+    seeds: str | None,
+    resume: bool = False,
 ) -> str:
     """The ``lowcomm reproduce`` command with the flags that were given, shell-quoted."""
     words = ["lowcomm", "reproduce", name]
     if quick:
         words.append("--quick")
+    if resume:
+        words.append("--resume")
     given = {"--out": None if out is None else str(out), "--data": data, "--seeds": seeds}
     for flag, value in given.items():
         if value is not None:
@@ -68,16 +89,19 @@ def make_request(
     data: str | None,
     seeds: str | None,
     progress: bool,
+    resume: bool = False,
 ) -> Request:
     """Validate the command line's arguments into a request (defaults filled in)."""
     check_name(name)
+    check_resume(name, resume)
     return Request(
         out=default_out(name) if out is None else out,
         quick=quick,
         data=data,
         seeds=None if seeds is None else parse_seeds(seeds),
         progress=progress,
-        command=command_line(name, quick, out, data, seeds),
+        command=command_line(name, quick, out, data, seeds, resume),
+        resume=resume,
     )
 
 

@@ -66,8 +66,9 @@ from lowcomm.experiments.reproduce.report import (
     write_claims,
     write_report,
 )
-from lowcomm.experiments.results import save_run, write_json
-from lowcomm.experiments.runner import Prepared, execute, metadata, prepare
+from lowcomm.experiments.reproduce.runs import run_or_resume
+from lowcomm.experiments.results import write_json
+from lowcomm.experiments.runner import Prepared, prepare
 from lowcomm.problems.logistic import LogisticRegression, newton_optimum
 
 OWNER = "lowcomm reproduce hogwild"
@@ -227,7 +228,7 @@ def reproduce(request: Request) -> Outcome:
     study = study_for(request)
     for note in study.notes:
         Console(stderr=True).print(f"note: {note}", highlight=False)
-    return run_study(study, request.out, request.command, request.progress)
+    return run_study(study, request.out, request.command, request.progress, request.resume)
 
 
 # --- configs -----------------------------------------------------------------------------------
@@ -323,17 +324,6 @@ def optimum(prepared: Prepared, case: Case) -> float:
     return float(newton_optimum(problem, X, y)[1])
 
 
-def execute_run(config: RunConfig, folder: Path, progress: bool) -> tuple[pd.DataFrame, Any]:
-    """Run one config and save it with its ledger in ``folder``; (history, ledger records)."""
-    prepared = prepare(config)
-    result = execute(prepared, progress)
-    assert result is not None, "the simulate engine always returns a result"
-    save_run(folder, result, metadata(prepared))
-    records = result.ledger.records()
-    records.to_csv(folder / "ledger.csv", index=False)
-    return result.history, records
-
-
 Job = tuple[Case, str, str, str]
 
 
@@ -359,7 +349,9 @@ def folder_of(study: Study, out: Path, job: Job, seed: int) -> Path:
     return out / case.name / split / schedule / f"seed{seed}"
 
 
-def run_all(study: Study, out: Path, progress: bool) -> tuple[list[Run], dict[str, Any]]:
+def run_all(
+    study: Study, out: Path, progress: bool, resume: bool = False
+) -> tuple[list[Run], dict[str, Any]]:
     """Every run of the study, saved under ``out``; also F*, L and the steps by case and seed."""
     console = Console(stderr=True)
     runs: list[Run] = []
@@ -380,7 +372,8 @@ def run_all(study: Study, out: Path, progress: bool) -> tuple[list[Run], dict[st
             count += 1
             if progress:
                 console.print(f"run {count}/{total}: {folder.relative_to(out)}", highlight=False)
-            history, ledger = execute_run(config, folder, progress)
+            saved = run_or_resume(config, folder, progress, resume)
+            history, ledger = saved.history, saved.ledger()
             runs.append(Run(case.name, split, schedule, seed, cap, history, ledger, info["f_star"]))
     write_json(out / "optima.json", optima)
     return runs, optima
@@ -744,12 +737,17 @@ def async_figure(runs: Sequence[Run], case: str) -> plt.Figure:
 # --- the report --------------------------------------------------------------------------------
 
 
-def run_study(study: Study, out: Path, command: str, progress: bool = False) -> Outcome:
-    """Run every run of ``study``, measure, and write ``out/report.md`` with its claims."""
+def run_study(
+    study: Study, out: Path, command: str, progress: bool = False, resume: bool = False
+) -> Outcome:
+    """Run every run of ``study``, measure, and write ``out/report.md`` with its claims.
+
+    With ``resume``, runs already saved with the same config are read back instead.
+    """
     torch.set_num_threads(1)
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    runs, optima = run_all(study, out, progress)
+    runs, optima = run_all(study, out, progress, resume)
     return write_outputs(study, out, runs, optima, command, started, progress)
 
 

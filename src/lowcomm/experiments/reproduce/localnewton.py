@@ -70,8 +70,9 @@ from lowcomm.experiments.reproduce.report import (
     write_claims,
     write_report,
 )
-from lowcomm.experiments.results import load_history, read_json, save_run, write_json
-from lowcomm.experiments.runner import Prepared, execute, metadata, prepare
+from lowcomm.experiments.reproduce.runs import run_or_resume
+from lowcomm.experiments.results import load_history, read_json, write_json
+from lowcomm.experiments.runner import Prepared, prepare
 from lowcomm.problems.logistic import LogisticRegression, newton_optimum
 
 OWNER = "lowcomm reproduce localnewton"
@@ -265,7 +266,7 @@ def reproduce(request: Request) -> Outcome:
     study = study_for(request)
     if study.note:
         Console(stderr=True).print(f"note: {study.note}", highlight=False)
-    return run_study(study, request.out, request.command, request.progress)
+    return run_study(study, request.out, request.command, request.progress, request.resume)
 
 
 # --- running -----------------------------------------------------------------------------------
@@ -326,9 +327,9 @@ def optimum(prepared: Prepared) -> tuple[float, float]:
 
 
 def run_setting(
-    setting: Setting, configs: Mapping[str, RunConfig], folder: Path, progress: bool
+    setting: Setting, configs: Mapping[str, RunConfig], folder: Path, progress: bool, resume: bool
 ) -> None:
-    """F*, then every method's run of one setting, saved under ``folder``."""
+    """F*, then every run of one setting, saved under ``folder`` (:func:`run_or_resume`)."""
     first = prepare(next(iter(configs.values())))
     f_star, seconds = optimum(first)
     info = asdict(setting) | {
@@ -342,19 +343,18 @@ def run_setting(
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / SETTING_JSON, info)
     for key, config in configs.items():
-        prepared = first if config is first.config else prepare(config)
-        result = execute(prepared, progress)
-        assert result is not None, "the simulate engine always returns a result"
-        save_run(folder / key, result, metadata(prepared))
+        run_or_resume(config, folder / key, progress, resume)
 
 
-def run_all(configs: Mapping[Setting, Mapping[str, RunConfig]], out: Path, progress: bool) -> None:
+def run_all(
+    configs: Mapping[Setting, Mapping[str, RunConfig]], out: Path, progress: bool, resume: bool
+) -> None:
     """Every setting in turn, saved under ``out/<setting>``."""
     console = Console(stderr=True)
     for i, (setting, runs) in enumerate(configs.items(), start=1):
         if progress:
             console.print(f"setting {i}/{len(configs)}: {setting.label()}", highlight=False)
-        run_setting(setting, runs, out / setting.slug, progress)
+        run_setting(setting, runs, out / setting.slug, progress, resume)
 
 
 # --- curves and targets ------------------------------------------------------------------------
@@ -707,7 +707,9 @@ def verdict_json(verdict: Verdict) -> dict[str, Any]:
 # --- the study, end to end ---------------------------------------------------------------------
 
 
-def run_study(study: Study, out: Path, command: str, progress: bool = False) -> Outcome:
+def run_study(
+    study: Study, out: Path, command: str, progress: bool = False, resume: bool = False
+) -> Outcome:
     """Run every setting, then measure from the saved runs and write the report.
 
     Everything is validated before the first run starts.
@@ -717,6 +719,7 @@ def run_study(study: Study, out: Path, command: str, progress: bool = False) -> 
         out: the output folder (layout in the module docstring).
         command: the command that asked for it, quoted at the top of the report.
         progress: print each setting and show each run's progress bar on stderr.
+        resume: read back each run already saved with the same config instead of running it.
 
     Returns:
         The folder, the report's path and the claims (one per setting).
@@ -727,7 +730,7 @@ def run_study(study: Study, out: Path, command: str, progress: bool = False) -> 
     configs = plan(study)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / STUDY_JSON, asdict(study))
-    run_all(configs, out, progress)
+    run_all(configs, out, progress, resume)
     return write_outputs(study, out, command, time.perf_counter() - start)
 
 

@@ -42,6 +42,8 @@ class Request:
         seeds: the seeds; None for the reproduction's default.
         progress: show a progress display per run on stderr.
         command: the command line that asked for it, quoted in the report.
+        resume: read back runs already saved in ``out`` with the same config (reproductions in
+            ``RESUMABLE``) instead of running them again.
     """
 
     out: Path
@@ -50,6 +52,7 @@ class Request:
     seeds: tuple[int, ...] | None = None
     progress: bool = False
     command: str = ""
+    resume: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ def claims_table(claims: Sequence[Claim]) -> str:
 
 def console_table(claims: Sequence[Claim], title: str, paper_source: str) -> Table:
     """The claims as a rich table for the terminal, the paper's source as its caption."""
-    table = Table(title=title, caption=f"paper run: {paper_source}")
+    table = Table(title=title, caption=f"source of the paper-run column: {paper_source}")
     for column in ("#", "claim", "paper run", "criterion", "measured", "result"):
         table.add_column(column, justify="right" if column == "#" else "left")
     for i, c in enumerate(claims, start=1):

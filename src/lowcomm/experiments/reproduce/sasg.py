@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from rich.console import Console
 
 from lowcomm.algorithms.registry import build_algorithm
@@ -60,13 +61,12 @@ from lowcomm.experiments.reproduce.report import (
     write_claims,
     write_report,
 )
-from lowcomm.experiments.results import save_run
-from lowcomm.experiments.runner import Prepared, execute, metadata, prepare
+from lowcomm.experiments.reproduce.runs import run_or_resume
+from lowcomm.experiments.runner import Prepared, prepare
 
 OWNER = "lowcomm reproduce sasg"
 DEFAULT_OUT = Path("results/reproduce-sasg")
 SHARED_MNIST = Path("../shared/datasets/mnist")
-LEDGER_CSV = "ledger.csv"
 PER_SEED_CSV = "per_seed.csv"
 SUMMARY_CSV = "summary.csv"
 SKIP_CSV = "skip_ratio.csv"
@@ -194,7 +194,7 @@ def reproduce(request: Request) -> Outcome:
     study = study_for(request)
     if study.note:
         Console(stderr=True).print(f"note: {study.note}", highlight=False)
-    return run_study(study, request.out, request.command, request.progress)
+    return run_study(study, request.out, request.command, request.progress, request.resume)
 
 
 # --- running -----------------------------------------------------------------------------------
@@ -229,28 +229,23 @@ def round_uploads(records: pd.DataFrame, rounds: int) -> pd.Series:
     return per_round.reindex(range(1, rounds + 1), fill_value=0).astype(np.int64)
 
 
-def execute_run(config: RunConfig, folder: Path, progress: bool) -> Run:
-    """Run one config, save it (with its ledger) in ``folder`` and return its record."""
-    prepared = prepare(config)
-    result = execute(prepared, progress)
-    assert result is not None, "the simulate engine always returns a result"
-    save_run(folder, result, metadata(prepared))
-    records = result.ledger.records()
-    records.to_csv(folder / LEDGER_CSV, index=False)
-    done = int(result.history["round"].iloc[-1])
-    diverged = result.divergence is not None
-    uploads = round_uploads(records, done)
-    return Run(config.algorithm, config.seed, result.history, uploads, diverged)
+def execute_run(config: RunConfig, folder: Path, progress: bool, resume: bool) -> Run:
+    """Run one config (or with ``resume`` read it back), saved with its ledger in ``folder``."""
+    saved = run_or_resume(config, folder, progress, resume)
+    uploads = round_uploads(saved.ledger(), int(saved.history["round"].iloc[-1]))
+    return Run(config.algorithm, config.seed, saved.history, uploads, saved.diverged)
 
 
-def run_all(configs: Mapping[tuple[str, int], RunConfig], out: Path, progress: bool) -> list[Run]:
+def run_all(
+    configs: Mapping[tuple[str, int], RunConfig], out: Path, progress: bool, resume: bool
+) -> list[Run]:
     """Every run, in order, saved under ``out/<method>/seed<k>``."""
     console = Console(stderr=True)
     runs = []
     for i, ((name, seed), config) in enumerate(configs.items(), start=1):
         if progress:
             console.print(f"run {i}/{len(configs)}: {name}, seed {seed}", highlight=False)
-        runs.append(execute_run(config, out / name / f"seed{seed}", progress))
+        runs.append(execute_run(config, out / name / f"seed{seed}", progress, resume))
     return runs
 
 
@@ -459,6 +454,7 @@ def _skip_figure(skips: pd.DataFrame, study: Study) -> Figure:
             band = 100.0 * mine.agg(mean="mean", low="min", high="max")
             _band(ax, band.index, band, m.label, len(study.seeds))
     ax.set_ylim(0.0, 100.0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("Epoch")
     ax.set_ylabel("Skipped uploads (% of worker-iterations)")
     ax.grid(True, alpha=0.3)
@@ -520,7 +516,9 @@ def measure(runs: Sequence[Run], study: Study, first: Prepared, rounds: int) -> 
     )
 
 
-def run_study(study: Study, out: Path, command: str, progress: bool = False) -> Outcome:
+def run_study(
+    study: Study, out: Path, command: str, progress: bool = False, resume: bool = False
+) -> Outcome:
     """Run every method on every seed, measure, and write the runs, figures and report.
 
     Everything is validated before the first run starts.
@@ -530,6 +528,7 @@ def run_study(study: Study, out: Path, command: str, progress: bool = False) -> 
         out: the output folder (layout in the module docstring).
         command: the command that asked for it, quoted at the top of the report.
         progress: print each run's name and show its progress bar on stderr.
+        resume: read back each run already saved with the same config instead of running it.
 
     Returns:
         The folder, the report's path and the claims.
@@ -538,7 +537,7 @@ def run_study(study: Study, out: Path, command: str, progress: bool = False) -> 
     if out.exists() and not out.is_dir():
         raise DataError(out, "exists and is not a folder")
     first, configs = plan(study)
-    runs = run_all(configs, out, progress)
+    runs = run_all(configs, out, progress, resume)
     found = measure(runs, study, first, next(iter(configs.values())).rounds)
     found.per_seed.to_csv(out / PER_SEED_CSV, index=False)
     found.means.to_csv(out / SUMMARY_CSV)

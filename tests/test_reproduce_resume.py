@@ -1,0 +1,102 @@
+"""``lowcomm reproduce --resume``: finished runs of the same config are read back, never rerun."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import lowcomm
+from lowcomm.cli import app
+from lowcomm.core.errors import InvalidConfigError
+from lowcomm.experiments.config import make_config
+from lowcomm.experiments.reproduce import RESUMABLE, make_request
+from lowcomm.experiments.reproduce import runs as runs_module
+from lowcomm.experiments.reproduce.localnewton import Study, run_study
+from lowcomm.experiments.results import RUN_JSON, finished_run
+
+CONFIG = make_config(
+    {"data": "synthetic-logistic:200,4", "workers": 2, "rounds": 5, "algorithm": "gd"}
+)
+TINY = Study(
+    ("synthetic-logistic:240,4",),
+    workers=(2,),
+    gammas=("1/n",),
+    splits=("iid",),
+    sync_rounds=4,
+    local_steps=(1,),
+    adaptive_l0=2,
+    sgd_lrs=(0.5,),
+)
+
+
+def forbid_running(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any run of the simulate engine fail the test."""
+
+    def fail(*_: object) -> None:
+        raise AssertionError("a finished run was run again")
+
+    monkeypatch.setattr(runs_module, "execute", fail)
+
+
+def test_a_saved_run_is_finished_only_for_its_own_config_and_version(tmp_path: Path) -> None:
+    runs_module.run_or_resume(CONFIG, tmp_path, False, resume=False)
+    exact = CONFIG.model_dump(mode="json")
+    assert finished_run(tmp_path, exact, lowcomm.__version__)
+    assert not finished_run(tmp_path, exact | {"rounds": 6}, lowcomm.__version__)
+    assert not finished_run(tmp_path, exact, "0.0.0")
+    (tmp_path / RUN_JSON).unlink()
+    assert not finished_run(tmp_path, exact, lowcomm.__version__)
+
+
+def test_resume_reads_back_the_same_run_and_ledger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fresh = runs_module.run_or_resume(CONFIG, tmp_path, False, resume=False)
+    forbid_running(monkeypatch)
+    again = runs_module.run_or_resume(CONFIG, tmp_path, False, resume=True)
+    pd.testing.assert_frame_equal(again.history, fresh.history)
+    pd.testing.assert_frame_equal(again.ledger(), fresh.ledger())
+    assert int(again.ledger()["uploads"].sum()) == int(fresh.history["uploads"].iloc[-1])
+
+
+def test_an_interrupted_run_and_a_changed_config_are_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs_module.run_or_resume(CONFIG, tmp_path, False, resume=False)
+    (tmp_path / RUN_JSON).unlink()
+    calls: list[object] = []
+    real = runs_module.execute
+    monkeypatch.setattr(runs_module, "execute", lambda *a: calls.append(a) or real(*a))
+    runs_module.run_or_resume(CONFIG, tmp_path, False, resume=True)
+    longer = CONFIG.model_copy(update={"rounds": 7})
+    again = runs_module.run_or_resume(longer, tmp_path, False, resume=True)
+    assert len(calls) == 2
+    assert int(again.history["round"].iloc[-1]) == 7
+
+
+def test_a_resumed_study_writes_the_same_report_without_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "study"
+    first = run_study(TINY, out, "first")
+    claims = json.loads((out / "claims.json").read_text())["claims"]
+    forbid_running(monkeypatch)
+    second = run_study(TINY, out, "second", resume=True)
+    assert [c.measured for c in second.claims] == [c.measured for c in first.claims]
+    assert json.loads((out / "claims.json").read_text())["claims"] == claims
+
+
+def test_resume_is_refused_where_runs_are_not_saved_one_by_one(tmp_path: Path) -> None:
+    assert set(RESUMABLE) == {"sasg", "localnewton", "hogwild"}
+    with pytest.raises(InvalidConfigError, match=r"'--resume'.*sasg, localnewton, hogwild"):
+        make_request("cdgrab", True, tmp_path, None, None, False, resume=True)
+    request = make_request("sasg", True, None, None, None, False, resume=True)
+    assert request.resume
+    assert request.command == "lowcomm reproduce sasg --quick --resume"
+    result = CliRunner().invoke(app, ["reproduce", "async-msgd", "--quick", "--resume"])
+    assert result.exit_code == 2
+    assert "'--resume'" in result.output and "async-msgd" in result.output
