@@ -193,3 +193,59 @@ def delayed_msgd(X_shards, v0, rounds, lr, mu, b, seed, taus):
         previous = v
         iterates.append(new)
     return iterates[-1]
+
+
+def first_order(seed: int, worker: int, n: int) -> np.ndarray:
+    """A worker's epoch-0 uniform order of its n examples (the stream ``order``, epoch 0)."""
+    draw = Streams(seed).permutations("order", torch.tensor([worker]), 0, torch.tensor([n]), n)
+    return draw[0].numpy()
+
+
+def cd_grab_minibatch(shards, l2, seed, epochs, lr, b, momentum):
+    """CD-GraB balancing minibatch units (spec cd-grab.md 3.3), from the spec's pseudo-code.
+
+    Unit u of worker j is positions u*b .. (u+1)*b - 1 of its epoch-0 order (fixed for the run);
+    epoch 0 visits the units in turn. Each step every worker takes its next unit's mean gradient;
+    the heavy-ball step uses their mean. The unit gradients of steps 2i and 2i+1 form a pair:
+    one running sum s over all workers, pairs first then workers; <s, g_2i - g_2i+1> <= 0
+    puts unit 2i first, else unit 2i+1; firsts fill the next order from the front, the others
+    from the back. Returns the model after every step and every epoch's unit orders (plus the
+    order after the last epoch).
+    """
+    m = len(shards)
+    n = min(len(y) for _, y in shards) // (2 * b) * (2 * b)
+    groups = [first_order(seed, j, len(y))[:n].reshape(-1, b) for j, (_, y) in enumerate(shards)]
+    x = np.zeros(shards[0][0].shape[1])
+    v = np.zeros_like(x)
+    orders = [list(range(n // b)) for _ in range(m)]
+    models, seen = [], []
+    for _ in range(epochs):
+        seen.append(orders)
+        s = np.zeros_like(x)
+        front: list[list[int]] = [[] for _ in range(m)]
+        back: list[list[int]] = [[] for _ in range(m)]
+        previous: list[np.ndarray] = []
+        for step in range(n // b):
+            grads = []
+            for j, (A, y) in enumerate(shards):
+                idx = groups[j][orders[j][step]]
+                grads.append(logistic_grad(x, A[idx], y[idx], l2))
+            if step % 2 == 1:
+                for j in range(m):
+                    first, second = orders[j][step - 1], orders[j][step]
+                    delta = previous[j] - grads[j]
+                    if s @ delta <= 0:
+                        front[j].append(first)
+                        back[j].append(second)
+                        s = s + delta
+                    else:
+                        front[j].append(second)
+                        back[j].append(first)
+                        s = s - delta
+            previous = grads
+            v = momentum * v + np.mean(grads, axis=0)
+            x = x - lr * v
+            models.append(x.copy())
+        orders = [front[j] + back[j][::-1] for j in range(m)]
+    seen.append(orders)
+    return np.array(models), seen

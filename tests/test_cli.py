@@ -106,7 +106,7 @@ INVALID = [
     (
         ["--set", "step=0.1"],
         "The 'step' parameter of sgd must be a known setting (one of lr, batch_size, momentum, "
-        "reduce, asynchronous, sampling, order, projection). Got 0.1.",
+        "reduce, asynchronous, sampling, order, projection, unit). Got 0.1.",
     ),
     (
         ["--set", "lr=-1"],

@@ -38,6 +38,25 @@ CASES: dict[str, tuple[dict[str, Any], int, float]] = {
     "hogwild-ib": ({"sample_sizes": "linear:1,1", "step": "inv:0.1,500"}, 40, 2e-2),
     "async-msgd": ({"lr": 0.3, "momentum": 0.5, "batch_size": 16, "delay": "uniform:2"}, 150, 2e-2),
 }
+# option sets that change what is sent, through the same checks: label -> (name, case)
+VARIANTS: dict[str, tuple[str, tuple[dict[str, Any], int, float]]] = {
+    # minibatch units of 12: 4 steps per epoch, so the runs below send unit orders
+    "sgd-cd-grab-minibatch": (
+        "sgd",
+        (
+            {"order": "cd-grab", "unit": "minibatch", "lr": 0.5, "batch_size": 12, "momentum": 0.5},
+            150,
+            2e-2,
+        ),
+    ),
+}
+LABELS = sorted([*CASES, *VARIANTS])
+
+
+def case(label: str) -> tuple[str, tuple[dict[str, Any], int, float]]:
+    """The registered name and the case of a label of CASES or VARIANTS."""
+    return VARIANTS[label] if label in VARIANTS else (label, CASES[label])
+
 
 # a changed value per field, to show the field is read (per algorithm where it differs)
 SPECIFIC: dict[tuple[str, str], Any] = {
@@ -104,6 +123,11 @@ PERTURBATIONS: dict[str, Any] = {
     "step_timing": "gradient",
     "delay": "const:2",
     "normalize": True,
+    "unit": "minibatch",
+}
+# fields read only under another field's setting: both runs of the check get these settings
+ENABLED_BY: dict[tuple[str, str], dict[str, Any]] = {
+    ("sgd", "unit"): {"order": "cd-grab"},
 }
 # fields whose effect needs a particular setting of another field, tested where it is named
 COVERED_ELSEWHERE = {
@@ -123,18 +147,19 @@ def toy() -> tuple[Setup, float]:
     return setup, f_star
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_reaches_the_stated_suboptimality(name: str, toy: tuple[Setup, float]) -> None:
+@pytest.mark.parametrize("label", LABELS)
+def test_reaches_the_stated_suboptimality(label: str, toy: tuple[Setup, float]) -> None:
     setup, f_star = toy
-    settings, rounds, tolerance = CASES[name]
+    name, (settings, rounds, tolerance) = case(label)
     result = setup.run(build_algorithm(name, settings), rounds, eval_every=rounds)
     assert result.history["train_loss"].iloc[-1] - f_star < tolerance
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_ledger_bytes_equal_the_messages_produced(name: str, setup: Setup) -> None:
+@pytest.mark.parametrize("label", LABELS)
+def test_ledger_bytes_equal_the_messages_produced(label: str, setup: Setup) -> None:
     """Bytes up = the uploads the aggregator received; bytes down = the downloads delivered."""
-    algorithm = build_algorithm(name, CASES[name][0])
+    name, (settings, _, _) = case(label)
+    algorithm = build_algorithm(name, settings)
     uploads: list[Upload] = []
     downloads: list[tuple[Download, int]] = []
     aggregate, init = algorithm.aggregate, algorithm.init
@@ -163,11 +188,12 @@ def test_ledger_bytes_equal_the_messages_produced(name: str, setup: Setup) -> No
     assert result.ledger.total("downloads") == sum(n for _, n in delivered)
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("label", LABELS)
 def test_same_seed_same_trajectory_and_checkpoint_round_trip(
-    name: str, setup: Setup, tmp_path: Path
+    label: str, setup: Setup, tmp_path: Path
 ) -> None:
-    algorithm = build_algorithm(name, CASES[name][0])
+    name, (settings, _, _) = case(label)
+    algorithm = build_algorithm(name, settings)
     straight = setup.run(algorithm, 8, seed=2)
     again = setup.run(algorithm, 8, seed=2)
     assert torch.equal(straight.model, again.model)
@@ -192,8 +218,10 @@ def test_every_config_field_is_read(name: str, setup: Setup) -> None:
         if (name, field.name) in COVERED_ELSEWHERE:
             continue
         value = SPECIFIC.get((name, field.name), PERTURBATIONS[field.name])
-        changed = outcome({**settings, field.name: value})
-        assert not changed.equals(base), f"{name}: changing {field.name} changed nothing"
+        enabling = ENABLED_BY.get((name, field.name), {})
+        before = outcome({**settings, **enabling}) if enabling else base
+        changed = outcome({**settings, **enabling, field.name: value})
+        assert not changed.equals(before), f"{name}: changing {field.name} changed nothing"
 
 
 @pytest.mark.parametrize(

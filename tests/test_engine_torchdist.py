@@ -134,6 +134,9 @@ def builtin() -> dict[str, tuple[Algorithm, int]]:
     for order in ("cd-grab", "cd-grab-signs", "id-grab"):
         settings = {"order": order, "batch_size": 1, "lr": 0.2, "projection": 3}
         runs[f"sgd-{order}"] = (build_algorithm("sgd", settings), 20)
+    # minibatch units of 2: 4 units per epoch (smallest shard 9), unit orders sent 4 times
+    settings = {"order": "cd-grab", "unit": "minibatch", "batch_size": 2, "lr": 0.2}
+    runs["sgd-cd-grab-minibatch"] = (build_algorithm("sgd", settings), 20)
     return runs
 
 
@@ -267,13 +270,6 @@ def test_the_rank_layout_is_checked() -> None:
         worker_groups(1, 5)
     with pytest.raises(InvalidConfigError, match=r"WORLD_SIZE.*at most 6"):
         worker_groups(7, 5)
-
-
-def test_asynchronous_algorithms_are_refused_before_any_process_group() -> None:
-    algorithm = SGD(SGDConfig(asynchronous=True))
-    with pytest.raises(InvalidConfigError, match="simulate for asynchronous algorithms"):
-        Case().engine(TorchDist, algorithm, 3).run()
-    assert not dist.is_initialized()
 
 
 def test_a_launch_without_torchrun_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -101,7 +101,7 @@ def test_writes_report_figures_claims_and_every_run(tiny: Outcome) -> None:
         assert (out / setting.slug / "setting.json").is_file()
         for method in TINY.methods():
             files = {p.name for p in (out / setting.slug / method.key).iterdir()}
-            assert files == {"history.csv", "history.parquet", "run.json"}
+            assert files == {"history.csv", "history.parquet", "run.json", "ledger.csv"}
             assert saved(out, setting.slug, method.key)["sync_rounds"].iloc[-1] == 8
     for name in ("claims.json", "targets.csv", "tuning.csv", "study.json"):
         assert (out / name).is_file()

@@ -95,6 +95,14 @@ RoundLatency = Annotated[
     float | None, _opt("Seconds added to every sync round (simulated).", "round_latency")
 ]
 LagCap = Annotated[int | None, _opt("Async: max rounds a worker runs ahead.", "lag_cap")]
+AsyncOrder = Annotated[
+    str | None,
+    _opt(
+        "Async: which uploads an update handles: clock (simulated arrival; both engines) or "
+        "arrival (real arrival; torchdist on gloo).",
+        "async_order",
+    ),
+]
 Out = Annotated[Path, typer.Option(help="Output folder.", metavar="DIR", show_default=False)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no summary.")]
 
@@ -270,6 +278,7 @@ def run(
     seconds_per_grad: SecondsPerGrad = None,
     round_latency: RoundLatency = None,
     lag_cap: LagCap = None,
+    async_order: AsyncOrder = None,
     checkpoint_every: Annotated[
         int | None, _opt("Save OUT/checkpoint.pt every N rounds (0: never).", "checkpoint_every")
     ] = None,

@@ -1,21 +1,33 @@
 """Mini-batch SGD over example orders (``sgd`` with ``order``): D-RR, SO, ID-GraB, CD-GraB.
 
-Each synchronous step every worker computes the per-example gradients of the next b examples of
-its epoch order (:mod:`lowcomm.ordering.orders`) at the shared model; the aggregator averages
-all m*b gradients and takes the heavy-ball step of ``sgd``. One epoch is n/b steps (n per worker,
-the smallest shard cut to a multiple of 2b). Balancing uses the raw per-example gradients at the
+Each synchronous step every worker takes the next b examples of its epoch order
+(:mod:`lowcomm.ordering.orders`) and computes their gradients at the shared model; the
+aggregator averages them and takes the heavy-ball step of ``sgd``. One epoch is n/b steps (n per
+worker, the smallest shard cut to a multiple of 2b). Balancing uses the raw gradients at the
 current iterate, never the momentum buffer (Cooper et al., NeurIPS 2023, as in the authors'
-code; spec ../shared/papers/cd-grab.md, 3.2). Per-example gradients come from ``torch.func``
-(per-example mode); the cheaper per-minibatch mode of the spec (3.3) is not implemented yet.
+code; spec ../shared/papers/cd-grab.md, 3.2). The ``unit`` setting says what is ordered and
+balanced (spec 3.3):
+
+* ``example`` (per-example mode): the b per-example gradients of the step (``torch.func``),
+  paired inside the step (b = 1: across steps);
+* ``minibatch`` (per-minibatch mode, the authors' ``CD_GraB_SingleGrad``): the step's fixed
+  group of b examples is one unit and only its mean gradient is computed (the batched
+  gradient, no per-example gradients); the units of steps 2i and 2i+1 are paired. Orders
+  permute the n/b groups, which stay fixed for the run.
+
+The two modes differ only in which units a step visits and which gradients it computes
+(:meth:`OrderedSGD._step`); pairing, the sign rule and the placement are shared.
 
 The aggregator also logs, per epoch, the empirical parallel herding bound of the order it saw:
 max over steps k of || sum_{s<=k} sum_j (g_s^j - mean) ||_inf over the gradient sums of each
 step (b = 1: exactly the paper's parallel herding objective).
 
-Messages: up d values per worker (``cd-grab``: b*d, the per-example gradients; ``cd-grab-signs``:
-d plus its projected pair differences); down d values per worker, plus at each epoch's end n
-int32 indices (``cd-grab``) or n/2 sign bits (``cd-grab-signs``) per worker. The first download
-also carries n (one scalar).
+Messages: up d values per worker (example units: ``cd-grab`` b*d, the per-example gradients,
+and ``cd-grab-signs`` d plus its projected pair differences; minibatch units: d for every order,
+the server pairs the uploaded minibatch means itself, as the authors' all-gather of m x d does,
+spec 3.4); down d values per worker, plus at each epoch's end one int32 index per unit
+(``cd-grab``: n, or n/b) or one sign bit per pair (``cd-grab-signs``: n/2, or n/(2b)) per worker.
+The first download also carries n (one scalar).
 """
 
 from __future__ import annotations
@@ -41,9 +53,11 @@ from lowcomm.core.messages import (
 )
 from lowcomm.core.rng import Streams
 from lowcomm.ordering.orders import (
+    SERVER_ORDERS,
     MeanBalanceState,
     PairBalanceState,
     Pending,
+    Units,
     balance_mean,
     balance_pairs,
     epoch_length,
@@ -51,28 +65,36 @@ from lowcomm.ordering.orders import (
     no_pending,
     pair_up,
     rebuild_from_signs,
-    uniform_orders,
 )
 from lowcomm.problems.base import Problem
 
 
 class OrderedWorkers(NamedTuple):
-    """Each worker: its epoch order, its own balancers (ID-GraB), what is left unpaired."""
+    """Each worker: its epoch order, its own balancers (ID-GraB), what is left unpaired.
+
+    ``visiting`` holds the example ids ``[w, n]`` in visiting order, ``unit_order`` the unit
+    ids ``[w, n / unit size]`` that produced it (example units: the same ids).
+    """
 
     visiting: torch.Tensor
+    unit_order: torch.Tensor
     pair: PairBalanceState
     mean: MeanBalanceState
     pending: Pending
 
 
 class OrderedState(NamedTuple):
-    """Aggregator: model and momentum, n, the order server, the epoch's step sums, herding."""
+    """Aggregator: model and momentum, n, the order server, the epoch's step sums, herding.
+
+    The order server holds the workers' unit orders of this epoch, its pair balancer, the
+    unit left unpaired and the pair signs decided so far.
+    """
 
     params: torch.Tensor
     velocity: torch.Tensor
     sizes: torch.Tensor
     length: torch.Tensor
-    visiting: torch.Tensor
+    unit_order: torch.Tensor
     server: PairBalanceState
     pending: Pending
     signs: torch.Tensor
@@ -90,6 +112,9 @@ class OrderedSGD:
         self.config = config
         self.batch = config.batch_size
         self.order = config.order
+        self.units = Units(config.unit, config.batch_size)
+        # example units: the sign variant uploads (projected) pair differences, not gradients
+        self.uploads_differences = self.order == "cd-grab-signs" and config.unit == "example"
         # the shared projection is a pure function of (seed, d, k, dtype): drawn once, kept
         self._matrices: dict[tuple[int, int, int, torch.dtype], torch.Tensor] = {}
 
@@ -110,15 +135,16 @@ class OrderedSGD:
         """Initial model; the first download also tells the workers n."""
         params = problem.init_params(streams.generator("init"))
         m, n, d = sizes.shape[0], self._length(sizes), params.shape[0]
+        units = self.units.count(n)
         state = OrderedState(
             params,
             torch.zeros_like(params),
             sizes,
             torch.tensor(n),
-            uniform_orders(streams, torch.arange(m), 0, sizes, n),
-            fresh_pair_balancer(m, 1, n, self._server_dim(d), params.dtype),
+            self.units.first(streams, torch.arange(m), sizes, n),
+            fresh_pair_balancer(m, 1, units, self._server_dim(d), params.dtype),
             no_pending(m, d, params.dtype),
-            torch.zeros(m, n // 2, dtype=torch.bool),
+            torch.zeros(m, units // 2, dtype=torch.bool),
             torch.zeros(n // self.batch, d, dtype=params.dtype),
             torch.tensor(float("nan"), dtype=params.dtype),
         )
@@ -132,22 +158,24 @@ class OrderedSGD:
         return self._fresh_workers(workers.shape[0], 0, problem.dim, problem.dtype)
 
     def _fresh_workers(self, w: int, n: int, d: int, dtype: torch.dtype) -> OrderedWorkers:
+        units = self.units.count(n)
         mean = MeanBalanceState(
             torch.zeros(w, d, dtype=dtype),
             torch.zeros(w, d, dtype=dtype),
             torch.zeros(w, d, dtype=dtype),
-            torch.zeros(w, n, dtype=torch.int64),
+            torch.zeros(w, units, dtype=torch.int64),
             torch.zeros(w, dtype=torch.int64),
-            torch.full((w,), n - 1, dtype=torch.int64),
+            torch.full((w,), units - 1, dtype=torch.int64),
         )
-        pair = fresh_pair_balancer(w, w, n, d, dtype)
+        pair = fresh_pair_balancer(w, w, units, d, dtype)
         visiting = torch.zeros(w, n, dtype=torch.int64)
-        return OrderedWorkers(visiting, pair, mean, no_pending(w, d, dtype))
+        unit_order = torch.zeros(w, units, dtype=torch.int64)
+        return OrderedWorkers(visiting, unit_order, pair, mean, no_pending(w, d, dtype))
 
     def local(
         self, state: OrderedWorkers, down: AnyPayload, data: LocalData, ctx: Context
     ) -> tuple[Upload, OrderedWorkers]:
-        """Per-example gradients of the next b examples of the epoch order; balance; upload."""
+        """Gradients of the next b examples of the epoch order; balance the units; upload."""
         model, extra = (down.parts[0], down.parts[1]) if isinstance(down, Bundle) else (down, None)
         assert isinstance(model, Dense)
         params = model.values
@@ -159,8 +187,7 @@ class OrderedSGD:
         epoch, step = divmod(ctx.round, n // self.batch)
         if step == 0:
             state = self._new_epoch(state, epoch, extra, data, ctx)
-        ids = state.visiting[:, step * self.batch : (step + 1) * self.batch]
-        grads = data.per_example_grads(params, ids)
+        ids, grads = self._step(state, step, params, data)
         if self.order == "id-grab":
             pair_ids, deltas, pending = pair_up(state.pending, ids, grads)
             pair, _ = balance_pairs(state.pair, pair_ids, deltas, coordinated=False)
@@ -168,6 +195,21 @@ class OrderedSGD:
         if self.order == "id-grab-mean":
             state = state._replace(mean=balance_mean(state.mean, ids, grads))
         return self._upload(state, ids, grads, ctx)
+
+    def _step(
+        self, state: OrderedWorkers, step: int, params: torch.Tensor, data: LocalData
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """This step's units ``[w, k]`` and their gradients ``[w, k, d]``.
+
+        Example units: the b examples and their per-example gradients; minibatch units: the
+        step's group and its mean gradient (b gradient evaluations either way).
+        """
+        b, k = self.batch, self.units.per_step
+        examples = state.visiting[:, step * b : (step + 1) * b]
+        units = state.unit_order[:, step * k : (step + 1) * k]
+        if self.units.kind == "example":
+            return units, data.per_example_grads(params, examples)
+        return units, data.grad(params, examples)[:, None]
 
     def _new_epoch(
         self,
@@ -180,31 +222,35 @@ class OrderedSGD:
         """This epoch's order, and balancers reset (mean balance keeps last epoch's mean)."""
         n = state.visiting.shape[1]
         w, d = state.mean.running.shape
+        streams, workers, sizes = ctx.streams, ctx.workers, data.sizes
         if epoch == 0 or self.order == "so":
-            visiting = uniform_orders(ctx.streams, ctx.workers, 0, data.sizes, n)
+            order = self.units.first(streams, workers, sizes, n)
         elif self.order == "d-rr":
-            visiting = uniform_orders(ctx.streams, ctx.workers, epoch, data.sizes, n)
+            order = self.units.shuffled(streams, workers, epoch, sizes, n)
         elif self.order == "id-grab":
-            visiting = state.pair.next_order
+            order = state.pair.next_order
         elif self.order == "id-grab-mean":
-            visiting = state.mean.next_order
+            order = state.mean.next_order
         elif isinstance(extra, Permutation):
-            visiting = extra.indices.to(torch.int64)
+            order = extra.indices.to(torch.int64)
         else:
             assert isinstance(extra, SignBits)
-            visiting = rebuild_from_signs(state.visiting, extra.signs)
+            order = rebuild_from_signs(state.unit_order, extra.signs)
+        visiting = self.units.examples(order, streams, workers, sizes, n)
         fresh = self._fresh_workers(w, n, d, state.mean.running.dtype)
-        stale = state.mean.accumulated / n if epoch > 0 else fresh.mean.stale_mean
-        return fresh._replace(visiting=visiting, mean=fresh.mean._replace(stale_mean=stale))
+        units = order.shape[1]
+        stale = state.mean.accumulated / units if epoch > 0 else fresh.mean.stale_mean
+        mean = fresh.mean._replace(stale_mean=stale)
+        return fresh._replace(visiting=visiting, unit_order=order, mean=mean)
 
     def _upload(
         self, state: OrderedWorkers, ids: torch.Tensor, grads: torch.Tensor, ctx: Context
     ) -> tuple[Upload, OrderedWorkers]:
-        """Mean gradient; CD-GraB also per-example gradients, or projected pair differences."""
+        """Mean gradient, or CD-GraB's unit gradients, or the mean and pair differences."""
         w = grads.shape[0]
         if self.order == "cd-grab":
             return Upload.all(Dense(grads.reshape(w, -1))), state
-        if self.order != "cd-grab-signs":
+        if not self.uploads_differences:
             return Upload.all(Dense(grads.mean(dim=1))), state
         _, deltas, pending = pair_up(state.pending, ids, grads)
         projected = self._project(deltas, ctx.streams)
@@ -236,7 +282,7 @@ class OrderedSGD:
         self, state: OrderedState, up: Upload, ctx: Context
     ) -> tuple[OrderedState, Download]:
         """Average the gradients, step; run the order server; at the epoch's end send orders."""
-        n, m, b = int(state.length), ctx.n_workers, self.batch
+        n, b = int(state.length), self.batch
         step = ctx.round % (n // b)
         means, state = self._server(state, up, step, ctx)
         grad = combine(means, up.sent, state.sizes[ctx.workers], self.config.reduce)
@@ -246,50 +292,59 @@ class OrderedSGD:
         state = state._replace(params=params, velocity=velocity)
         if step < n // b - 1:
             return state, Download(Dense(params[None]), broadcast=True)
-        return self._end_epoch(state, m, n)
+        return self._end_epoch(state, ctx.n_workers)
 
     def _server(
         self, state: OrderedState, up: Upload, step: int, ctx: Context
     ) -> tuple[torch.Tensor, OrderedState]:
         """Each worker's mean gradient, after feeding the order server what it needs."""
-        m, b = ctx.n_workers, self.batch
-        if self.order == "cd-grab":
-            assert isinstance(up.payload, Dense)
-            grads = up.payload.values.reshape(m, b, -1)
-            ids = state.visiting[:, step * b : (step + 1) * b]
-            pair_ids, deltas, pending = pair_up(state.pending, ids, grads)
-            server, _ = balance_pairs(state.server, pair_ids, deltas, coordinated=True)
-            return grads.mean(dim=1), state._replace(server=server, pending=pending)
-        if self.order == "cd-grab-signs":
-            assert isinstance(up.payload, Bundle)
-            means, projected = up.payload.parts
-            assert isinstance(means, Dense) and isinstance(projected, Dense)
-            k = self.config.projection or means.values.shape[1]
-            deltas = projected.values.reshape(m, -1, k)
-            slot = int(state.server.slot[0])
-            server, signs = balance_pairs(state.server, None, deltas, coordinated=True)
-            decided = state.signs.clone()
-            decided[:, slot : slot + signs.shape[1]] = signs
-            return means.values, state._replace(server=server, signs=decided)
+        if self.uploads_differences:
+            return self._decide_signs(state, up, ctx.n_workers)
         assert isinstance(up.payload, Dense)
-        return up.payload.values, state
+        if self.order not in SERVER_ORDERS:
+            return up.payload.values, state
+        k = self.units.per_step
+        grads = up.payload.values.reshape(ctx.n_workers, k, -1)
+        ids = state.unit_order[:, step * k : (step + 1) * k]
+        pair_ids, deltas, pending = pair_up(state.pending, ids, grads)
+        slot = int(state.server.slot[0])
+        server, signs = balance_pairs(state.server, pair_ids, deltas, coordinated=True)
+        state.signs[:, slot : slot + signs.shape[1]] = signs  # this epoch's, owned by the state
+        return grads.mean(dim=1), state._replace(server=server, pending=pending)
 
-    def _end_epoch(self, state: OrderedState, m: int, n: int) -> tuple[OrderedState, Download]:
+    def _decide_signs(
+        self, state: OrderedState, up: Upload, m: int
+    ) -> tuple[torch.Tensor, OrderedState]:
+        """The sign variant with example units: decide on the uploaded pair differences."""
+        assert isinstance(up.payload, Bundle)
+        means, projected = up.payload.parts
+        assert isinstance(means, Dense) and isinstance(projected, Dense)
+        k = self.config.projection or means.values.shape[1]
+        deltas = projected.values.reshape(m, -1, k)
+        slot = int(state.server.slot[0])
+        server, signs = balance_pairs(state.server, None, deltas, coordinated=True)
+        state.signs[:, slot : slot + signs.shape[1]] = signs  # this epoch's, owned by the state
+        return means.values, state._replace(server=server)
+
+    def _end_epoch(self, state: OrderedState, m: int) -> tuple[OrderedState, Download]:
         """Log the epoch's herding bound; send CD-GraB's next orders; reset the server."""
         centred = state.step_sums - state.step_sums.mean(dim=0)
         d, dtype = state.params.shape[0], state.params.dtype
         next_orders, signs = state.server.next_order, state.signs
+        units = state.unit_order.shape[1]
+        if self.order in SERVER_ORDERS and not self.uploads_differences:
+            state = state._replace(unit_order=next_orders)  # the server placed the pairs
         state = state._replace(
             herding=centred.cumsum(dim=0).abs().max(),
             step_sums=torch.zeros_like(state.step_sums),
-            server=fresh_pair_balancer(m, 1, n, self._server_dim(d), dtype),
+            server=fresh_pair_balancer(m, 1, units, self._server_dim(d), dtype),
             pending=no_pending(m, d, dtype),
             signs=torch.zeros_like(signs),
         )
         rows = Dense(state.params.expand(m, d).clone())
         if self.order == "cd-grab":
             order = Permutation(next_orders.to(torch.int32))
-            return state._replace(visiting=next_orders), Download(Bundle((rows, order)), False)
+            return state, Download(Bundle((rows, order)), broadcast=False)
         if self.order == "cd-grab-signs":
             return state, Download(Bundle((rows, SignBits(signs))), broadcast=False)
         return state, Download(Dense(state.params[None]), broadcast=True)

@@ -11,7 +11,8 @@ then broadcasts x_{k+1}. Messages: up, d values per worker (4d bytes in float32)
 same. With ``asynchronous=True`` the aggregator applies each gradient as it arrives (classic
 asynchronous SGD) and replies to its sender only. With ``order`` set (``d-rr``, ``so``,
 ``id-grab``, ``id-grab-mean``, ``cd-grab``, ``cd-grab-signs``) batches follow epoch orders
-instead (:mod:`lowcomm.algorithms.ordered_sgd`).
+instead (:mod:`lowcomm.algorithms.ordered_sgd`), of single examples or, with
+``unit="minibatch"``, of fixed minibatches.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.messages import AnyPayload, Dense, Download, Upload
 from lowcomm.core.rng import Streams
 from lowcomm.core.validate import at_least, in_interval, one_of, positive
-from lowcomm.ordering.orders import ORDERS
+from lowcomm.ordering.orders import ORDERS, UNITS
 from lowcomm.problems.base import Problem
 
 
@@ -44,6 +45,7 @@ class SGDConfig:
     sampling: str = "replacement"
     order: str = "none"
     projection: int = 0
+    unit: str = "example"
 
     def __post_init__(self) -> None:
         positive("sgd", "lr", self.lr)
@@ -53,8 +55,15 @@ class SGDConfig:
         one_of("sgd", "sampling", self.sampling, SAMPLING)
         one_of("sgd", "order", self.order, ("none", *ORDERS))
         at_least("sgd", "projection", self.projection, 0)
+        one_of("sgd", "unit", self.unit, UNITS)
         if self.order != "none" and self.asynchronous:
             raise InvalidConfigError("order", "sgd", "'none' for asynchronous sgd", self.order)
+        if self.unit == "minibatch" and self.order == "none":
+            allowed = "'example' without an order (minibatch units need an order)"
+            raise InvalidConfigError("unit", "sgd", allowed, self.unit)
+        if self.unit == "minibatch" and self.projection > 0:
+            allowed = "0 with unit 'minibatch' (the server already holds the minibatch gradients)"
+            raise InvalidConfigError("projection", "sgd", allowed, self.projection)
 
 
 class SGDState(NamedTuple):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +27,15 @@ from lowcomm.core.errors import DivergenceError, InvalidConfigError
 from lowcomm.core.ledger import Ledger
 from lowcomm.core.messages import Download, Upload
 from lowcomm.core.rng import Streams
-from lowcomm.core.validate import at_least
+from lowcomm.core.validate import at_least, one_of
 from lowcomm.engines.evaluation import Evaluator
 from lowcomm.problems.base import Problem
 
 CHECKPOINT_NAME = "checkpoint.pt"
+ASYNC_ORDERS = ("clock", "arrival")
+
+Events = tuple[tuple[int, ...], ...]
+"""The workers whose uploads each asynchronous update handled, update by update."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,9 @@ class RunOptions:
     ``rounds`` counts sync rounds (synchronous algorithms) or aggregator updates (asynchronous
     ones); ``grad_budget`` (K) stops the run once that many gradient evaluations are done (the
     round in which it is reached completes); ``lag_cap`` bounds how many rounds a worker may
-    run ahead of the slowest one in an asynchronous run (None: unbounded).
+    run ahead of the slowest one in an asynchronous run (None: unbounded). ``async_order``
+    and ``replay`` choose which uploads each asynchronous update handles
+    (:mod:`lowcomm.engines.asynchrony`).
     """
 
     rounds: int
@@ -51,8 +57,13 @@ class RunOptions:
     lag_cap: int | None = None
     progress: bool = False
     grad_budget: int | None = None
+    async_order: str = "clock"
+    replay: Events | None = None
 
     def __post_init__(self) -> None:
+        one_of("the run", "async_order", self.async_order, ASYNC_ORDERS)
+        if self.replay is not None:
+            object.__setattr__(self, "replay", _events(self.replay))
         at_least("the run", "rounds", self.rounds, 1)
         at_least("the run", "eval_every", self.eval_every, 1)
         at_least("the run", "checkpoint_every", self.checkpoint_every, 0)
@@ -71,6 +82,16 @@ class RunOptions:
             self.grad_budget is not None and state.ledger.total("grad_evals") >= self.grad_budget
         )
         return state.round >= self.rounds or spent
+
+
+def _events(replay: Sequence[Sequence[int]]) -> Events:
+    """``replay`` as :data:`Events`, each update a non-empty set of distinct worker ids >= 0."""
+    events = tuple(tuple(int(w) for w in update) for update in replay)
+    for update in events:
+        if not update or min(update) < 0 or len(set(update)) < len(update):
+            allowed = "a sequence of updates, each of distinct worker ids >= 0"
+            raise InvalidConfigError("replay", "the run", allowed, update)
+    return events
 
 
 @dataclass

@@ -9,6 +9,9 @@ point-to-point); each worker rank runs ``algorithm.local`` on its group and send
 evaluates and checkpoints exactly as the ``simulate`` engine does (shared in
 :mod:`lowcomm.engines.session`), so both engines give the same ledger and history.
 
+Asynchronous algorithms run event-driven instead (:mod:`lowcomm.engines.remote_async`): rank 0
+replies to each worker point-to-point and worker ranks compute one worker at a time.
+
 Launch under ``torchrun``, or create the default process group before :meth:`TorchDist.run`.
 Without one, the engine joins from the environment:
 
@@ -45,7 +48,7 @@ from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.messages import AnyPayload, Download, Upload
 from lowcomm.core.rng import Streams
 from lowcomm.data.dataset import Shards
-from lowcomm.engines import wire
+from lowcomm.engines import remote_async, wire
 from lowcomm.engines.blocks import WorkerBlocks
 from lowcomm.engines.evaluation import Evaluator
 from lowcomm.engines.session import (
@@ -77,6 +80,11 @@ def worker_groups(world_size: int, n_workers: int) -> list[torch.Tensor]:
         allowed = f"at most {n_workers + 1} (one aggregator and at most one rank per worker)"
         raise InvalidConfigError("WORLD_SIZE", _OWNER, allowed, world_size)
     return [torch.from_numpy(g) for g in np.array_split(np.arange(n_workers), world_size - 1)]
+
+
+def owners(groups: list[torch.Tensor]) -> list[int]:
+    """The rank hosting each worker, in worker order."""
+    return [rank for rank, group in enumerate(groups, start=1) for _ in group]
 
 
 def init_process_group() -> bool:
@@ -166,19 +174,30 @@ class TorchDist:
 
         ``resume`` is read on rank 0 only, which sends each worker rank its workers' state.
 
+        Asynchronous algorithms run the schedule of :mod:`lowcomm.engines.remote_async`.
+
         Raises:
-            InvalidConfigError: an asynchronous algorithm, or a bad rank layout.
+            InvalidConfigError: checkpoints or a resume of an asynchronous run, or a bad rank
+                layout.
         """
-        if not self.algorithm.synchronous:
-            allowed = "simulate for asynchronous algorithms (torchdist runs synchronous algorithms)"
-            raise InvalidConfigError("engine", self.algorithm.name, allowed, "torchdist")
+        asynchronous = not self.algorithm.synchronous
+        if asynchronous and (resume is not None or self.options.checkpoint_every):
+            allowed = "0 for asynchronous algorithms on torchdist (simulate checkpoints them)"
+            raise InvalidConfigError("checkpoint_every", _OWNER, allowed, "a checkpoint")
         created = init_process_group()
         try:
             groups = worker_groups(dist.get_world_size(), self.shards.rows)
             rank = dist.get_rank()
+            if asynchronous:
+                remote_async.check_order(self.options.async_order)
+            if rank == 0 and asynchronous:
+                return remote_async.run_aggregator(self, owners(groups))
             if rank == 0:
                 return _Aggregator(self, groups).run(resume)
-            _WorkerRank(self, groups[rank - 1]).serve()
+            if asynchronous:
+                remote_async.WorkerRank(self, groups[rank - 1]).serve()
+            else:
+                _WorkerRank(self, groups[rank - 1]).serve()
             return None
         finally:
             if created:
@@ -196,7 +215,7 @@ class _Aggregator:
     def __init__(self, engine: TorchDist, groups: list[torch.Tensor]) -> None:
         self.engine = engine
         self.groups = groups
-        self.owner = [rank for rank, group in enumerate(groups, start=1) for _ in group]
+        self.owner = owners(groups)
         self.rows = torch.arange(engine.shards.rows)
         self.timing = engine.clock.for_workers(engine.shards.rows)
 

@@ -62,6 +62,7 @@ class RunConfig(BaseModel):
     round_latency: float = Field(default=0.0, ge=0)
     speeds: tuple[float, ...] = ()
     lag_cap: int | None = Field(default=None, ge=0)
+    async_order: Literal["clock", "arrival"] = "clock"
     test_fraction: float = Field(default=0.25, gt=0, lt=1)
 
     @field_validator("speeds")

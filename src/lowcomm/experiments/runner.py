@@ -58,6 +58,7 @@ class Prepared:
             checkpoint_every=c.checkpoint_every if checkpoint_dir is not None else 0,
             checkpoint_dir=checkpoint_dir,
             lag_cap=c.lag_cap,
+            async_order=c.async_order,
             progress=progress,
             grad_budget=c.grad_budget,
         )

@@ -1,27 +1,46 @@
 """Example orders as a component of SGD: which examples each worker visits, epoch by epoch.
 
 An epoch visits n examples per worker (the smallest shard, cut to a multiple of 2b so that every
-worker takes the same number of steps and examples pair up), b per step. The orders:
+worker takes the same number of steps and units pair up), b per step. What an order permutes,
+the *unit* (spec ../shared/papers/cd-grab.md, 3.3), is one of:
 
-* ``d-rr``: every worker draws a fresh uniform order of its shard each epoch from its own
+* ``example`` (the per-example mode): single examples; an order is a permutation of a worker's
+  example ids and balancing works on per-example gradients, b per step;
+* ``minibatch`` (the per-minibatch mode, the authors' ``CD_GraB_SingleGrad``): fixed groups of
+  b examples, one per step. Group u of worker j is the examples at positions u*b .. (u+1)*b - 1
+  of its epoch-0 uniform order, fixed for the whole run (lowcomm's choice: the authors' units
+  are their data loader's batches, e.g. bptt chunks); an order is a permutation of the n/b
+  unit indices, epoch 0 visits them in the identity order (so it visits the same examples in
+  the same order as ``example`` mode), and balancing works on the units' mean gradients, pairing
+  consecutive steps 2i and 2i+1 (the first of each pair waits as :class:`Pending`).
+
+The orders, for either unit:
+
+* ``d-rr``: every worker draws a fresh uniform order of its units each epoch from its own
   stream (the authors' torch.distributed scripts seed every rank alike, so their workers draw
-  the same index permutation; lowcomm keeps the workers independent, as their simulations do);
-* ``so``: one uniform order per worker, drawn once and reused every epoch;
-* ``id-grab`` / ``id-grab-mean``: every worker balances its own per-example gradients alone
+  the same index permutation; lowcomm keeps the workers independent, as their simulations do;
+  minibatch units draw from the stream ``unit-order``);
+* ``so``: one order per worker, drawn once and reused every epoch (with minibatch units, the
+  identity order of the groups, which are themselves a uniform draw: the same examples in the
+  same order as ``so`` with example units);
+* ``id-grab`` / ``id-grab-mean``: every worker balances its own units' gradients alone
   (pair balance / GraB's mean balance with the previous epoch's mean); nothing extra is sent;
 * ``cd-grab``: the coordinated order server on the aggregator, as the authors' code ships it:
-  workers upload their per-example gradients (b x d values), the server runs coordinated pair
-  balance over them and sends each worker its next order (n int32 indices) at the epoch's end;
-* ``cd-grab-signs`` (lowcomm's extension, not the paper's): workers upload their mean gradient
-  plus their pair differences, optionally projected to ``projection`` dimensions by a random
-  Gaussian matrix shared through the run's seed; the server decides the signs on those and sends
-  back n/2 sign bits, from which each worker rebuilds its order.
+  workers upload their units' gradients (b x d per-example values, or the d-vector minibatch
+  mean), the server runs coordinated pair balance over them and sends each worker its next
+  order (one int32 index per unit) at the epoch's end;
+* ``cd-grab-signs`` (lowcomm's extension, not the paper's): the server sends back one sign bit
+  per pair instead, from which each worker rebuilds its order. With example units the workers
+  upload their mean gradient plus their pair differences, optionally projected to
+  ``projection`` dimensions by a random Gaussian matrix shared through the run's seed; with
+  minibatch units they upload only the minibatch mean, which the server pairs itself.
 
-Epoch 0 visits a uniform order (as the authors' scripts other than HMDA do).
+Epoch 0 visits a uniform order of the examples (as the authors' scripts other than HMDA do).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -31,6 +50,7 @@ from lowcomm.core.rng import Streams
 
 ORDERS = ("d-rr", "so", "id-grab", "id-grab-mean", "cd-grab", "cd-grab-signs")
 SERVER_ORDERS = ("cd-grab", "cd-grab-signs")
+UNITS = ("example", "minibatch")
 
 
 def epoch_length(sizes: torch.Tensor, batch_size: int) -> int:
@@ -46,8 +66,72 @@ def uniform_orders(
     return streams.permutations("order", workers, epoch, sizes, width)[:, :length]
 
 
+@dataclass(frozen=True)
+class Units:
+    """What an order permutes (``kind``: ``example`` or ``minibatch``), for batch size b.
+
+    Orders are ``[w, count]`` unit ids: example ids, or indices of the fixed minibatches.
+    """
+
+    kind: str
+    batch: int
+
+    @property
+    def size(self) -> int:
+        """Examples per unit: 1, or b."""
+        return self.batch if self.kind == "minibatch" else 1
+
+    @property
+    def per_step(self) -> int:
+        """Units each worker visits per step: b, or 1."""
+        return self.batch // self.size
+
+    def count(self, length: int) -> int:
+        """Units in an epoch of ``length`` examples per worker."""
+        return length // self.size
+
+    def first(
+        self, streams: Streams, workers: torch.Tensor, sizes: torch.Tensor, length: int
+    ) -> torch.Tensor:
+        """Epoch 0's orders (``so``: every epoch's): uniform examples, or the groups in turn."""
+        if self.kind == "example":
+            return uniform_orders(streams, workers, 0, sizes, length)
+        return torch.arange(self.count(length)).repeat(workers.shape[0], 1)
+
+    def shuffled(
+        self,
+        streams: Streams,
+        workers: torch.Tensor,
+        epoch: int,
+        sizes: torch.Tensor,
+        length: int,
+    ) -> torch.Tensor:
+        """Uniform orders for ``epoch`` (``d-rr``), each from its worker's own stream."""
+        if self.kind == "example":
+            return uniform_orders(streams, workers, epoch, sizes, length)
+        count = self.count(length)
+        counts = torch.full((workers.shape[0],), count)
+        return streams.permutations("unit-order", workers, epoch, counts, count)
+
+    def examples(
+        self,
+        order: torch.Tensor,
+        streams: Streams,
+        workers: torch.Tensor,
+        sizes: torch.Tensor,
+        length: int,
+    ) -> torch.Tensor:
+        """The example ids ``[w, length]`` visited under the unit orders ``order[w, count]``."""
+        if self.kind == "example":
+            return order
+        w, size = order.shape[0], self.size
+        groups = uniform_orders(streams, workers, 0, sizes, length).reshape(w, -1, size)
+        visited = torch.gather(groups, 1, order[:, :, None].expand(-1, -1, size))
+        return visited.reshape(w, length)
+
+
 class Pending(NamedTuple):
-    """An example left unpaired at the end of a step (``[w, 0 or 1]`` ids and gradients)."""
+    """A unit left unpaired at the end of a step (``[w, 0 or 1]`` ids and gradients)."""
 
     ids: torch.Tensor
     grads: torch.Tensor
@@ -56,10 +140,10 @@ class Pending(NamedTuple):
 def pair_up(
     pending: Pending, ids: torch.Tensor, grads: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, Pending]:
-    """Consecutive pairs of the pending example followed by this step's ``ids``/``grads``.
+    """Consecutive pairs of the pending unit followed by this step's ``ids``/``grads``.
 
     Returns pair ids ``[w, p, 2]``, the differences first minus second ``[w, p, d]`` and what is
-    left pending (an odd example waits for the next step: b = 1 pairs across steps).
+    left pending (an odd unit waits for the next step: one unit per step pairs across steps).
     """
     ids = torch.cat([pending.ids, ids], dim=1)
     grads = torch.cat([pending.grads, grads], dim=1)
@@ -182,6 +266,6 @@ def balance_mean(
 
 
 def rebuild_from_signs(visited: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
-    """A worker's next order from its visiting order ``[w, n]`` and the pair signs ``[w, n/2]``."""
+    """Next orders from the visited unit orders ``[w, u]`` and the pair signs ``[w, u/2]``."""
     pair_ids = visited.reshape(visited.shape[0], -1, 2)
     return place(torch.empty_like(visited), pair_ids, signs, 0)

@@ -1,0 +1,124 @@
+"""Asynchronous runs on torchdist against simulate: the same schedule, or a replayed real order.
+
+One module fixture spawns an aggregator and two worker ranks over gloo on 127.0.0.1 and runs
+every scenario in one process group; rank 0 leaves its results in files and each test compares
+them with simulate runs in the test process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch.distributed as dist
+
+from lowcomm.algorithms.base import Algorithm
+from lowcomm.algorithms.registry import build_algorithm
+from lowcomm.core.errors import InvalidConfigError
+from lowcomm.engines.asynchrony import event_order
+from lowcomm.engines.simulate import Simulation
+from lowcomm.engines.torchdist import TorchDist
+from tests.test_engine_torchdist import Case, assert_same_run, keep, load, process_group
+from tests.test_wire import free_port, spawn
+
+WORKERS = 5
+
+
+def scenarios() -> dict[str, tuple[Algorithm, int, dict[str, Any]]]:
+    """Asynchronous algorithms, rounds and run options: clock order, lag caps, arrival order."""
+    hogwild = build_algorithm("hogwild-ib", {"sample_sizes": "linear:1,1", "step": "inv:0.1,500"})
+    msgd = build_algorithm("async-msgd", {"lr": 0.1, "momentum": 0.5, "batch_size": 4})
+    sgd = build_algorithm("sgd", {"lr": 0.1, "batch_size": 3, "asynchronous": True})
+    return {
+        "hogwild-clock": (hogwild, 30, {"eval_every": 5}),
+        "hogwild-cap1": (hogwild, 30, {"eval_every": 5, "lag_cap": 1}),
+        "msgd-clock": (msgd, 40, {"eval_every": 4}),
+        "sgd-cap0": (sgd, 25, {"eval_every": 5, "lag_cap": 0}),
+        "hogwild-arrival": (hogwild, 30, {"eval_every": 5, "async_order": "arrival"}),
+        "msgd-arrival": (msgd, 40, {"eval_every": 4, "async_order": "arrival", "lag_cap": 2}),
+    }
+
+
+def _all_ranks(rank: int, port: int, out: str) -> None:
+    with process_group(rank, port):
+        case = Case()
+        for name, (algorithm, rounds, options) in scenarios().items():
+            result = case.engine(TorchDist, algorithm, rounds, **options).run()
+            keep(result, Path(out) / f"{name}.pt")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("torchdist-async")
+    spawn(_all_ranks, free_port(), str(folder), nprocs=3)
+    return folder
+
+
+def simulate(name: str, **extra: Any) -> Any:
+    algorithm, rounds, options = scenarios()[name]
+    options = {k: v for k, v in options.items() if k != "async_order"} | extra
+    return Case().engine(Simulation, algorithm, rounds, **options).run()
+
+
+@pytest.mark.dist
+@pytest.mark.parametrize("name", ["hogwild-clock", "hogwild-cap1", "msgd-clock", "sgd-cap0"])
+def test_clock_order_equals_simulate(runs: Path, name: str) -> None:
+    td, sim = load(runs / f"{name}.pt"), simulate(name)
+    assert_same_run(td, sim)
+    staleness = sim.history.filter(like="staleness")
+    if name != "sgd-cap0" and not staleness.empty:
+        assert staleness.to_numpy().max() > 0  # the workers' speeds made it asynchronous
+
+
+@pytest.mark.dist
+@pytest.mark.parametrize("name", ["hogwild-arrival", "msgd-arrival"])
+def test_the_real_arrival_order_replayed_on_simulate_gives_the_same_run(
+    runs: Path, name: str
+) -> None:
+    td = load(runs / f"{name}.pt")
+    events = event_order(td["records"])
+    _, rounds, options = scenarios()[name]
+    assert len(events) == rounds and all(len(update) == 1 for update in events)
+    done = np.bincount([update[0] for update in events], minlength=WORKERS)
+    if "lag_cap" in options:
+        assert done.max() - done.min() <= options["lag_cap"] + 1
+    replayed = simulate(name, replay=events)
+    assert_same_run(td, replayed)
+    assert event_order(replayed.ledger.records()) == events
+
+
+def test_replaying_a_clock_order_run_reproduces_it() -> None:
+    sim = simulate("hogwild-cap1")
+    events = event_order(sim.ledger.records())
+    assert any(len(update) > 1 for update in events) or len(set(events)) > 1
+    assert_same_run(
+        {
+            "model": sim.model,
+            "records": sim.ledger.records(),
+            "sync_rounds": sim.ledger.sync_rounds,
+            "totals": sim.ledger.totals,
+            "history": sim.history,
+        },
+        simulate("hogwild-cap1", replay=events),
+    )
+
+
+def test_a_replay_the_schedule_cannot_follow_is_refused() -> None:
+    with pytest.raises(InvalidConfigError, match=r"replay.*update 1"):
+        simulate("hogwild-clock", replay=((WORKERS + 1,),))
+    with pytest.raises(InvalidConfigError, match="replay"):
+        simulate("hogwild-clock", replay=((0, 0),))
+
+
+def test_arrival_order_is_torchdist_only_and_async_checkpoints_are_refused(
+    tmp_path: Path,
+) -> None:
+    algorithm, rounds, _ = scenarios()["hogwild-clock"]
+    with pytest.raises(InvalidConfigError, match=r"async_order.*replay"):
+        Case().engine(Simulation, algorithm, rounds, async_order="arrival").run()
+    options = {"checkpoint_every": 2, "checkpoint_dir": tmp_path}
+    with pytest.raises(InvalidConfigError, match=r"checkpoint_every.*asynchronous"):
+        Case().engine(TorchDist, algorithm, rounds, **options).run()
+    assert not dist.is_initialized()
