@@ -236,6 +236,17 @@ def test_resume_errors(tmp_path: Path) -> None:
         "error: The 'rounds' parameter of lowcomm run --resume must be a number >= 2 "
         "(the checkpoint's round). Got 1."
     )
+    changed = lowcomm("run", "--resume", "--rounds", "4", "--set", "lr=0.01", "--out", tmp_path)
+    assert changed.exit_code == 2
+    assert one_error_line(changed) == (
+        "error: The 'options' parameter of lowcomm run --resume must be unchanged from "
+        "OUT/run.json except rounds, epochs, grad_budget, eval_every, checkpoint_every, engine "
+        "(start a new run to change the others). Got {'lr': 0.01}."
+    )
+    other = lowcomm("run", "--resume", "--rounds", "4", "--workers", "3", "--out", tmp_path)
+    assert one_error_line(other).startswith("error: The 'workers' parameter of lowcomm run")
+    longer = lowcomm("run", "--resume", "--rounds", "4", "--eval-every", "2", "--out", tmp_path)
+    assert longer.exit_code == 0, longer.output
 
 
 FIGURES = [

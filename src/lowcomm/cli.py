@@ -202,6 +202,22 @@ def _previous_config(out: Path) -> dict[str, Any]:
     return dict(read_json(path).get("config", {})) if path.is_file() else {}
 
 
+RESUME_MAY_CHANGE = ("rounds", "epochs", "grad_budget", "eval_every", "checkpoint_every", "engine")
+"""The settings ``run --resume`` may change: how long, how often it records, where it runs."""
+
+
+def _check_unchanged(previous: dict[str, Any], config: RunConfig) -> None:
+    """Refuse a resume whose flags change the trajectory (any other setting of the saved run)."""
+    before, now = make_config(previous).model_dump(), config.model_dump()
+    changed = [key for key in now if key not in RESUME_MAY_CHANGE and now[key] != before[key]]
+    if changed:
+        allowed = (
+            f"unchanged from OUT/run.json except {', '.join(RESUME_MAY_CHANGE)} "
+            "(start a new run to change the others)"
+        )
+        raise InvalidConfigError(changed[0], "lowcomm run --resume", allowed, now[changed[0]])
+
+
 def _checkpoint(out: Path, config: RunConfig) -> RunState:
     """The state saved in ``out``, which must not be past ``config.rounds``."""
     path = out / CHECKPOINT_NAME
@@ -308,6 +324,8 @@ def run(
         sets_ = {"options": parse_sets(sets or [], "lowcomm run")}
         config = make_config(_merge(previous, _file(config_file), _flags(ctx), sets_))
         state = _checkpoint(out, config) if resume else None
+        if resume:
+            _check_unchanged(previous, config)
         prepared = prepare(config)
         meta = metadata(prepared)
         rank0 = config.engine == "simulate" or os.environ.get("RANK", "0") == "0"
