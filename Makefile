@@ -16,9 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/lowcomm compare --algorithms sgd,local-sgd,gd --data digits --workers 8 \
-		--partition dirichlet:0.5 --rounds 100 --seeds 0,1 \
-		--latency 0.05 --bandwidth 1e6 --seconds-per-grad 1e-4 --out results/demo
+	$(BIN)/lowcomm compare examples/demo.yaml --out results/demo
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

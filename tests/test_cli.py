@@ -321,6 +321,23 @@ def test_compare_config_file_with_algorithms_seeds_and_option_tables(tmp_path: P
     assert saved["config"]["workers"] == 2
 
 
+def test_compare_config_file_settings_for_algorithms_not_compared_are_left_out(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "compare.yaml"
+    config.write_text(
+        "algorithms: [sgd, local-sgd]\nrounds: 1\nworkers: 2\ndata: synthetic-logistic:60,3\n"
+        "options: {lr: 0.3, local_steps: 2, local-sgd: {lr: 0.1}}\n"
+    )
+    out = tmp_path / "out"
+    result = lowcomm("compare", config, "--algorithms", "gd", "--out", out, "-q")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "compare.json").read_text())["options"] == {"gd": {}}
+    config.write_text(config.read_text().replace("local_steps", "local_stepz"))
+    typo = lowcomm("compare", config, "--algorithms", "gd", "--out", tmp_path / "typo")
+    assert one_error_line(typo).startswith("error: The 'local_stepz' parameter")
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -406,3 +423,12 @@ def test_torchdist_run_is_saved_and_printed_by_rank_0_only(tmp_path: Path) -> No
     assert outputs[1:] == [("", ""), ("", "")]
     history = pd.read_csv(tmp_path / "td" / "history.csv")
     assert history["round"].tolist() == [0, 1, 2]
+
+
+def test_the_demo_runs_every_registered_algorithm(tmp_path: Path) -> None:
+    demo = Path(__file__).parent.parent / "examples" / "demo.yaml"
+    result = lowcomm("compare", demo, "--rounds", "2", "--seeds", "0", "--out", tmp_path, "-q")
+    assert result.exit_code == 0, result.output
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert sorted(summary["algorithm"]) == sorted(REGISTRY)
+    assert (summary["final_round"] == 2).all()

@@ -458,7 +458,8 @@ def compare(
         names = _names(algorithms or from_file.get("algorithms", "sgd,local-sgd"), "algorithms")
         seed_list = _seeds(seeds or from_file.get("seeds", "0"))
         target = from_file.get("target_loss") if target_loss is None else target_loss
-        settings = comparison.flatten_options(_options(from_file)) | parse_sets(sets or [], COMPARE)
+        in_file = comparison.concerning(comparison.flatten_options(_options(from_file)), names)
+        settings = in_file | parse_sets(sets or [], COMPARE)
         base = make_config(values | _flags(ctx))
         options = comparison.resolve_options(settings, names)
         table = comparison.compare(

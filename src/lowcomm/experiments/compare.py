@@ -124,6 +124,27 @@ def flatten_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def concerning(settings: Mapping[str, Any], algorithms: Sequence[str]) -> dict[str, Any]:
+    """The settings of a config file that concern the compared ``algorithms``.
+
+    A file may hold settings for more algorithms than a command line compares: an
+    ``ALGORITHM.KEY`` of another registered algorithm, or a ``KEY`` that only other algorithms
+    take, is left out. Anything else (a misspelt algorithm or setting) is kept for
+    :func:`resolve_options` to refuse.
+    """
+    check_algorithms(algorithms)
+    kept: dict[str, Any] = {}
+    for key, value in settings.items():
+        name, dot, _ = key.partition(".")
+        other = name in REGISTRY and name not in algorithms
+        unused = not any(key in option_names(a) for a in algorithms)
+        elsewhere = any(key in option_names(a) for a in REGISTRY)
+        if (dot and other) or (not dot and unused and elsewhere):
+            continue
+        kept[key] = value
+    return kept
+
+
 def resolve_options(
     settings: Mapping[str, Any], algorithms: Sequence[str]
 ) -> dict[str, dict[str, Any]]:
