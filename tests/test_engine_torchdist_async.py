@@ -12,14 +12,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 import torch.distributed as dist
 
 from lowcomm.algorithms.base import Algorithm
 from lowcomm.algorithms.registry import build_algorithm
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.engines.asynchrony import event_order
+from lowcomm.engines.remote_async import RemoteWorkers
 from lowcomm.engines.simulate import Simulation
 from lowcomm.engines.torchdist import TorchDist
+from lowcomm.engines.wire import Pending
 from tests.test_engine_torchdist import Case, assert_same_run, keep, load, process_group
 from tests.test_wire import free_port, spawn
 
@@ -122,3 +125,25 @@ def test_arrival_order_is_torchdist_only_and_async_checkpoints_are_refused(
     with pytest.raises(InvalidConfigError, match=r"checkpoint_every.*asynchronous"):
         Case().engine(TorchDist, algorithm, rounds, **options).run()
     assert not dist.is_initialized()
+
+
+class FakeWork:
+    def __init__(self) -> None:
+        self.waited = False
+
+    def wait(self) -> None:
+        self.waited = True
+
+
+def test_an_answer_releases_the_sends_it_proves_delivered() -> None:
+    """gloo marks a send complete only once waited on: rank 0 must wait on (and drop) every
+    send to a rank up to the download of the worker that answered, or they pile up."""
+    workforce = RemoteWorkers([1, 1, 2])
+    sends = {w: [Pending(FakeWork(), torch.zeros(1)) for _ in range(2)] for w in (0, 1, 2)}
+    workforce.sends = {1: [(0, sends[0]), (1, sends[1])], 2: [(2, sends[2])]}
+    workforce._settle(1, 0)
+    assert [s.work.waited for s in sends[0] + sends[1]] == [True, True, False, False]
+    assert workforce.sends[1] == [(1, sends[1])]
+    workforce._settle(1, 1)
+    assert workforce.sends == {1: [], 2: [(2, sends[2])]}
+    assert not any(s.work.waited for s in sends[2])

@@ -40,15 +40,30 @@ class RemoteWorkers:
     def __init__(self, owner: list[int]) -> None:
         self.owner = owner
         self.in_flight: list[int] = []
-        self.sends: list[wire.Pending] = []
+        # per rank, in order: (worker, the sends of its command and download)
+        self.sends: dict[int, list[tuple[int, list[wire.Pending]]]] = {}
 
     def submit(self, state: RunState, worker: int, local_round: int, down: AnyPayload) -> None:
         """Send the worker's rank the command and the download, without waiting."""
         rank = self.owner[worker]
-        self.sends = [s for s in self.sends if not s.done()]
-        self.sends.append(wire.isend_tensor(torch.tensor([_COMPUTE, worker, local_round]), rank))
-        self.sends += wire.isend_payload(wire.row(down, 0), rank)
+        command = wire.isend_tensor(torch.tensor([_COMPUTE, worker, local_round]), rank)
+        sends = [command, *wire.isend_payload(wire.row(down, 0), rank)]
+        self.sends.setdefault(rank, []).append((worker, sends))
         self.in_flight.append(worker)
+
+    def _settle(self, rank: int, worker: int) -> None:
+        """Wait on (and drop) the sends that a worker's answer proves delivered.
+
+        Its rank took every message up to that worker's download before computing it. Waiting
+        is what frees them: gloo marks a send complete only once it is waited on.
+        """
+        queue = self.sends[rank]
+        while queue:
+            sent_to, sends = queue.pop(0)
+            for send in sends:
+                send.work.wait()
+            if sent_to == worker:
+                return
 
     def collect(self) -> list[Completed]:
         """Receive every computation under way, in the order they were started."""
@@ -68,6 +83,7 @@ class RemoteWorkers:
         if header is None:
             header = wire.recv_tensor((4,), _INT64, rank)
         worker, sent, grad_evals, hvps = header.tolist()
+        self._settle(rank, worker)
         payload = wire.recv_payload(rank)
         mask = torch.tensor([bool(sent)])
         rows = [payload] if sent else []
@@ -78,10 +94,8 @@ class RemoteWorkers:
         while self.in_flight:
             self.next_arrival()
         for rank in range(1, ranks + 1):
-            self.sends.append(wire.isend_tensor(torch.tensor([_STOP, 0, 0]), rank))
-        for send in self.sends:
-            send.work.wait()
-        self.sends = []
+            wire.send_tensor(torch.tensor([_STOP, 0, 0]), rank)
+        self.sends = {}
 
 
 class WorkerRank:

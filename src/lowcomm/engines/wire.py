@@ -206,10 +206,6 @@ class Pending(NamedTuple):
     work: Any
     buffer: torch.Tensor
 
-    def done(self) -> bool:
-        """Whether it has completed (reliable for sends; gloo marks receives only on wait)."""
-        return bool(self.work.is_completed())
-
 
 def _device() -> torch.device:
     """Where messages must live for the default group's backend (NCCL moves CUDA tensors)."""
