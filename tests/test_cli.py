@@ -17,6 +17,7 @@ from typer.testing import CliRunner, Result
 from lowcomm.algorithms.registry import REGISTRY
 from lowcomm.cli import app, parse_sets
 from lowcomm.core.errors import InvalidConfigError
+from lowcomm.engines.asynchrony import event_order
 from lowcomm.experiments.results import mean_history
 
 KNOWN = ", ".join(REGISTRY)
@@ -432,3 +433,32 @@ def test_the_demo_runs_every_registered_algorithm(tmp_path: Path) -> None:
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert sorted(summary["algorithm"]) == sorted(REGISTRY)
     assert (summary["final_round"] == 2).all()
+
+
+def test_an_asynchronous_run_saves_its_ledger_and_replay_follows_its_order(
+    tmp_path: Path,
+) -> None:
+    speeds = tmp_path / "speeds.yaml"
+    speeds.write_text("speeds: [1.0, 2.0, 3.0, 5.0, 8.0]\nseconds_per_grad: 0.01\n")
+    common = [*DATA, "--algorithm", "hogwild-ib", "--rounds", "30", "--eval-every", "10", "-q"]
+    raced = lowcomm("run", speeds, *common, "--out", tmp_path / "raced")
+    assert raced.exit_code == 0, raced.output
+    ledger = pd.read_csv(tmp_path / "raced" / "ledger.csv")
+    plain = lowcomm("run", *common, "--out", tmp_path / "plain")  # all arrive together
+    assert plain.exit_code == 0, plain.output
+    unraced = event_order(pd.read_csv(tmp_path / "plain" / "ledger.csv"))
+    assert unraced == ((0, 1, 2, 3, 4),) * 30
+    assert event_order(ledger) != unraced
+    replayed = lowcomm("run", *common, "--replay", tmp_path / "raced", "--out", tmp_path / "re")
+    assert replayed.exit_code == 0, replayed.output
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "re" / "ledger.csv"), ledger)
+    a, b = (pd.read_csv(tmp_path / name / "history.csv") for name in ("raced", "re"))
+    same = [c for c in a.columns if c not in ("sim_time", "wall_time")]
+    pd.testing.assert_frame_equal(a[same], b[same])
+    assert b["sim_time"].iloc[-1] < a["sim_time"].iloc[-1]  # its own (faster) clock
+    sync = lowcomm("run", *DATA, "--replay", tmp_path / "raced", "--out", tmp_path / "s")
+    assert one_error_line(sync).startswith("error: The '--replay' parameter of lowcomm run")
+    missing = lowcomm("run", *common, "--replay", tmp_path, "--out", tmp_path / "m")
+    assert one_error_line(missing) == f"error: {tmp_path / 'ledger.csv'}: not found " + (
+        "(an asynchronous lowcomm run saves its ledger there)"
+    )

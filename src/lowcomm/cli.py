@@ -21,14 +21,28 @@ from rich.console import Console
 from rich.table import Table
 
 from lowcomm.core.errors import DataError, InvalidConfigError, LowcommError
-from lowcomm.engines.session import CHECKPOINT_NAME, RunResult, RunState, load_checkpoint
+from lowcomm.engines.asynchrony import event_order
+from lowcomm.engines.session import (
+    CHECKPOINT_NAME,
+    Events,
+    RunResult,
+    RunState,
+    load_checkpoint,
+)
 from lowcomm.experiments import compare as comparison
 from lowcomm.experiments import reproduce as reproductions
 from lowcomm.experiments.config import RunConfig, load_yaml, make_config, read_config_file
 from lowcomm.experiments.plots import plot_runs, title
 from lowcomm.experiments.reproduce.report import console_table
-from lowcomm.experiments.results import RUN_JSON, read_json, save_run, summary, write_json
-from lowcomm.experiments.runner import execute, metadata, prepare
+from lowcomm.experiments.results import (
+    LEDGER_CSV,
+    RUN_JSON,
+    read_json,
+    save_run,
+    summary,
+    write_json,
+)
+from lowcomm.experiments.runner import Prepared, execute, metadata, prepare
 
 USAGE, DIVERGED = 2, 3
 COMPARE = "lowcomm compare"
@@ -244,9 +258,20 @@ def _start(out: Path, meta: dict[str, Any], resume: bool) -> None:
     write_json(out / RUN_JSON, {**meta, "summary": None})
 
 
-def _finish(out: Path, result: RunResult, meta: dict[str, Any], fresh: bool) -> None:
-    """Save the run; a fresh run without checkpoints drops a stale one left in ``out``."""
-    save_run(out, result, meta)
+def _events(folder: Path, prepared: Prepared) -> Events:
+    """The order of the updates of the asynchronous run saved in ``folder`` (its ledger)."""
+    if prepared.algorithm.synchronous:
+        allowed = "used with an asynchronous algorithm (synchronous rounds have no order)"
+        raise InvalidConfigError("--replay", "lowcomm run", allowed, prepared.algorithm.name)
+    path = folder / LEDGER_CSV
+    if not path.is_file():
+        raise DataError(path, "not found (an asynchronous lowcomm run saves its ledger there)")
+    return event_order(pd.read_csv(path))
+
+
+def _finish(out: Path, result: RunResult, meta: dict[str, Any], fresh: bool, ledger: bool) -> None:
+    """Save the run, with its ledger if asked; a fresh run drops a stale checkpoint."""
+    save_run(out, result, meta, ledger)
     if fresh:
         (out / CHECKPOINT_NAME).unlink(missing_ok=True)
 
@@ -301,6 +326,15 @@ def run(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")
     ] = False,
+    replay: Annotated[
+        Path | None,
+        typer.Option(
+            help="Async: handle the updates in the order of the run saved in DIR "
+            "(its ledger.csv), e.g. a torchdist --async-order arrival run.",
+            metavar="DIR",
+            show_default=False,
+        ),
+    ] = None,
     sets: Annotated[
         list[str] | None,
         typer.Option(
@@ -327,14 +361,16 @@ def run(
         if resume:
             _check_unchanged(previous, config)
         prepared = prepare(config)
+        events = None if replay is None else _events(replay, prepared)
         meta = metadata(prepared)
         rank0 = config.engine == "simulate" or os.environ.get("RANK", "0") == "0"
         if rank0 and config.checkpoint_every:
             _start(out, meta, resume)
-        result = execute(prepared, _progress(quiet), out, state)
+        result = execute(prepared, _progress(quiet), out, state, events)
         if result is None:
             return
-        _finish(out, result, meta, fresh=not (resume or config.checkpoint_every))
+        fresh = not (resume or config.checkpoint_every)
+        _finish(out, result, meta, fresh, ledger=not prepared.algorithm.synchronous)
     if not quiet:
         console = _console()
         console.print(_run_table(result, prepared.problem.metric_name))

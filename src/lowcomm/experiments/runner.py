@@ -21,7 +21,7 @@ from lowcomm.data.loaders import load_data
 from lowcomm.data.partition import partition, partition_summary
 from lowcomm.data.spec import parse_data_spec, parse_partition_spec
 from lowcomm.engines.evaluation import Evaluator
-from lowcomm.engines.session import RunOptions, RunResult, RunState
+from lowcomm.engines.session import Events, RunOptions, RunResult, RunState
 from lowcomm.engines.simulate import Simulation
 from lowcomm.experiments.config import RunConfig
 from lowcomm.problems.base import Problem
@@ -49,8 +49,10 @@ class Prepared:
     clock: ClockModel
     rounds: int
 
-    def options(self, progress: bool = False, checkpoint_dir: Any = None) -> RunOptions:
-        """The engine's run options."""
+    def options(
+        self, progress: bool = False, checkpoint_dir: Any = None, replay: Events | None = None
+    ) -> RunOptions:
+        """The engine's run options (``replay``: the workers of each asynchronous update)."""
         c = self.config
         return RunOptions(
             rounds=self.rounds,
@@ -61,6 +63,7 @@ class Prepared:
             async_order=c.async_order,
             progress=progress,
             grad_budget=c.grad_budget,
+            replay=replay,
         )
 
 
@@ -181,9 +184,14 @@ def execute(
     progress: bool = False,
     checkpoint_dir: Any = None,
     resume: RunState | None = None,
+    replay: Events | None = None,
 ) -> RunResult | None:
-    """Run ``prepared`` on the configured engine; ``None`` on torchdist ranks other than 0."""
-    options = prepared.options(progress, checkpoint_dir)
+    """Run ``prepared`` on the configured engine; ``None`` on torchdist ranks other than 0.
+
+    ``replay``: handle an asynchronous run's updates in this order of workers
+    (:func:`lowcomm.engines.asynchrony.event_order` of a saved run's ledger).
+    """
+    options = prepared.options(progress, checkpoint_dir, replay)
     parts = (
         prepared.algorithm,
         prepared.problem,
