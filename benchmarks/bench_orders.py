@@ -9,15 +9,21 @@ Two measurements, on one thread (``OMP/OPENBLAS/MKL_NUM_THREADS=1`` before NumPy
   online ``balance_pairs(coordinated=True)`` as ``sgd`` calls it, one pair per worker per call
   (b = 1 or 2), placing the pairs. One decision = one pair's sign for one worker: one inner
   product and one update of the running sum, both of length d.
-* **Time per epoch** of ``sgd`` with ``order`` = ``d-rr``, ``cd-grab`` and ``cd-grab-signs``
-  (projection k = 16) on the same problem, through the simulate engine (``make_config`` /
-  ``prepare`` / ``execute``, one epoch, evaluations at its start and end included): L2
-  logistic regression on synthetic data (d = 32 and d = 1000, b = 1) and, when
-  ``../shared/datasets/mnist`` exists and without ``--quick``, LeNet on MNIST (m = 8, b = 8).
-  The overhead is the ratio to D-RR's time.
+* **Time per epoch** of ``sgd`` on the same problem, through the simulate engine
+  (``make_config`` / ``prepare`` / ``execute``, one epoch, evaluations at its start and end
+  included), for the configurations in ``VARIANTS``: ``order`` = ``d-rr``, ``cd-grab`` and
+  ``cd-grab-signs`` (projection k = 16) with example units, and ``d-rr`` and ``cd-grab`` with
+  minibatch units (``unit="minibatch"``: each step computes only its minibatch's mean gradient).
+  Problems: L2 logistic regression on synthetic data (d = 32 and d = 1000, b = 1 and b = 8) and,
+  when ``../shared/datasets/mnist`` exists and without ``--quick``, LeNet on MNIST (m = 8,
+  b = 8). At b = 1 a minibatch is one example and the two modes run the same algorithm, so the
+  minibatch configurations are measured only at b > 1 (shown as "=" at b = 1). The overhead is
+  the ratio of medians to example-mode D-RR's time (and, for minibatch CD-GraB, to minibatch
+  D-RR's).
 
-Each timing is repeated (default 3, interleaved across orders); tables show the median (and
-the minimum). Usage: ``python benchmarks/bench_orders.py [--quick] [--repeats R]``.
+Each timing is repeated (default 3, interleaved across the configurations measured on a
+problem, the first one rotating); tables show the median (and the minimum). Usage:
+``python benchmarks/bench_orders.py [--quick] [--repeats R]``.
 """
 
 from __future__ import annotations
@@ -49,7 +55,6 @@ WORKERS = (4, 16)
 MAX_BYTES = 200e6
 MAX_PER_WORKER = 2048
 MNIST = Path("../shared/datasets/mnist")
-ORDERS = ("d-rr", "cd-grab", "cd-grab-signs")
 PROJECTION = 16
 
 
@@ -129,18 +134,47 @@ class Workload:
     momentum: float = 0.0
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One configuration of ``sgd`` with an order: a column of the per-epoch table."""
+
+    label: str
+    order: str
+    unit: str = "example"
+    projection: int = 0
+
+    def measured_on(self, work: Workload) -> bool:
+        """Whether it differs from its example-mode twin on ``work`` (minibatch units: b > 1)."""
+        return self.unit == "example" or work.batch_size > 1
+
+
+D_RR = Variant("D-RR", "d-rr")
+CD_GRAB = Variant("CD-GraB", "cd-grab")
+SIGNS = Variant(f"CD-GraB signs k = {PROJECTION}", "cd-grab-signs", projection=PROJECTION)
+D_RR_MINIBATCH = Variant("D-RR minibatch", "d-rr", unit="minibatch")
+CD_GRAB_MINIBATCH = Variant("CD-GraB minibatch", "cd-grab", unit="minibatch")
+VARIANTS = (D_RR, CD_GRAB, SIGNS, D_RR_MINIBATCH, CD_GRAB_MINIBATCH)
+# (column label, numerator, denominator): ratios of median seconds per epoch
+RATIOS = (
+    ("CD-GraB / D-RR", CD_GRAB, D_RR),
+    ("signs / D-RR", SIGNS, D_RR),
+    ("D-RR mb / D-RR", D_RR_MINIBATCH, D_RR),
+    ("CD-GraB mb / D-RR", CD_GRAB_MINIBATCH, D_RR),
+    ("CD-GraB mb / D-RR mb", CD_GRAB_MINIBATCH, D_RR_MINIBATCH),
+)
+SAME = "="  # a minibatch configuration at b = 1: the same algorithm as its example-mode twin
+
+
 def workloads(quick: bool) -> list[Workload]:
-    """Logistic regression at two widths, and LeNet on MNIST when present (not with quick)."""
+    """Logistic regression at two widths and b in {1, 8}; LeNet on MNIST when present."""
+    logistic = (
+        ("logistic, d = 32", "synthetic-logistic:5461,32", 0.08),
+        ("logistic, d = 1000", "synthetic-logistic:2731,1000", 0.003),
+    )
     found = [
-        Workload(
-            "logistic, d = 32", "synthetic-logistic:5461,32", "logistic", m, 1, 0.08, "float64"
-        )
-        for m in WORKERS
-    ]
-    found += [
-        Workload(
-            "logistic, d = 1000", "synthetic-logistic:2731,1000", "logistic", m, 1, 0.003, "float64"
-        )
+        Workload(name, data, "logistic", m, b, lr, "float64")
+        for name, data, lr in logistic
+        for b in (1, 8)
         for m in WORKERS
     ]
     if MNIST.is_dir() and not quick:
@@ -150,16 +184,20 @@ def workloads(quick: bool) -> list[Workload]:
     return found
 
 
-def epoch_run(work: Workload, order: str) -> tuple[Callable[[], object], int]:
-    """One epoch of ``sgd`` with ``order`` on ``work`` (prepared once), and its steps."""
-    options = {"lr": work.lr, "batch_size": work.batch_size, "momentum": work.momentum}
-    if order == "cd-grab-signs":
-        options["projection"] = PROJECTION
+def epoch_run(work: Workload, variant: Variant) -> tuple[Callable[[], object], int]:
+    """One epoch of ``sgd`` configured by ``variant`` on ``work`` (prepared once), and its steps."""
+    options: dict[str, object] = {
+        "lr": work.lr,
+        "batch_size": work.batch_size,
+        "momentum": work.momentum,
+        "unit": variant.unit,
+        "projection": variant.projection,
+    }
     config = make_config(
         {
             "algorithm": "sgd",
             "options": options,
-            "order": order,
+            "order": variant.order,
             "data": work.data,
             "model": work.model,
             "workers": work.workers,
@@ -172,25 +210,42 @@ def epoch_run(work: Workload, order: str) -> tuple[Callable[[], object], int]:
     return (lambda: execute(prepared)), prepared.rounds
 
 
+def interleaved(
+    runs: dict[Variant, Callable[[], object]], repeats: int
+) -> dict[Variant, list[float]]:
+    """Wall times of ``repeats`` rounds over ``runs``, after one warm-up call of each.
+
+    Round i starts at the i-th run (mod their number), so that no run always goes first.
+    """
+    for run in runs.values():
+        run()
+    order = list(runs)
+    times: dict[Variant, list[float]] = {variant: [] for variant in order}
+    for i in range(repeats):
+        shift = i % len(order)
+        for variant in order[shift:] + order[:shift]:
+            start = time.perf_counter()
+            runs[variant]()
+            times[variant].append(time.perf_counter() - start)
+    return times
+
+
 def epoch_rows(quick: bool, repeats: int) -> list[str]:
-    """Markdown rows: seconds per epoch of each order and the ratio to D-RR's."""
+    """Markdown rows: seconds per epoch of each variant and the ratios in ``RATIOS``."""
     rows = []
     for work in workloads(quick):
-        prepared = {order: epoch_run(work, order) for order in ORDERS}
-        runs = {order: run for order, (run, _) in prepared.items()}
-        for run in runs.values():
-            run()
-        times: dict[str, list[float]] = {order: [] for order in ORDERS}
-        for i in range(repeats):
-            for order in ORDERS[i % len(ORDERS) :] + ORDERS[: i % len(ORDERS)]:
-                start = time.perf_counter()
-                runs[order]()
-                times[order].append(time.perf_counter() - start)
-        medians = {order: statistics.median(t) for order, t in times.items()}
-        cells = [f"{medians[o]:.2f} ({min(times[o]):.2f})" for o in ORDERS]
-        ratios = [f"{medians[o] / medians['d-rr']:.2f}x" for o in ORDERS[1:]]
+        prepared = {v: epoch_run(work, v) for v in VARIANTS if v.measured_on(work)}
+        times = interleaved({v: run for v, (run, _) in prepared.items()}, repeats)
+        medians = {v: statistics.median(t) for v, t in times.items()}
+        cells = [
+            f"{medians[v]:.3f} ({min(times[v]):.3f})" if v in times else SAME for v in VARIANTS
+        ]
+        ratios = [
+            f"{medians[top] / medians[bottom]:.2f}x" if top in times else SAME
+            for _, top, bottom in RATIOS
+        ]
         rows.append(
-            f"| {work.name} | {work.workers} | {work.batch_size} | {prepared['d-rr'][1]} | "
+            f"| {work.name} | {work.workers} | {work.batch_size} | {prepared[D_RR][1]} | "
             f"{' | '.join(cells)} | {' | '.join(ratios)} |"
         )
     return rows
@@ -216,14 +271,12 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(decision_rows(repeats)))
     print(
-        "\nSeconds per epoch of `sgd` (simulate engine): median (best); ratio of medians to D-RR\n"
+        "\nSeconds per epoch of `sgd` (simulate engine): median (best); ratios of medians; "
+        f"'{SAME}': at b = 1 the same algorithm as example mode, not measured\n"
     )
-    labels = ("D-RR", "CD-GraB", f"CD-GraB signs k = {PROJECTION}")
-    print(
-        f"| problem | m | b | steps per epoch | {' | '.join(labels)} | CD-GraB / D-RR | "
-        "signs / D-RR |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
+    labels = [v.label for v in VARIANTS] + [label for label, _, _ in RATIOS]
+    print(f"| problem | m | b | steps per epoch | {' | '.join(labels)} |")
+    print("|---" * (4 + len(labels)) + "|")
     print("\n".join(epoch_rows(args.quick, repeats)))
 
 
