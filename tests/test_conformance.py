@@ -132,6 +132,7 @@ ENABLED_BY: dict[tuple[str, str], dict[str, Any]] = {
 # fields whose effect needs a particular setting of another field, tested where it is named
 COVERED_ELSEWHERE = {
     ("sgd", "projection"): "test_ordered_sgd.py::test_sign_bits_give_the_same_run_as_...",
+    ("local-newton", "then_giant"): "test_newton.py::test_then_giant_switches_once_l_is_1_...",
 }
 
 

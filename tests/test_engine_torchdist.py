@@ -131,6 +131,9 @@ def builtin() -> dict[str, tuple[Algorithm, int]]:
     algorithms = {name: build_algorithm(name, settings) for name, (settings, _, _) in CASES.items()}
     runs = {name: (a, 6) for name, a in algorithms.items() if a.synchronous}
     # example orders: per-worker permutation and sign-bit downloads, b = 1 pairs across steps
+    # adaptive LocalNewton that goes on as GIANT once L = 1 stalls: both protocols in one run
+    switching = {"local_steps": 2, "adaptive": True, "tolerance": 1e-6, "then_giant": True}
+    runs["local-newton-then-giant"] = (build_algorithm("local-newton", switching), 24)
     for order in ("cd-grab", "cd-grab-signs", "id-grab"):
         settings = {"order": order, "batch_size": 1, "lr": 0.2, "projection": 3}
         runs[f"sgd-{order}"] = (build_algorithm("sgd", settings), 20)
@@ -225,6 +228,8 @@ def test_every_registered_algorithm_matches_simulate(torchdist_runs: Path) -> No
     for name, (algorithm, rounds) in builtin().items():
         sim = case.engine(Simulation, algorithm, rounds, eval_every=2).run()
         assert_same_run(load(torchdist_runs / f"{name}.pt"), sim)
+        if name == "local-newton-then-giant":
+            assert 0 in sim.history["local_steps"].tolist(), "the run switched to GIANT"
 
 
 @pytest.mark.dist

@@ -8,6 +8,7 @@ from lowcomm.algorithms.giant import GIANT, GIANTConfig
 from lowcomm.algorithms.local_newton import LocalNewton, LocalNewtonConfig
 from lowcomm.algorithms.newton import conjugate_gradient
 from lowcomm.core.clock import ClockModel
+from lowcomm.core.errors import InvalidConfigError
 from tests import reference
 from tests.conftest import Setup
 from tests.test_algorithms_reference import numpy_shards
@@ -103,3 +104,35 @@ def test_rollback_returns_to_the_best_average(setup: Setup) -> None:
     # average, which a tolerance of 10 cannot count as an improvement: L drops, model rolls back
     assert int(state.aggregator.local_steps) == 5
     assert torch.equal(state.aggregator.params, first)
+
+
+def test_then_giant_switches_once_l_is_1_and_goes_on_as_giant_from_the_best_average() -> None:
+    setup = Setup(workers=4, n=2000, d=10, l2=1e-3)
+    config = LocalNewtonConfig(local_steps=2, adaptive=True, tolerance=1e-6, then_giant=True)
+    algorithm = LocalNewton(config)
+    sim = setup.simulation(algorithm, 1)
+    state = sim.start()
+    switched_at = None
+    for round_ in range(1, 40):
+        before = state.aggregator
+        setup.simulation(algorithm, round_).run(state)
+        if switched_at is None and state.aggregator.giant is not None:
+            switched_at, start = round_, before.best_params.numpy()
+            assert int(before.local_steps) == 1  # only once L has come down to 1
+        if switched_at is not None and (round_ - switched_at) == 9:
+            break
+    assert switched_at is not None, "the stall at L = 1 must trigger the switch"
+    x = start
+    for _ in range(3):  # 3 GIANT iterations = 9 engine rounds after the switch
+        x = reference.giant_iteration(numpy_shards(setup), 1e-3, x)
+    np.testing.assert_allclose(algorithm.model(state.aggregator).numpy(), x, rtol=1e-8, atol=1e-10)
+    steps = [row["local_steps"] for row in state.history]
+    assert steps[switched_at] == 0 and steps[switched_at - 1] == 1 and steps[-1] == 0
+    plain_config = LocalNewtonConfig(local_steps=2, adaptive=True, tolerance=1e-6)
+    plain = setup.run(LocalNewton(plain_config), round_)
+    assert state.history[-1]["train_loss"] < plain.history["train_loss"].iloc[-1]
+
+
+def test_then_giant_needs_adaptive_l() -> None:
+    with pytest.raises(InvalidConfigError, match=r"then_giant.*without adaptive"):
+        LocalNewtonConfig(then_giant=True)

@@ -93,7 +93,10 @@ class GIANT:
         self, problem: Problem, sizes: torch.Tensor, streams: Streams
     ) -> tuple[GIANTState, Download]:
         """Initial model, broadcast for the first gradient round."""
-        params = problem.init_params(streams.generator("init"))
+        return self.start(problem.init_params(streams.generator("init")), sizes)
+
+    def start(self, params: torch.Tensor, sizes: torch.Tensor) -> tuple[GIANTState, Download]:
+        """Iterations from ``params``: the state before a gradient round, and its broadcast."""
         zero = torch.zeros((), dtype=params.dtype)
         state = GIANTState(
             params,
@@ -116,8 +119,13 @@ class GIANT:
         self, state: GIANTWorkers, down: AnyPayload, data: LocalData, ctx: Context
     ) -> tuple[Upload, GIANTWorkers]:
         """The worker's part of the current phase (phases cycle with the round number)."""
+        return self.local_phase(state, down, data, ctx.round % 3)
+
+    def local_phase(
+        self, state: GIANTWorkers, down: AnyPayload, data: LocalData, phase: int
+    ) -> tuple[Upload, GIANTWorkers]:
+        """The worker's part of ``phase``: gradient, direction or trial losses."""
         assert isinstance(down, Dense)
-        phase = ctx.round % 3
         if phase == GRADIENT:
             params = down.values
             up = Bundle((Dense(data.grad(params)), Scalars(data.loss(params)[:, None])))

@@ -19,9 +19,17 @@ implemented as documented options with these defaults:
   the global loss F = sum_k (n_k/N) f_k stops improving (F > best - ``tolerance``), L decreases
   (``decrease="minus-one"``, or ``"halve"``), never below 1, and with ``rollback=True`` the
   aggregator returns to the best averaged model. The current L travels with the model and is
-  the ``local_steps`` history column.
+  the ``local_steps`` history column;
+* switch to GIANT (``then_giant=True``, with adaptive L; the spec's optional "switch to GIANT
+  once L = 1"): when the averaged model stops improving while L is already 1, the run goes on
+  as ``giant`` (its default settings) from the best averaged model so far. Local gradients alone
+  cannot reach the global optimum (averaged local Newton steps stall where the mean of the
+  local Newton directions vanishes), GIANT's global gradient can. Workers tell the phases apart
+  by the download: a model with L before the switch, GIANT's plain vectors after it. The
+  ``local_steps`` column is 0 from the switch on.
 
-Messages per round: down d values (+ 1 with adaptive L), up d values (+ 1 with adaptive L).
+Messages per round: down d values (+ 1 with adaptive L), up d values (+ 1 with adaptive L);
+after a switch to GIANT, GIANT's messages.
 """
 
 from __future__ import annotations
@@ -33,9 +41,11 @@ import torch
 
 from lowcomm.algorithms.base import Context, NoState
 from lowcomm.algorithms.combine import Reduce, combine
+from lowcomm.algorithms.giant import GIANT, GIANTConfig, GIANTState, GIANTWorkers
 from lowcomm.algorithms.line_search import ArmijoGrid
 from lowcomm.algorithms.local_data import LocalData
 from lowcomm.algorithms.newton import NewtonSolver
+from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.messages import AnyPayload, Bundle, Dense, Download, Scalars, Upload
 from lowcomm.core.rng import Streams
 from lowcomm.core.validate import at_least, in_interval, one_of
@@ -57,9 +67,13 @@ class LocalNewtonConfig:
     armijo: float = 0.1
     shrink: float = 0.5
     reduce: Reduce = "mean"
+    then_giant: bool = False
 
     def __post_init__(self) -> None:
         at_least("local-newton", "local_steps", self.local_steps, 1)
+        if self.then_giant and not self.adaptive:
+            allowed = "false without adaptive L (the switch happens once adaptive L is 1)"
+            raise InvalidConfigError("then_giant", "local-newton", allowed, self.then_giant)
         one_of("local-newton", "decrease", self.decrease, ("minus-one", "halve"))
         in_interval("local-newton", "tolerance", self.tolerance, 0.0, float("inf"))
         one_of("local-newton", "reduce", self.reduce, ("mean", "size-weighted"))
@@ -78,13 +92,21 @@ class LocalNewtonConfig:
 
 
 class LocalNewtonState(NamedTuple):
-    """Aggregator state: model, current L, best averaged loss and model so far, sizes."""
+    """Aggregator: model, L, best averaged loss and model so far, sizes; GIANT's once switched."""
 
     params: torch.Tensor
     local_steps: torch.Tensor
     best_loss: torch.Tensor
     best_params: torch.Tensor
     sizes: torch.Tensor
+    giant: GIANTState | None = None
+
+
+class SwitchingWorkers(NamedTuple):
+    """With ``then_giant``: GIANT's worker state and the phase of the next GIANT round."""
+
+    params: torch.Tensor
+    phase: torch.Tensor
 
 
 class LocalNewton:
@@ -95,6 +117,7 @@ class LocalNewton:
 
     def __init__(self, config: LocalNewtonConfig) -> None:
         self.config = config
+        self.giant = GIANT(GIANTConfig())
 
     def init(
         self, problem: Problem, sizes: torch.Tensor, streams: Streams
@@ -105,9 +128,15 @@ class LocalNewton:
         state = LocalNewtonState(params, torch.tensor(self.config.local_steps), inf, params, sizes)
         return state, self._download(state)
 
-    def init_workers(self, problem: Problem, workers: torch.Tensor, streams: Streams) -> NoState:
-        """Workers keep nothing between rounds."""
-        return NoState()
+    def init_workers(
+        self, problem: Problem, workers: torch.Tensor, streams: Streams
+    ) -> NoState | SwitchingWorkers:
+        """Workers keep nothing between LocalNewton rounds (GIANT's iterate after a switch)."""
+        if not self.config.then_giant:
+            return NoState()
+        w = workers.shape[0]
+        params = torch.zeros(w, problem.dim, dtype=problem.dtype)
+        return SwitchingWorkers(params, torch.zeros(w, dtype=torch.int64))
 
     def _download(self, state: LocalNewtonState) -> Download:
         model = Dense(state.params[None])
@@ -117,9 +146,11 @@ class LocalNewton:
         return Download(Bundle((model, steps)), broadcast=True)
 
     def local(
-        self, state: NoState, down: AnyPayload, data: LocalData, ctx: Context
-    ) -> tuple[Upload, NoState]:
+        self, state: NoState | SwitchingWorkers, down: AnyPayload, data: LocalData, ctx: Context
+    ) -> tuple[Upload, NoState | SwitchingWorkers]:
         """L Newton steps with a local line search from the received model."""
+        if isinstance(state, SwitchingWorkers) and isinstance(down, Dense):
+            return self._giant_local(state, down, data)
         if isinstance(down, Bundle):
             model, steps = down.parts
             assert isinstance(model, Dense) and isinstance(steps, Scalars)
@@ -135,6 +166,14 @@ class LocalNewton:
         reported = Scalars(data.loss(start)[:, None])
         return Upload.all(Bundle((Dense(params), reported))), state
 
+    def _giant_local(
+        self, state: SwitchingWorkers, down: Dense, data: LocalData
+    ) -> tuple[Upload, SwitchingWorkers]:
+        """After the switch: the worker's part of the current GIANT phase."""
+        phase = int(state.phase[0])
+        up, giant = self.giant.local_phase(GIANTWorkers(state.params), down, data, phase)
+        return up, SwitchingWorkers(giant.params, (state.phase + 1) % 3)
+
     def _newton_step(self, data: LocalData, params: torch.Tensor) -> torch.Tensor:
         """One step w <- w - a p, p = H^{-1} g, a from the local Armijo backtracking."""
         grad = data.grad(params)
@@ -148,6 +187,9 @@ class LocalNewton:
         self, state: LocalNewtonState, up: Upload, ctx: Context
     ) -> tuple[LocalNewtonState, Download]:
         """Average the models; with adaptive L, judge the previous average and adapt L."""
+        if state.giant is not None:
+            giant, down = self.giant.aggregate(state.giant, up, ctx)
+            return state._replace(giant=giant), down
         sizes = state.sizes[ctx.workers]
         payload = up.payload.parts[0] if isinstance(up.payload, Bundle) else up.payload
         assert isinstance(payload, Dense)
@@ -157,8 +199,16 @@ class LocalNewton:
             reported = up.payload.parts[1]
             assert isinstance(reported, Scalars)
             loss = combine(reported.values, up.sent, sizes, "size-weighted")[0]
+            if self._switches(state, loss):
+                giant, down = self.giant.start(state.best_params, state.sizes)
+                return new._replace(params=state.best_params, giant=giant), down
             new = self._adapt(state, new, loss)
         return new, self._download(new)
+
+    def _switches(self, old: LocalNewtonState, loss: torch.Tensor) -> bool:
+        """Whether to go on as GIANT: no improvement of ``loss`` although L is already 1."""
+        stalled = bool(loss > old.best_loss - self.config.tolerance)
+        return self.config.then_giant and stalled and int(old.local_steps) == 1
 
     def _adapt(
         self, old: LocalNewtonState, new: LocalNewtonState, loss: torch.Tensor
@@ -173,8 +223,8 @@ class LocalNewton:
         return new._replace(params=old.best_params) if config.rollback else new
 
     def model(self, state: LocalNewtonState) -> torch.Tensor:  # noqa: D102
-        return state.params
+        return state.params if state.giant is None else state.giant.params
 
     def metrics(self, state: LocalNewtonState) -> dict[str, float]:
-        """The current number of local steps L."""
-        return {"local_steps": float(state.local_steps)}
+        """The current number of local steps L (0 once switched to GIANT)."""
+        return {"local_steps": 0.0 if state.giant is not None else float(state.local_steps)}
