@@ -18,6 +18,7 @@ from lowcomm.experiments.config import make_config
 from lowcomm.experiments.reproduce import REPRODUCTIONS, make_request
 from lowcomm.experiments.reproduce.localnewton import (
     ADAPTIVE,
+    ADAPTIVE_GIANT,
     GIANT,
     GIANT3,
     SCAN,
@@ -34,6 +35,7 @@ from lowcomm.experiments.reproduce.localnewton import (
     sci,
     study_for,
     time_holds,
+    within,
 )
 from lowcomm.experiments.reproduce.report import Outcome, Request
 from lowcomm.experiments.runner import execute, prepare
@@ -102,7 +104,10 @@ def test_writes_report_figures_claims_and_every_run(tiny: Outcome) -> None:
         for method in TINY.methods():
             files = {p.name for p in (out / setting.slug / method.key).iterdir()}
             assert files == {"history.csv", "history.parquet", "run.json", "ledger.csv"}
-            assert saved(out, setting.slug, method.key)["sync_rounds"].iloc[-1] == 8
+            rounds = saved(out, setting.slug, method.key)["sync_rounds"]
+            # a run that switches to GIANT may overshoot the budget; it is measured up to it
+            assert rounds.iloc[-1] == 8 if method.key != ADAPTIVE_GIANT else rounds.iloc[-1] >= 8
+            assert within(saved(out, setting.slug, method.key), TINY)["sync_rounds"].max() == 8
     for name in ("claims.json", "targets.csv", "tuning.csv", "study.json"):
         assert (out / name).is_file()
 
