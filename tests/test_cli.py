@@ -458,6 +458,10 @@ def test_an_asynchronous_run_saves_its_ledger_and_replay_follows_its_order(
     assert b["sim_time"].iloc[-1] < a["sim_time"].iloc[-1]  # its own (faster) clock
     sync = lowcomm("run", *DATA, "--replay", tmp_path / "raced", "--out", tmp_path / "s")
     assert one_error_line(sync).startswith("error: The '--replay' parameter of lowcomm run")
+    flags = ["--replay", tmp_path / "raced", "--checkpoint-every", "5", "--out", tmp_path / "c"]
+    checkpointed = lowcomm("run", *common, *flags)
+    assert one_error_line(checkpointed).startswith("error: The '--replay' parameter")
+    assert "without --resume and --checkpoint-every" in checkpointed.output
     missing = lowcomm("run", *common, "--replay", tmp_path, "--out", tmp_path / "m")
     assert one_error_line(missing) == f"error: {tmp_path / 'ledger.csv'}: not found " + (
         "(an asynchronous lowcomm run saves its ledger there)"

@@ -133,3 +133,26 @@ def test_lag_cap_keeps_fast_workers_within_reach_of_the_slowest(setup: Setup) ->
     done = uploads.cumsum()
     assert (done.max(axis=1) - done.min(axis=1)).max() <= 2
     assert done.iloc[-1].tolist()[0] >= 9
+
+
+@pytest.mark.parametrize("lag_cap", [None, 0])
+def test_an_asynchronous_run_resumes_bit_identically_with_workers_parked(
+    setup: Setup, tmp_path: Path, lag_cap: int | None
+) -> None:
+    algorithm = SGD(SGDConfig(lr=0.2, batch_size=3, momentum=0.5, asynchronous=True))
+    clock = ClockModel(compute=ComputeModel(seconds_per_grad=0.1, speeds=(1.0, 3.0, 7.0, 10.0)))
+    options = {"clock": clock, "lag_cap": lag_cap, "eval_every": 2}
+    straight = setup.run(algorithm, 20, **options)
+    for stop in (6, 8, 10):  # checkpoints taken with uploads queued and workers parked
+        folder = tmp_path / f"{lag_cap}-{stop}"
+        setup.run(algorithm, stop, checkpoint_every=stop, checkpoint_dir=folder, **options)
+        state = load_checkpoint(folder)
+        assert state.engine["queue"] and not state.engine["computing"]
+        if lag_cap == 0 and stop in (6, 10):
+            assert state.engine["blocked"], "the lag cap parks fast workers"
+        resumed = setup.resume(algorithm, 20, state, **options)
+        pd.testing.assert_frame_equal(
+            without_wall_time(straight.history), without_wall_time(resumed.history)
+        )
+        pd.testing.assert_frame_equal(straight.ledger.records(), resumed.ledger.records())
+        assert torch.equal(straight.model, resumed.model)

@@ -258,8 +258,11 @@ def _start(out: Path, meta: dict[str, Any], resume: bool) -> None:
     write_json(out / RUN_JSON, {**meta, "summary": None})
 
 
-def _events(folder: Path, prepared: Prepared) -> Events:
+def _events(folder: Path, prepared: Prepared, resume: bool) -> Events:
     """The order of the updates of the asynchronous run saved in ``folder`` (its ledger)."""
+    if resume or prepared.config.checkpoint_every:
+        allowed = "given without --resume and --checkpoint-every (a replay is not checkpointed)"
+        raise InvalidConfigError("--replay", "lowcomm run", allowed, str(folder))
     if prepared.algorithm.synchronous:
         allowed = "used with an asynchronous algorithm (synchronous rounds have no order)"
         raise InvalidConfigError("--replay", "lowcomm run", allowed, prepared.algorithm.name)
@@ -361,7 +364,7 @@ def run(
         if resume:
             _check_unchanged(previous, config)
         prepared = prepare(config)
-        events = None if replay is None else _events(replay, prepared)
+        events = None if replay is None else _events(replay, prepared, resume)
         meta = metadata(prepared)
         rank0 = config.engine == "simulate" or os.environ.get("RANK", "0") == "0"
         if rank0 and config.checkpoint_every:

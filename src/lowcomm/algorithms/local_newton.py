@@ -199,23 +199,19 @@ class LocalNewton:
             reported = up.payload.parts[1]
             assert isinstance(reported, Scalars)
             loss = combine(reported.values, up.sent, sizes, "size-weighted")[0]
-            if self._switches(state, loss):
+            improved = bool(loss <= state.best_loss - self.config.tolerance)
+            if self.config.then_giant and not improved and int(state.local_steps) == 1:
                 giant, down = self.giant.start(state.best_params, state.sizes)
                 return new._replace(params=state.best_params, giant=giant), down
-            new = self._adapt(state, new, loss)
+            new = self._adapt(state, new, loss, improved)
         return new, self._download(new)
 
-    def _switches(self, old: LocalNewtonState, loss: torch.Tensor) -> bool:
-        """Whether to go on as GIANT: no improvement of ``loss`` although L is already 1."""
-        stalled = bool(loss > old.best_loss - self.config.tolerance)
-        return self.config.then_giant and stalled and int(old.local_steps) == 1
-
     def _adapt(
-        self, old: LocalNewtonState, new: LocalNewtonState, loss: torch.Tensor
+        self, old: LocalNewtonState, new: LocalNewtonState, loss: torch.Tensor, improved: bool
     ) -> LocalNewtonState:
-        """``loss`` is F at the model broadcast this round (``old.params``)."""
+        """Keep L on an improvement of ``loss``, F at ``old.params``; else decrease it."""
         config = self.config
-        if bool(loss <= old.best_loss - config.tolerance):
+        if improved:
             return new._replace(best_loss=loss, best_params=old.params)
         steps = int(old.local_steps)
         steps = steps - 1 if config.decrease == "minus-one" else steps // 2

@@ -309,7 +309,7 @@ class OrderedSGD:
         pair_ids, deltas, pending = pair_up(state.pending, ids, grads)
         slot = int(state.server.slot[0])
         server, signs = balance_pairs(state.server, pair_ids, deltas, coordinated=True)
-        state.signs[:, slot : slot + signs.shape[1]] = signs  # this epoch's, owned by the state
+        self._keep_signs(state, slot, signs)
         return grads.mean(dim=1), state._replace(server=server, pending=pending)
 
     def _decide_signs(
@@ -323,8 +323,13 @@ class OrderedSGD:
         deltas = projected.values.reshape(m, -1, k)
         slot = int(state.server.slot[0])
         server, signs = balance_pairs(state.server, None, deltas, coordinated=True)
-        state.signs[:, slot : slot + signs.shape[1]] = signs  # this epoch's, owned by the state
+        self._keep_signs(state, slot, signs)
         return means.values, state._replace(server=server)
+
+    def _keep_signs(self, state: OrderedState, slot: int, signs: torch.Tensor) -> None:
+        """The sign variant sends the epoch's signs at its end: write them into its buffer."""
+        if self.order == "cd-grab-signs":
+            state.signs[:, slot : slot + signs.shape[1]] = signs  # this epoch's, owned by the state
 
     def _end_epoch(self, state: OrderedState, m: int) -> tuple[OrderedState, Download]:
         """Log the epoch's herding bound; send CD-GraB's next orders; reset the server."""

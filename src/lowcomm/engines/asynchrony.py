@@ -9,7 +9,9 @@ time from the clock model (speeds, latency, bandwidth). Which uploads an update 
 - ``clock`` order: the next to arrive in simulated time; uploads arriving at the same instant
   are one update (one ``aggregate`` call, one row per sender in worker order), so with zero
   delays every worker arrives together each round and an asynchronous run is the synchronous
-  one. Deterministic, and the same on both engines.
+  one. Deterministic, and the same on both engines. Before an update the schedule waits only
+  for the computations that started no later than the earliest upload it holds (an upload
+  never arrives before its computation starts), so remote workers keep computing meanwhile.
 - ``arrival`` order (``torchdist`` only): the next upload to reach rank 0 in real time, one per
   update; staleness is then real. The simulated clock still advances by the clock model
   (never backwards).
@@ -24,6 +26,8 @@ worker rank behind point-to-point messages. The state of the schedule lives in
 from __future__ import annotations
 
 import heapq
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -81,8 +85,8 @@ class Workforce(Protocol):
         """Start ``worker``'s computation number ``local_round`` on the one-row ``down``."""
         ...
 
-    def collect(self) -> list[Completed]:
-        """Wait for every computation submitted and not yet returned, in submission order."""
+    def collect(self, workers: Sequence[int]) -> list[Completed]:
+        """The computations of ``workers`` (waiting for them) and any others already finished."""
         ...
 
     def next_arrival(self) -> Completed:
@@ -138,13 +142,14 @@ class AsyncRounds:
             local_rounds=[0] * n,
             done=[0] * n,
             started=[0.0] * n,
+            computing=[],
         )
         down = state.download.for_workers(torch.zeros(n, dtype=torch.int64))
         state.ledger.download(1, np.arange(n), down.nbytes().numpy())
         for worker in range(n):
             row = down.take(torch.tensor([worker]))
             self._dispatch(state, worker, row, self._transfer(worker, row))
-        self._collect(state)
+        self._gather(state, ())
 
     def _transfer(self, worker: int, payload: AnyPayload) -> float:
         nbytes = payload.nbytes().numpy()
@@ -162,6 +167,7 @@ class AsyncRounds:
             eng["blocked"].append((worker, down))
             return
         eng["started"][worker] = start
+        eng["computing"].append(worker)
         self.workforce.submit(state, worker, eng["local_rounds"][worker], down)
         eng["local_rounds"][worker] += 1
 
@@ -174,20 +180,31 @@ class AsyncRounds:
         start = state.engine["started"][done.worker]
         return Arrival(start + float(work[0]) + float(send[0]), done.worker, done)
 
-    def _collect(self, state: RunState) -> None:
-        """Queue every finished computation (not in ``arrival`` order: those wait to arrive)."""
+    def _arrived(self, state: RunState, done: Completed) -> Arrival:
+        """``done`` is no longer computing; when its upload arrives."""
+        state.engine["computing"].remove(done.worker)
+        return self._arrival(state, done)
+
+    def _gather(self, state: RunState, workers: Sequence[int]) -> None:
+        """Queue the computations of ``workers`` and any others already finished.
+
+        Not in ``arrival`` order, where uploads are taken as they come.
+        """
         if self.options.async_order == "arrival" and self.options.replay is None:
             return
-        for done in self.workforce.collect():
-            heapq.heappush(state.engine["queue"], self._arrival(state, done))
+        for done in self.workforce.collect(workers):
+            heapq.heappush(state.engine["queue"], self._arrived(state, done))
 
     def _next(self, state: RunState) -> list[Arrival]:
         """The uploads the next update handles."""
-        queue, replay = state.engine["queue"], self.options.replay
+        eng, replay = state.engine, self.options.replay
         if replay is not None:
             return self._replayed(state, replay)
         if self.options.async_order == "arrival":
-            return [self._arrival(state, self.workforce.next_arrival())]
+            return [self._arrived(state, self.workforce.next_arrival())]
+        queue = eng["queue"]
+        head = queue[0].time if queue else math.inf
+        self._gather(state, [w for w in eng["computing"] if eng["started"][w] <= head])
         batch = [heapq.heappop(queue)]
         while queue and queue[0].time == batch[0].time:
             batch.append(heapq.heappop(queue))
@@ -195,10 +212,15 @@ class AsyncRounds:
 
     def _replayed(self, state: RunState, replay: Events) -> list[Arrival]:
         """The queued uploads of the workers that update ``state.round + 1`` handled."""
+        if state.round >= len(replay):
+            allowed = f"as long as the run ({len(replay)} updates: set rounds <= {len(replay)})"
+            owner = "the asynchronous schedule"
+            raise InvalidConfigError("replay", owner, allowed, f"update {state.round + 1}")
+        wanted = replay[state.round]
+        self._gather(state, [w for w in wanted if w in state.engine["computing"]])
         queue = state.engine["queue"]
-        wanted = replay[state.round] if state.round < len(replay) else ()
         batch = [a for a in queue if a.worker in wanted]
-        if not wanted or len(batch) != len(wanted):
+        if len(batch) != len(wanted):
             queued = sorted(a.worker for a in queue)
             allowed = f"updates of computing workers (update {state.round + 1}: {queued})"
             raise InvalidConfigError("replay", "the asynchronous schedule", allowed, wanted)
@@ -232,7 +254,7 @@ class AsyncRounds:
             row = down.take(torch.tensor([position]))
             self._dispatch(state, worker, row, state.sim_time + self._transfer(worker, row))
         self._release(state)
-        self._collect(state)
+        self._gather(state, ())
 
     def _release(self, state: RunState) -> None:
         """Start the parked workers that the lag cap now lets through."""

@@ -2,13 +2,14 @@
 
 Rank 0 runs the schedule of :mod:`lowcomm.engines.asynchrony` (the same code as ``simulate``)
 and is the only rank that knows it: each reply is a point-to-point message to the rank hosting
-that worker (a command ``[compute, worker, local round]`` then the one-row download, sent
-without waiting), and a worker rank answers each computation with a header ``[worker, sent,
-gradient evaluations, HVPs]`` and its row (no rows when it skips). Worker ranks take their
-messages in order, one computation at a time, and know nothing of rounds or of each other.
+that worker (a command ``[compute, worker, local round]`` then the one-row download), and a
+worker rank answers each computation with a header ``[worker, sent, gradient evaluations,
+HVPs]`` and its row (no rows when it skips). A rank computes one worker at a time; rank 0
+keeps the computations meant for a busy rank until it answers. Worker ranks know nothing of
+rounds or of each other.
 
-In ``clock`` order (or with ``replay``) rank 0 waits, after each update, for every computation
-it started and then handles them in simulated-time order: the ledger and history equal
+In ``clock`` order (or with ``replay``) rank 0 handles the uploads in simulated-time order,
+waiting only for the computations that could arrive first: the ledger and history equal
 ``simulate``'s. In ``arrival`` order it handles whichever upload reaches it first (a receive
 from any rank: gloo only, NCCL has none), so staleness is real; the order it took is in the
 ledger (:func:`~lowcomm.engines.asynchrony.event_order`) and replaying it on ``simulate`` gives
@@ -18,6 +19,8 @@ the same ledger. When the run ends, computations still under way are received an
 
 from __future__ import annotations
 
+from collections import defaultdict, deque
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -35,67 +38,77 @@ _INT64 = torch.int64
 
 
 class RemoteWorkers:
-    """Rank 0's side: the workers on ranks 1..P-1 as an asynchronous workforce."""
+    """Rank 0's side: the workers on ranks 1..P-1 as an asynchronous workforce.
+
+    A rank computes one worker at a time, so each rank has at most one computation under way;
+    further ones wait here and are sent when the rank answers. Every message is then a blocking
+    send met by a receive already posted (or about to be): no send ever waits on another, on
+    gloo or NCCL.
+    """
 
     def __init__(self, owner: list[int]) -> None:
         self.owner = owner
-        self.in_flight: list[int] = []
-        # per rank, in order: (worker, the sends of its command and download)
-        self.sends: dict[int, list[tuple[int, list[wire.Pending]]]] = {}
+        self.busy: dict[int, int] = {}
+        self.waiting: dict[int, deque[tuple[int, int, AnyPayload]]] = defaultdict(deque)
+        self.started: list[int] = []
 
     def submit(self, state: RunState, worker: int, local_round: int, down: AnyPayload) -> None:
-        """Send the worker's rank the command and the download, without waiting."""
+        """Send the worker's rank the command and the download, or queue them if it is busy."""
         rank = self.owner[worker]
-        command = wire.isend_tensor(torch.tensor([_COMPUTE, worker, local_round]), rank)
-        sends = [command, *wire.isend_payload(wire.row(down, 0), rank)]
-        self.sends.setdefault(rank, []).append((worker, sends))
-        self.in_flight.append(worker)
+        self.started.append(worker)
+        if rank in self.busy:
+            self.waiting[rank].append((worker, local_round, down))
+        else:
+            self._send(rank, worker, local_round, down)
 
-    def _settle(self, rank: int, worker: int) -> None:
-        """Wait on (and drop) the sends that a worker's answer proves delivered.
+    def _send(self, rank: int, worker: int, local_round: int, down: AnyPayload) -> None:
+        wire.send_tensor(torch.tensor([_COMPUTE, worker, local_round]), rank)
+        wire.send_payload(wire.row(down, 0), rank)
+        self.busy[rank] = worker
 
-        Its rank took every message up to that worker's download before computing it. Waiting
-        is what frees them: gloo marks a send complete only once it is waited on.
-        """
-        queue = self.sends[rank]
-        while queue:
-            sent_to, sends = queue.pop(0)
-            for send in sends:
-                send.work.wait()
-            if sent_to == worker:
-                return
-
-    def collect(self) -> list[Completed]:
-        """Receive every computation under way, in the order they were started."""
-        started, self.in_flight = self.in_flight, []
-        return [self._receive(self.owner[worker]) for worker in started]
+    def collect(self, workers: Sequence[int]) -> list[Completed]:
+        """Receive the computations of ``workers`` (and those queued before them on their ranks)."""
+        wanted, received = set(workers), []
+        while wanted.intersection(self.started):
+            worker = next(w for w in self.started if w in wanted)
+            while True:
+                done = self._receive(self.owner[worker])
+                received.append(done)
+                wanted.discard(done.worker)
+                if done.worker == worker:
+                    break
+        return received
 
     def next_arrival(self) -> Completed:
         """The first computation under way to reach rank 0 (a receive from any rank)."""
         header = torch.empty(4, dtype=_INT64)
         rank = dist.recv(header, src=None)
-        done = self._receive(rank, header)
-        self.in_flight.remove(done.worker)
-        return done
+        return self._receive(rank, header)
 
     def _receive(self, rank: int, header: torch.Tensor | None = None) -> Completed:
-        """A worker rank's header (unless already received) and row, as a one-row upload."""
+        """A rank's answer as a one-row upload; then its next queued computation is sent.
+
+        ``header``: the answer's header when already received (a receive from any rank).
+        """
         if header is None:
             header = wire.recv_tensor((4,), _INT64, rank)
         worker, sent, grad_evals, hvps = header.tolist()
-        self._settle(rank, worker)
         payload = wire.recv_payload(rank)
+        assert self.busy.pop(rank) == worker, "a rank answers for the worker it was sent"
+        self.started.remove(worker)
+        if self.waiting[rank]:
+            self._send(rank, *self.waiting[rank].popleft())
         mask = torch.tensor([bool(sent)])
         rows = [payload] if sent else []
         return Completed(worker, Upload(wire.assemble(rows, mask, payload), mask), grad_evals, hvps)
 
     def stop(self, ranks: int) -> None:
-        """Receive and drop what is still under way, then stop every worker rank."""
-        while self.in_flight:
-            self.next_arrival()
+        """Drop what was never sent, receive and drop what is under way, stop every rank."""
+        self.waiting.clear()
+        self.started = [w for w in self.started if self.busy.get(self.owner[w]) == w]
+        self.collect(list(self.started))
         for rank in range(1, ranks + 1):
             wire.send_tensor(torch.tensor([_STOP, 0, 0]), rank)
-        self.sends = {}
 
 
 class WorkerRank:

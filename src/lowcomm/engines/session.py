@@ -64,6 +64,9 @@ class RunOptions:
         one_of("the run", "async_order", self.async_order, ASYNC_ORDERS)
         if self.replay is not None:
             object.__setattr__(self, "replay", _events(self.replay))
+            if self.async_order == "arrival":
+                allowed = "'clock' with a replay (the replay fixes the order)"
+                raise InvalidConfigError("async_order", "the run", allowed, self.async_order)
         at_least("the run", "rounds", self.rounds, 1)
         at_least("the run", "eval_every", self.eval_every, 1)
         at_least("the run", "checkpoint_every", self.checkpoint_every, 0)

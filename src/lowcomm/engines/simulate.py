@@ -8,6 +8,7 @@ this process when its download reaches it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -114,8 +115,8 @@ class _InProcess:
         )
         self.finished.append(done)
 
-    def collect(self) -> list[Completed]:
-        """The results computed since the last call."""
+    def collect(self, workers: Sequence[int]) -> list[Completed]:
+        """Every result computed since the last call (each is computed when submitted)."""
         finished, self.finished = self.finished, []
         return finished
 

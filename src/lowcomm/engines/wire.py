@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -200,13 +200,6 @@ def _map_tensors(
 # --- transport ----------------------------------------------------------------------------
 
 
-class Pending(NamedTuple):
-    """A send under way and the buffer it reads (kept alive until it completes)."""
-
-    work: Any
-    buffer: torch.Tensor
-
-
 def _device() -> torch.device:
     """Where messages must live for the default group's backend (NCCL moves CUDA tensors)."""
     if dist.get_backend() == dist.Backend.NCCL:
@@ -217,12 +210,6 @@ def _device() -> torch.device:
 def send_tensor(tensor: torch.Tensor, dst: int) -> None:
     """Send ``tensor`` to rank ``dst`` (blocking)."""
     dist.send(tensor.contiguous().to(_device()), dst)
-
-
-def isend_tensor(tensor: torch.Tensor, dst: int) -> Pending:
-    """Start sending ``tensor`` to rank ``dst``; the pending send keeps its buffer alive."""
-    buffer = tensor.contiguous().to(_device())
-    return Pending(dist.isend(buffer, dst), buffer)
 
 
 def recv_tensor(shape: Sequence[int], dtype: torch.dtype, src: int) -> torch.Tensor:
@@ -243,13 +230,6 @@ def broadcast_tensor(
         buffer = torch.empty(tuple(shape), dtype=dtype, device=_device())
     dist.broadcast(buffer, src)
     return buffer.cpu()
-
-
-def isend_payload(payload: AnyPayload, dst: int) -> list[Pending]:
-    """Start sending ``payload`` to rank ``dst`` as :func:`send_payload` would, without waiting."""
-    header, data = encode(payload)
-    parts = [torch.tensor([header.numel()]), header, *([data] if data.numel() else [])]
-    return [isend_tensor(part, dst) for part in parts]
 
 
 def send_payload(payload: AnyPayload, dst: int) -> None:

@@ -2,8 +2,10 @@
 
 A study interrupted after hours loses nothing: rerun with ``--resume`` and every run whose folder
 already holds a finished run of exactly the same config (same lowcomm version,
-:func:`finished_run`) is read back instead of computed again. The simulation is deterministic, so
-a resumed study gives the numbers a fresh one would.
+:func:`finished_run`, with its ledger) is read back instead of computed again. The simulation
+is deterministic, so with the same code a resumed study gives the numbers a fresh one would;
+the version string does not change with every edit of the code, so resume only across runs of
+the same code.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def run_or_resume(config: RunConfig, folder: Path, progress: bool, resume: bool)
     With ``resume``, a finished run of the same config already there is read back instead.
     """
     exact = config.model_dump(mode="json")
-    if not (resume and finished_run(folder, exact, lowcomm.__version__)):
+    saved = finished_run(folder, exact, lowcomm.__version__) and (folder / LEDGER_CSV).is_file()
+    if not (resume and saved):
         prepared = prepare(config)
         result = execute(prepared, progress)
         assert result is not None, "the simulate engine always returns a result"
