@@ -144,12 +144,19 @@ class AsyncRounds:
             started=[0.0] * n,
             computing=[],
         )
-        down = state.download.for_workers(torch.zeros(n, dtype=torch.int64))
-        state.ledger.download(1, np.arange(n), down.nbytes().numpy())
-        for worker in range(n):
-            row = down.take(torch.tensor([worker]))
-            self._dispatch(state, worker, row, self._transfer(worker, row))
+        self._reply(state, 1, np.arange(n))
         self._gather(state, ())
+
+    def _reply(self, state: RunState, round_: int, ids: np.ndarray) -> None:
+        """Send row i of ``state.download`` to worker ``ids[i]``, and start its next computation.
+
+        The ledger records each row as a download of ``round_``.
+        """
+        down = state.download.for_workers(torch.arange(len(ids)))
+        state.ledger.download(round_, ids, down.nbytes().numpy())
+        for position, worker in enumerate(ids.tolist()):
+            row = down.take(torch.tensor([position]))
+            self._dispatch(state, worker, row, state.sim_time + self._transfer(worker, row))
 
     def _transfer(self, worker: int, payload: AnyPayload) -> float:
         nbytes = payload.nbytes().numpy()
@@ -245,14 +252,10 @@ class AsyncRounds:
         ctx = Context(state.round, torch.from_numpy(ids), self.n, self.streams, staleness)
         state.aggregator, state.download = self.algorithm.aggregate(state.aggregator, up, ctx)
         state.round = r
-        down = state.download.for_workers(torch.arange(len(batch)))
-        state.ledger.download(r + 1, ids, down.nbytes().numpy())
         for worker in ids.tolist():
             eng["sent_version"][worker] = r
             eng["done"][worker] += 1
-        for position, worker in enumerate(ids.tolist()):
-            row = down.take(torch.tensor([position]))
-            self._dispatch(state, worker, row, state.sim_time + self._transfer(worker, row))
+        self._reply(state, r + 1, ids)
         self._release(state)
         self._gather(state, ())
 
