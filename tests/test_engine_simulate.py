@@ -156,3 +156,34 @@ def test_an_asynchronous_run_resumes_bit_identically_with_workers_parked(
         )
         pd.testing.assert_frame_equal(straight.ledger.records(), resumed.ledger.records())
         assert torch.equal(straight.model, resumed.model)
+
+
+class EchoOwnRow(RecordStaleness):
+    """An asynchronous toy whose first download gives worker w the row (w, w, ...): each worker
+    uploads what it received, and the aggregator keeps (worker, first value) pairs."""
+
+    name = "echo-own-row"
+
+    def init(self, problem: Problem, sizes: torch.Tensor, streams: Streams):
+        rows = torch.arange(sizes.shape[0], dtype=problem.dtype)[:, None].expand(-1, problem.dim)
+        state = Staleness(torch.zeros(problem.dim, dtype=problem.dtype), torch.zeros(0, 2))
+        return state, Download(Dense(rows.clone()), broadcast=False)
+
+    def local(self, state, down: AnyPayload, data: LocalData, ctx: Context):
+        assert isinstance(down, Dense)
+        return Upload.all(Dense(down.values)), state
+
+    def aggregate(self, state: Staleness, up: Upload, ctx: Context):
+        assert isinstance(up.payload, Dense)
+        row = torch.stack([ctx.workers.to(up.payload.values.dtype), up.payload.values[:, 0]], 1)
+        new = Staleness(state.params, torch.cat([state.seen, row]))
+        return new, Download(Dense(state.params[None]), True)
+
+
+def test_an_asynchronous_first_download_gives_each_worker_its_own_row(setup: Setup) -> None:
+    compute = ComputeModel(seconds_per_grad=1.0, speeds=(1.0, 2.0, 3.0, 5.0))
+    sim = setup.simulation(EchoOwnRow(), 4, clock=ClockModel(compute=compute))
+    state = sim.start()
+    sim.run(state)
+    first = {int(w): float(v) for w, v in reversed(state.aggregator.seen.tolist())}
+    assert first == {0: 0.0, 1: 1.0, 2: 2.0, 3: 3.0}
