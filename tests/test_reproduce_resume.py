@@ -44,12 +44,19 @@ def forbid_running(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_saved_run_is_finished_only_for_its_own_config_and_version(tmp_path: Path) -> None:
     runs_module.run_or_resume(CONFIG, tmp_path, False, resume=False)
-    exact = CONFIG.model_dump(mode="json")
-    assert finished_run(tmp_path, exact, lowcomm.__version__)
-    assert not finished_run(tmp_path, exact | {"rounds": 6}, lowcomm.__version__)
-    assert not finished_run(tmp_path, exact, "0.0.0")
+    version = lowcomm.__version__
+    assert finished_run(tmp_path, CONFIG, version)
+    assert not finished_run(tmp_path, CONFIG.model_copy(update={"rounds": 6}), version)
+    assert not finished_run(tmp_path, CONFIG, "0.0.0")
+    # a setting added after the run was saved counts at its default
+    meta = json.loads((tmp_path / RUN_JSON).read_text())
+    del meta["config"]["async_order"]
+    (tmp_path / RUN_JSON).write_text(json.dumps(meta))
+    assert finished_run(tmp_path, CONFIG, version)
+    changed = CONFIG.model_copy(update={"async_order": "arrival"})
+    assert not finished_run(tmp_path, changed, version)
     (tmp_path / RUN_JSON).unlink()
-    assert not finished_run(tmp_path, exact, lowcomm.__version__)
+    assert not finished_run(tmp_path, CONFIG, version)
 
 
 def test_resume_reads_back_the_same_run_and_ledger(

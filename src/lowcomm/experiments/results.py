@@ -16,9 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-from lowcomm.core.errors import DataError
+from lowcomm.core.errors import DataError, InvalidConfigError
 from lowcomm.core.ledger import COUNTERS
 from lowcomm.engines.session import RunResult
+from lowcomm.experiments.config import RunConfig, make_config
 
 HISTORY_CSV = "history.csv"
 HISTORY_PARQUET = "history.parquet"
@@ -73,21 +74,23 @@ def save_run(out: Path, result: RunResult, meta: dict[str, Any], ledger: bool = 
     write_json(out / RUN_JSON, {**meta, "summary": summary(result)})
 
 
-def finished_run(folder: Path, config: dict[str, Any], version: str) -> bool:
-    """Whether ``folder`` holds a finished run of exactly ``config`` saved by lowcomm ``version``.
+def finished_run(folder: Path, config: RunConfig, version: str) -> bool:
+    """Whether ``folder`` holds a finished run of ``config`` saved by lowcomm ``version``.
 
-    ``config`` is the run config's JSON form; this is what ``lowcomm reproduce --resume`` reads
-    back instead of running again.
+    The saved config is read back through :class:`RunConfig`, so a setting added since (absent
+    from the file) counts at its default. This is what ``lowcomm reproduce --resume`` reads back
+    instead of running again.
     """
     path = folder / RUN_JSON
     if not path.is_file() or not (folder / HISTORY_PARQUET).is_file():
         return False
     try:
         meta = read_json(path)
-    except DataError:
+        saved = make_config(meta.get("config", {}))
+    except (DataError, InvalidConfigError):
         return False
     same_version = meta.get("versions", {}).get("lowcomm") == version
-    return same_version and meta.get("config") == _strict(config)
+    return same_version and saved.model_dump() == config.model_dump()
 
 
 def read_json(path: Path) -> dict[str, Any]:

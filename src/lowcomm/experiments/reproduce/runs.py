@@ -52,8 +52,7 @@ def run_or_resume(config: RunConfig, folder: Path, progress: bool, resume: bool)
 
     With ``resume``, a finished run of the same config already there is read back instead.
     """
-    exact = config.model_dump(mode="json")
-    saved = finished_run(folder, exact, lowcomm.__version__) and (folder / LEDGER_CSV).is_file()
+    saved = finished_run(folder, config, lowcomm.__version__) and (folder / LEDGER_CSV).is_file()
     if not (resume and saved):
         prepared = prepare(config)
         result = execute(prepared, progress)
