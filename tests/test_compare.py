@@ -164,7 +164,7 @@ def test_compare_refuses_the_torchdist_engine(tmp_path: Path) -> None:
 
 def test_compare_returns_the_summary_it_writes(tmp_path: Path) -> None:
     base = make_config({"data": "synthetic-logistic:80,3", "workers": 2, "rounds": 2})
-    table = compare(base, ["sgd", "gd"], {"sgd": {"lr": 0.5}}, [3], tmp_path, 10.0)
+    table = compare(base, ["sgd", "gd"], {"sgd": {"lr": 0.5}}, [3], tmp_path, 10.0).summary
     pd.testing.assert_frame_equal(table, pd.read_csv(tmp_path / "summary.csv"))
     assert table["rounds_to_target"].tolist() == [0.0, 0.0]
     assert table["diverged"].tolist() == [0, 0]

@@ -6,7 +6,8 @@ from lowcomm.core.errors import InvalidConfigError
 from lowcomm.data.spec import DataSpec, PartitionSpec, parse_data_spec, parse_partition_spec
 
 DATA_ALLOWED = (
-    "one of libsvm:TRAIN[,TEST][,n_features=N], mnist:DIR, digits, breast-cancer, wine, iris, "
+    "one of libsvm:TRAIN[,TEST][,n_features=N], csv:TRAIN[,TEST][,label=NAME], "
+    "parquet:TRAIN[,TEST][,label=NAME], npz:PATH, mnist:DIR, digits, breast-cancer, wine, iris, "
     "synthetic-logistic[:N,D], synthetic-pca[:N,D]"
 )
 

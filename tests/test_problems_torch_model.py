@@ -183,9 +183,45 @@ def test_init_params_keeps_parameters_of_other_layers() -> None:
     torch.testing.assert_close(x[12:], torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0]))
 
 
-def test_module_with_buffers_is_rejected() -> None:
-    with pytest.raises(ValueError, match="buffers"):
-        TorchModel(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)))
+def batch_norm_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(NF, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, C)).double()
+
+
+def batch_norm_loss(x: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy with the hidden layer normalised by the batch's own statistics."""
+    W1, b1, gamma, beta, W2, b2 = x.split((5 * NF, 5, 5, 5, 5 * C, C))
+    h = X @ W1.view(5, NF).T + b1
+    h = (h - h.mean(0)) / torch.sqrt(h.var(0, unbiased=False) + 1e-5) * gamma + beta
+    return F.cross_entropy(torch.relu(h) @ W2.view(C, 5).T + b2, y)
+
+
+def test_batch_norm_normalises_by_each_workers_batch() -> None:
+    """Workers with the same parameters but different batches see their own statistics."""
+    X, y, _ = make_data(3)
+    problem = TorchModel(batch_norm_net(), l2=0.0, dtype=F64)
+    params = torch.stack([problem.init_params(torch.Generator().manual_seed(w)) for w in range(W)])
+    weight = torch.ones(W, B, dtype=F64)
+    expected = torch.stack([batch_norm_loss(params[w], X[w], y[w]) for w in range(W)])
+    torch.testing.assert_close(problem.loss(params, X, y, weight), expected)
+    x = params.clone().requires_grad_(True)
+    manual = torch.autograd.grad(
+        sum(batch_norm_loss(x[w], X[w], y[w]) for w in range(W)), x
+    )[0]
+    torch.testing.assert_close(problem.grad(params, X, y, weight), manual)
+
+
+def test_state_dict_carries_the_training_sets_batch_norm_statistics() -> None:
+    net = batch_norm_net()
+    problem = TorchModel(net, dtype=F64)
+    flat = problem.init_params(torch.Generator().manual_seed(4))
+    X = torch.randn(50, NF, generator=torch.Generator().manual_seed(5), dtype=F64)
+    state = problem.state_dict(flat, X)
+    hidden = X @ flat[: 5 * NF].view(5, NF).T + flat[5 * NF : 5 * NF + 5]
+    torch.testing.assert_close(state["1.running_mean"], hidden.mean(0))
+    torch.testing.assert_close(state["1.running_var"], hidden.var(0, unbiased=True))
+    torch.testing.assert_close(state["0.weight"], flat[: 5 * NF].view(5, NF))
+    assert net[1].running_mean.abs().max() == 0, "the user's module is left untouched"
 
 
 def test_metric_is_argmax_accuracy(setup) -> None:

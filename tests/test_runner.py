@@ -57,7 +57,7 @@ def test_compare_sgd_and_local_sgd_on_a9a(tmp_path: Path) -> None:
         }
     )
     options = {"sgd": {"lr": 0.5}, "local-sgd": {"lr": 0.5, "local_steps": 4}}
-    summary = compare(base, ["sgd", "local-sgd"], options, [0], tmp_path, None)
+    summary = compare(base, ["sgd", "local-sgd"], options, [0], tmp_path, None).summary
     for name in ("compare.png", "compare-round.png", "compare-bytes.png", "summary.csv"):
         assert (tmp_path / name).is_file(), name
     saved = pd.read_csv(tmp_path / "summary.csv")

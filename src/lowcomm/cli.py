@@ -7,7 +7,6 @@ stderr before any work starts; 3 the training diverged (the outputs are saved an
 from __future__ import annotations
 
 import math
-import os
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -20,29 +19,17 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from lowcomm.core.errors import DataError, InvalidConfigError, LowcommError
-from lowcomm.engines.asynchrony import event_order
-from lowcomm.engines.session import (
-    CHECKPOINT_NAME,
-    Events,
-    RunResult,
-    RunState,
-    load_checkpoint,
-)
+import lowcomm
+from lowcomm import api
+from lowcomm.algorithms.describe import describe_algorithms, describe_settings
+from lowcomm.core.errors import InvalidConfigError, LowcommError
 from lowcomm.experiments import compare as comparison
+from lowcomm.experiments import execution
 from lowcomm.experiments import reproduce as reproductions
 from lowcomm.experiments.config import RunConfig, load_yaml, make_config, read_config_file
+from lowcomm.experiments.execution import Result
 from lowcomm.experiments.plots import plot_runs, title
 from lowcomm.experiments.reproduce.report import console_table
-from lowcomm.experiments.results import (
-    LEDGER_CSV,
-    RUN_JSON,
-    read_json,
-    save_run,
-    summary,
-    write_json,
-)
-from lowcomm.experiments.runner import Prepared, execute, metadata, prepare
 
 USAGE, DIVERGED = 2, 3
 COMPARE = "lowcomm compare"
@@ -50,11 +37,28 @@ COMPARE_KEYS = ("algorithms", "seeds", "target_loss", "options")  # compare's co
 MB = 1e6
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     help="Communication-efficient distributed optimisation: run, compare, plot and reproduce.",
 )
+
+
+def _version(value: bool) -> None:
+    """Print the version and stop (the eager ``--version`` flag)."""
+    if value:
+        typer.echo(f"lowcomm {lowcomm.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Communication-efficient distributed optimisation: run, compare, plot and reproduce."""
 
 
 def _opt(help_text: str, field: str | None = None) -> Any:
@@ -96,7 +100,14 @@ Order = Annotated[
     str | None,
     _opt("sgd example order: d-rr, so, id-grab, id-grab-mean, cd-grab, cd-grab-signs.", "order"),
 ]
-Model = Annotated[str | None, _opt("auto, logistic, softmax, mlp or lenet.", "model")]
+Model = Annotated[
+    str | None,
+    _opt("auto, logistic, softmax, mlp, lenet, pca or package.module:factory.", "model"),
+]
+Loss = Annotated[
+    str | None,
+    _opt("For module models: cross-entropy, mse or package.module:function.", "loss"),
+]
 L2 = Annotated[float | None, _opt("L2 regularisation weight.", "l2")]
 EvalEvery = Annotated[int | None, _opt("Record a history row every N rounds.", "eval_every")]
 Dtype = Annotated[str | None, _opt("float32 or float64.", "dtype")]
@@ -191,12 +202,6 @@ def _file(config_file: Path | None) -> dict[str, Any]:
     return read_config_file(config_file) if config_file is not None else {}
 
 
-def _check_out(out: Path) -> None:
-    """Refuse an output path that exists and is not a folder."""
-    if out.exists() and not out.is_dir():
-        raise DataError(out, "exists and is not a folder")
-
-
 def _console() -> Console:
     """Standard output; wide when it is not a terminal, so tables are never cut."""
     return Console() if sys.stdout.isatty() else Console(width=160)
@@ -210,78 +215,9 @@ def _progress(quiet: bool) -> bool:
 # --- run ---------------------------------------------------------------------------------------
 
 
-def _previous_config(out: Path) -> dict[str, Any]:
-    """The config of the run saved in ``out`` ({} if none)."""
-    path = out / RUN_JSON
-    return dict(read_json(path).get("config", {})) if path.is_file() else {}
-
-
-RESUME_MAY_CHANGE = ("rounds", "epochs", "grad_budget", "eval_every", "checkpoint_every", "engine")
-"""The settings ``run --resume`` may change: how long, how often it records, where it runs."""
-
-
-def _check_unchanged(previous: dict[str, Any], config: RunConfig) -> None:
-    """Refuse a resume whose flags change the trajectory (any other setting of the saved run)."""
-    before, now = make_config(previous).model_dump(), config.model_dump()
-    changed = [key for key in now if key not in RESUME_MAY_CHANGE and now[key] != before[key]]
-    if changed:
-        allowed = (
-            f"unchanged from OUT/run.json except {', '.join(RESUME_MAY_CHANGE)} "
-            "(start a new run to change the others)"
-        )
-        raise InvalidConfigError(changed[0], "lowcomm run --resume", allowed, now[changed[0]])
-
-
-def _checkpoint(out: Path, config: RunConfig) -> RunState:
-    """The state saved in ``out``, which must not be past ``config.rounds``."""
-    path = out / CHECKPOINT_NAME
-    if not path.is_file():
-        raise DataError(path, "no checkpoint to resume from (save one with --checkpoint-every N)")
-    try:
-        state = load_checkpoint(path)
-    except Exception as exc:
-        raise DataError(path, f"not a readable lowcomm checkpoint ({exc})") from None
-    if state.round > config.rounds:
-        allowed = f"a number >= {state.round} (the checkpoint's round)"
-        raise InvalidConfigError("rounds", "lowcomm run --resume", allowed, config.rounds)
-    return state
-
-
-def _start(out: Path, meta: dict[str, Any], resume: bool) -> None:
-    """Before a checkpointed run: ``run.json`` without summary, and no stale checkpoint.
-
-    So a killed run can be resumed with ``--resume`` alone, and only from its own checkpoints.
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        (out / CHECKPOINT_NAME).unlink(missing_ok=True)
-    write_json(out / RUN_JSON, {**meta, "summary": None})
-
-
-def _events(folder: Path, prepared: Prepared, resume: bool) -> Events:
-    """The order of the updates of the asynchronous run saved in ``folder`` (its ledger)."""
-    if resume or prepared.config.checkpoint_every:
-        allowed = "given without --resume and --checkpoint-every (a replay is not checkpointed)"
-        raise InvalidConfigError("--replay", "lowcomm run", allowed, str(folder))
-    if prepared.algorithm.synchronous:
-        allowed = "used with an asynchronous algorithm (synchronous rounds have no order)"
-        raise InvalidConfigError("--replay", "lowcomm run", allowed, prepared.algorithm.name)
-    path = folder / LEDGER_CSV
-    if not path.is_file():
-        raise DataError(path, "not found (an asynchronous lowcomm run saves its ledger there)")
-    return event_order(pd.read_csv(path))
-
-
-def _finish(out: Path, result: RunResult, meta: dict[str, Any], fresh: bool, ledger: bool) -> None:
-    """Save the run, with its ledger if asked; a fresh run drops a stale checkpoint."""
-    save_run(out, result, meta, ledger)
-    if fresh:
-        (out / CHECKPOINT_NAME).unlink(missing_ok=True)
-
-
-def _run_table(result: RunResult, metric: str) -> Table:
+def _run_table(result: Result) -> Table:
     """The final state of a run as a two-column table."""
-    s = summary(result)
+    s, metric = result.summary, result.metadata["problem"]["metric"]
     table = Table(title="Run summary", show_header=False)
     rows = [
         ("Rounds", f"{s['rounds']}"),
@@ -314,6 +250,7 @@ def run(
     seed: Annotated[int | None, _opt("Seed of data split, partition and sampling.", "seed")] = None,
     engine: Annotated[str | None, _opt("simulate or torchdist (under torchrun).", "engine")] = None,
     model: Model = None,
+    loss: Loss = None,
     l2: L2 = None,
     eval_every: EvalEvery = None,
     dtype: Dtype = None,
@@ -356,27 +293,18 @@ def run(
     """
     # The setting flags reach the config through ctx.params (see _flags).
     with _user_errors():
-        _check_out(out)
-        previous = _previous_config(out) if resume else {}
+        execution.check_out(out)
+        previous = execution.previous_config(out) if resume else {}
         sets_ = {"options": parse_sets(sets or [], "lowcomm run")}
         config = make_config(_merge(previous, _file(config_file), _flags(ctx), sets_))
-        state = _checkpoint(out, config) if resume else None
-        if resume:
-            _check_unchanged(previous, config)
-        prepared = prepare(config)
-        events = None if replay is None else _events(replay, prepared, resume)
-        meta = metadata(prepared)
-        rank0 = config.engine == "simulate" or os.environ.get("RANK", "0") == "0"
-        if rank0 and config.checkpoint_every:
-            _start(out, meta, resume)
-        result = execute(prepared, _progress(quiet), out, state, events)
-        if result is None:
-            return
-        fresh = not (resume or config.checkpoint_every)
-        _finish(out, result, meta, fresh, ledger=not prepared.algorithm.synchronous)
+        result = api.run(
+            config=config, out=out, resume=resume, replay=replay, progress=_progress(quiet)
+        )
+    if result is None:
+        return
     if not quiet:
         console = _console()
-        console.print(_run_table(result, prepared.problem.metric_name))
+        console.print(_run_table(result))
         console.print(f"Saved to {out}")
     if result.divergence is not None:
         _fail(str(result.divergence), DIVERGED)
@@ -465,6 +393,7 @@ def compare(
     order: Order = None,
     sample_sizes: SampleSizesOpt = None,
     model: Model = None,
+    loss: Loss = None,
     l2: L2 = None,
     eval_every: EvalEvery = None,
     dtype: Dtype = None,
@@ -491,7 +420,6 @@ def compare(
     """
     # The setting flags reach the config through ctx.params (see _flags).
     with _user_errors():
-        _check_out(out)
         values = _file(config_file)
         from_file = {key: values.pop(key) for key in COMPARE_KEYS if key in values}
         names = _names(algorithms or from_file.get("algorithms", "sgd,local-sgd"), "algorithms")
@@ -499,11 +427,15 @@ def compare(
         target = from_file.get("target_loss") if target_loss is None else target_loss
         in_file = comparison.concerning(comparison.flatten_options(_options(from_file)), names)
         settings = in_file | parse_sets(sets or [], COMPARE)
-        base = make_config(values | _flags(ctx))
-        options = comparison.resolve_options(settings, names)
-        table = comparison.compare(
-            base, names, options, seed_list, out, target, progress=_progress(quiet)
-        )
+        table = api.compare(
+            names,
+            seeds=seed_list,
+            target_loss=target,
+            settings=settings,
+            out=out,
+            progress=_progress(quiet),
+            config=values | _flags(ctx),
+        ).summary
     if not quiet:
         rule = "automatic" if target is None else "given"
         console = _console()
@@ -619,6 +551,40 @@ def reproduce(
         title = f"Claims of {name}: measured here, beside the paper's run"
         console.print(console_table(outcome.claims, title, outcome.paper_source))
         console.print(f"Report: {outcome.report}")
+
+
+# --- algorithms --------------------------------------------------------------------------------
+
+
+def _table(title: str, headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> Table:
+    """Rows of text as a rich table."""
+    table = Table(title=title)
+    for header in headers:
+        table.add_column(header)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+@app.command()
+def algorithms(
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            help="An algorithm: list its settings.", metavar="[NAME]", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """List the algorithms, or every setting of one (type, default, allowed values, meaning)."""
+    with _user_errors():
+        if name is None:
+            headers = ("algorithm", "what", "timing", "sends up", "sends down")
+            table = _table("Algorithms", headers, [tuple(r) for r in describe_algorithms()])
+        else:
+            headers = ("setting", "type", "default", "allowed", "meaning")
+            rows = [tuple(r) for r in describe_settings(name)]
+            table = _table(f"Settings of {name} (--set KEY=VALUE)", headers, rows)
+    _console().print(table)
 
 
 def main(argv: list[str] | None = None) -> None:

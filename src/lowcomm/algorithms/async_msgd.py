@@ -32,10 +32,20 @@ import torch
 
 from lowcomm.algorithms.base import Context, NoState
 from lowcomm.algorithms.local_data import LocalData
+from lowcomm.algorithms.settings import (
+    POSITIVE,
+    About,
+    AlgorithmSettings,
+    Flag,
+    Interval,
+    Text,
+    When,
+    is_asynchronous,
+    setting,
+)
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.messages import AnyPayload, Dense, Download, Upload
 from lowcomm.core.rng import Streams
-from lowcomm.core.validate import at_least, in_interval, positive
 from lowcomm.problems.base import Problem
 
 DELAYS = "engine, const:T, uniform:T (T >= 0 integer) or geometric:P (0 < P <= 1)"
@@ -84,22 +94,31 @@ class DelayModel:
         return tau.clamp(max=self.longest).to(torch.int64)
 
 
+def _delay(text: str) -> None:
+    """Refuse (ValueError) a ``delay`` that is neither ``engine`` nor a delay model."""
+    if text != "engine":
+        DelayModel(text)
+
+
 @dataclass(frozen=True)
-class AsyncMSGDConfig:
+class AsyncMSGDConfig(AlgorithmSettings):
     """Settings of ``async-msgd``; see the module docstring."""
 
-    lr: float = 0.005
-    momentum: float = 0.0
-    batch_size: int = 1
-    delay: str = "engine"
-    normalize: bool = False
+    ABOUT = About(
+        "async-msgd",
+        "asynchronous momentum SGD: heavy-ball at the aggregator on stale gradients",
+        up="a mini-batch gradient (d values)",
+        down="the current iterate (d values)",
+        asynchronous=When("delay", "engine"),
+    )
 
-    def __post_init__(self) -> None:
-        positive("async-msgd", "lr", self.lr)
-        in_interval("async-msgd", "momentum", self.momentum, 0.0, 1.0)
-        at_least("async-msgd", "batch_size", self.batch_size, 1)
-        if self.delay != "engine":
-            DelayModel(self.delay)
+    lr: float = setting(0.005, POSITIVE, "step size")
+    momentum: float = setting(0.0, Interval(float, 0.0, 1.0), "heavy-ball momentum")
+    batch_size: int = setting(1, Interval(int, 1), "examples per gradient")
+    delay: str = setting(
+        "engine", Text(DELAYS, _delay), "staleness: the engine's, or a delay model (sync rounds)"
+    )
+    normalize: bool = setting(False, Flag(), "divide the iterate by its norm after every update")
 
 
 class AsyncMSGDState(NamedTuple):
@@ -119,7 +138,7 @@ class AsyncMSGD:
     def __init__(self, config: AsyncMSGDConfig) -> None:
         self.config = config
         self.delays = None if config.delay == "engine" else DelayModel(config.delay)
-        self.synchronous = self.delays is not None
+        self.synchronous = not is_asynchronous(config)
 
     def init(
         self, problem: Problem, sizes: torch.Tensor, streams: Streams

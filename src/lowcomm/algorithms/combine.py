@@ -6,15 +6,8 @@ from typing import Literal
 
 import torch
 
-from lowcomm.core.validate import one_of
-
 Reduce = Literal["sum", "mean", "size-weighted"]
 REDUCTIONS = ("sum", "mean", "size-weighted")
-
-
-def check_reduce(owner: str, value: str) -> None:
-    """Validate a ``reduce`` setting."""
-    one_of(owner, "reduce", value, REDUCTIONS)
 
 
 def combine(

@@ -21,29 +21,41 @@ import torch
 
 from lowcomm.algorithms.base import Context
 from lowcomm.algorithms.combine import combine
-from lowcomm.algorithms.line_search import ArmijoGrid
+from lowcomm.algorithms.line_search import (
+    LINE_SEARCH_PART,
+    SHRINK,
+    SUFFICIENT_DECREASE,
+    ArmijoGrid,
+)
 from lowcomm.algorithms.local_data import LocalData
+from lowcomm.algorithms.settings import POSITIVE, About, AlgorithmSettings, Interval, setting
 from lowcomm.core.messages import AnyPayload, Bundle, Dense, Download, Scalars, Upload
 from lowcomm.core.rng import Streams
 from lowcomm.problems.base import Problem
 
 
 @dataclass(frozen=True)
-class GDConfig:
+class GDConfig(AlgorithmSettings):
     """Settings of ``gd``: the line search's candidates step0 * shrink^j and constant c."""
 
-    step0: float = 1.0
-    shrink: float = 0.5
-    candidates: int = 20
-    armijo: float = 1e-4
+    ABOUT = About(
+        "gd",
+        "full gradient descent with a distributed Armijo line search (2 rounds per iteration)",
+        up="the local gradient and loss (d + 1 values), then the trial losses",
+        down="the model, then the global gradient (d values)",
+    )
+
+    step0: float = setting(1.0, POSITIVE, "largest trial step", part=LINE_SEARCH_PART)
+    shrink: float = setting(0.5, SHRINK, "ratio between trial steps", part=LINE_SEARCH_PART)
+    candidates: int = setting(20, Interval(int, 1), "number of trial steps", part=LINE_SEARCH_PART)
+    armijo: float = setting(
+        1e-4, SUFFICIENT_DECREASE, "sufficient-decrease constant c", part=LINE_SEARCH_PART
+    )
 
     @property
     def line_search(self) -> ArmijoGrid:
-        """The validated grid of candidate steps."""
+        """The grid of candidate steps."""
         return ArmijoGrid(self.step0, self.shrink, self.candidates, self.armijo)
-
-    def __post_init__(self) -> None:
-        self.line_search  # noqa: B018  (validates at construction)
 
 
 class GDWorkerState(NamedTuple):

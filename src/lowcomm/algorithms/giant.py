@@ -31,27 +31,34 @@ from lowcomm.algorithms.base import Context
 from lowcomm.algorithms.combine import combine
 from lowcomm.algorithms.line_search import ArmijoGrid
 from lowcomm.algorithms.local_data import LocalData
-from lowcomm.algorithms.newton import NewtonSolver
+from lowcomm.algorithms.newton import CG_ITERS, CG_TOL, SOLVER, SOLVER_PART, NewtonSolver
+from lowcomm.algorithms.settings import About, AlgorithmSettings, OneOf, setting
 from lowcomm.core.messages import AnyPayload, Bundle, Dense, Download, Scalars, Upload
 from lowcomm.core.rng import Streams
-from lowcomm.core.validate import one_of
 from lowcomm.problems.base import Problem
 
 GRADIENT, DIRECTION, LINE_SEARCH = 0, 1, 2
 
 
 @dataclass(frozen=True)
-class GIANTConfig:
+class GIANTConfig(AlgorithmSettings):
     """Settings of ``giant``: the local CG solve and how the line search is counted."""
 
-    cg_iters: int = 50
-    cg_tol: float = 1e-12
-    solver: str = "cg"
-    line_search: str = "piggyback"
+    ABOUT = About(
+        "giant",
+        "GIANT: global gradient, averaged local Newton directions, distributed line search",
+        up="the local gradient and loss, then a Newton direction (d values), then trial losses",
+        down="the model, the global gradient, the averaged direction (d values each)",
+    )
 
-    def __post_init__(self) -> None:
-        self.newton  # noqa: B018  (validates the solver settings at construction)
-        one_of("giant", "line_search", self.line_search, ("piggyback", "third-round"))
+    cg_iters: int = setting(50, CG_ITERS, "most CG iterations per local solve", part=SOLVER_PART)
+    cg_tol: float = setting(1e-12, CG_TOL, "CG relative residual tolerance", part=SOLVER_PART)
+    solver: str = setting("cg", SOLVER, "local Newton solve: exact (d x d) or cg", part=SOLVER_PART)
+    line_search: str = setting(
+        "piggyback",
+        OneOf(("piggyback", "third-round")),
+        "the line-search exchange piggy-backs (no sync round of its own) or is a third round",
+    )
 
     @property
     def newton(self) -> NewtonSolver:

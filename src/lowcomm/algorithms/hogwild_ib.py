@@ -32,27 +32,39 @@ import torch
 
 from lowcomm.algorithms.base import Context, NoState
 from lowcomm.algorithms.local_data import LocalData
-from lowcomm.algorithms.schedules import SampleSizes, StepSize
+from lowcomm.algorithms.schedules import SAMPLE_SIZES, STEP_SIZES, SampleSizes, StepSize
+from lowcomm.algorithms.settings import About, AlgorithmSettings, OneOf, Text, setting
 from lowcomm.core.messages import AnyPayload, Dense, Download, Upload
 from lowcomm.core.rng import Streams
-from lowcomm.core.validate import one_of
 from lowcomm.problems.base import Problem
 
 
 @dataclass(frozen=True)
-class HogwildIBConfig:
+class HogwildIBConfig(AlgorithmSettings):
     """Settings of ``hogwild-ib``: sample sizes, step sizes, local steps or mini-batch."""
 
-    sample_sizes: str = "linear:1,1"
-    step: str = "inv:0.5,1000"
-    mode: str = "local-steps"
-    step_timing: str = "round"
+    ABOUT = About(
+        "hogwild-ib",
+        "local SGD with increasing sample sizes; the aggregator adds every update (Hogwild!)",
+        up="the worker's summed update (d values)",
+        down="the current model, to that worker (d values)",
+        asynchronous=True,
+    )
 
-    def __post_init__(self) -> None:
-        SampleSizes(self.sample_sizes)
-        StepSize(self.step)
-        one_of("hogwild-ib", "mode", self.mode, ("local-steps", "minibatch"))
-        one_of("hogwild-ib", "step_timing", self.step_timing, ("round", "gradient"))
+    sample_sizes: str = setting(
+        "linear:1,1", Text(SAMPLE_SIZES, SampleSizes), "SGD work s_i of a worker in round i"
+    )
+    step: str = setting(
+        "inv:0.5,1000", Text(STEP_SIZES, StepSize), "step size on the global gradient count t"
+    )
+    mode: str = setting(
+        "local-steps",
+        OneOf(("local-steps", "minibatch")),
+        "s_i sequential steps on the worker's copy, or s_i gradients at the received model",
+    )
+    step_timing: str = setting(
+        "round", OneOf(("round", "gradient")), "one step size per round, or per gradient"
+    )
 
 
 class HogwildState(NamedTuple):

@@ -8,25 +8,26 @@ follows the official LAG code: D = 10, xi_d = xi / D with xi = 1 (WK) or 10 (PS)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import ClassVar
 
 from lowcomm.algorithms.lazy import REFERENCES, LazyAggregation, LazySpec
 from lowcomm.algorithms.local_data import SAMPLING
-from lowcomm.core.errors import InvalidConfigError
-from lowcomm.core.validate import at_least, in_interval, one_of, positive
+from lowcomm.algorithms.settings import (
+    NON_NEGATIVE,
+    POSITIVE,
+    About,
+    AlgorithmSettings,
+    Interval,
+    ListOf,
+    NoneOr,
+    OneOf,
+    setting,
+)
 
-
-def _check_common(owner: str, lr: float, window: int, xi: tuple[float, ...]) -> None:
-    positive(owner, "lr", lr)
-    at_least(owner, "window", window, 1)
-    if any(not x >= 0 for x in xi):
-        raise InvalidConfigError("xi", owner, "a list of numbers >= 0", xi)
-
-
-def _check_stochastic(owner: str, batch_size: int, sampling: str) -> None:
-    at_least(owner, "batch_size", batch_size, 1)
-    one_of(owner, "sampling", sampling, SAMPLING)
+DENSITY = Interval(float, 1e-12, 1.0, closed="both")
+XI = ListOf(Interval(float, 0.0, math.inf, closed="both"))
+LAZY_UP = "a lazy worker sends nothing"
 
 
 def _notebook_weights(threshold: float, lr: float, window: int) -> tuple[float, ...]:
@@ -35,24 +36,31 @@ def _notebook_weights(threshold: float, lr: float, window: int) -> tuple[float, 
 
 
 @dataclass(frozen=True)
-class LASGConfig:
+class LASGConfig(AlgorithmSettings):
     """``lasg``: the LASG-WK2 trigger over dense messages (SASG without sparsification)."""
 
-    NAME: ClassVar[str] = "lasg"
+    ABOUT = About(
+        "lasg",
+        "lazily aggregated stochastic gradients (LASG-WK2 trigger), dense messages",
+        up=f"lr * gradient (d values); {LAZY_UP}",
+        down="the model and the threshold (d + 1 values)",
+    )
 
-    lr: float = 0.005
-    batch_size: int = 10
-    sampling: str = "reshuffle"
-    window: int = 10
-    threshold: float = 0.5
-    reference: str = "last-upload"
-    xi: tuple[float, ...] = ()
-
-    def __post_init__(self) -> None:
-        _check_common(self.NAME, self.lr, self.window, self.xi)
-        _check_stochastic(self.NAME, self.batch_size, self.sampling)
-        in_interval(self.NAME, "threshold", self.threshold, 0.0, float("inf"))
-        one_of(self.NAME, "reference", self.reference, REFERENCES)
+    lr: float = setting(0.005, POSITIVE, "step size")
+    batch_size: int = setting(10, Interval(int, 1), "examples per worker per round")
+    sampling: str = setting(
+        "reshuffle", OneOf(SAMPLING), "uniform draws, or a fresh order of the shard every epoch"
+    )
+    window: int = setting(
+        10, Interval(int, 1), "D: models in the trigger; a worker sends at least every D rounds"
+    )
+    threshold: float = setting(
+        0.5, NON_NEGATIVE, "c: the trigger weights are xi_d = c * lr over D - 1 differences"
+    )
+    reference: str = setting(
+        "last-upload", OneOf(REFERENCES), "the model the fresh gradient is compared at"
+    )
+    xi: tuple[float, ...] = setting((), XI, "the trigger weights xi_d (overrides threshold)")
 
     def _density(self) -> float | None:
         return None
@@ -70,40 +78,46 @@ class LASGConfig:
             self.reference,
             self._density(),
         )
-        return LazyAggregation(self.NAME, spec)
+        return LazyAggregation(self.ABOUT.name, spec)
 
 
 @dataclass(frozen=True)
 class SASGConfig(LASGConfig):
     """``sasg``: the LASG-WK2 trigger over error-feedback top-k (per tensor) messages."""
 
-    NAME: ClassVar[str] = "sasg"
+    ABOUT = About(
+        "sasg",
+        "sparse lazy SGD: the LASG-WK2 trigger over top-k messages with error feedback",
+        up=f"top-k of lr * gradient + error (index and value each); {LAZY_UP}",
+        down="the model and the threshold (d + 1 values)",
+    )
 
-    density: float = 0.01
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        in_interval(self.NAME, "density", self.density, 1e-12, 1.0, closed_high=True)
+    density: float = setting(0.01, DENSITY, "share of each parameter tensor top-k keeps")
 
     def _density(self) -> float | None:
         return self.density
 
 
 @dataclass(frozen=True)
-class LAGConfig:
+class LAGConfig(AlgorithmSettings):
     """``lag``: deterministic (full local) gradients, worker- (``wk``) or server-side (``ps``)."""
 
-    lr: float = 0.1
-    rule: str = "wk"
-    window: int = 10
-    threshold: float | None = None
-    xi: tuple[float, ...] = ()
+    ABOUT = About(
+        "lag",
+        "lazily aggregated (full local) gradients, triggered at the worker or the aggregator",
+        up=f"lr * local gradient (d values); {LAZY_UP}",
+        down="the model and the threshold (d + 1 values; ps: + 1 request bit per worker)",
+    )
 
-    def __post_init__(self) -> None:
-        _check_common("lag", self.lr, self.window, self.xi)
-        one_of("lag", "rule", self.rule, ("wk", "ps"))
-        if self.threshold is not None:
-            in_interval("lag", "threshold", self.threshold, 0.0, float("inf"))
+    lr: float = setting(0.1, POSITIVE, "step size")
+    rule: str = setting(
+        "wk", OneOf(("wk", "ps")), "the trigger runs at the worker (wk) or the aggregator (ps)"
+    )
+    window: int = setting(10, Interval(int, 1), "D: model differences in the trigger")
+    threshold: float | None = setting(
+        None, NoneOr(NON_NEGATIVE), "xi, with xi_d = xi / D (null: 1 for wk, 10 for ps)"
+    )
+    xi: tuple[float, ...] = setting((), XI, "the trigger weights xi_d (overrides threshold)")
 
     def build(self) -> LazyAggregation:
         """The algorithm; the threshold defaults to LAG's xi = 1 (WK) or 10 (PS)."""
@@ -119,22 +133,26 @@ class LAGConfig:
             "last-upload",
             None,
         )
-        return LazyAggregation("lag", spec)
+        return LazyAggregation(self.ABOUT.name, spec)
 
 
 @dataclass(frozen=True)
-class TopKEFConfig:
+class TopKEFConfig(AlgorithmSettings):
     """``topk-ef``: top-k (per tensor) with error feedback, every worker every round."""
 
-    lr: float = 0.005
-    batch_size: int = 10
-    sampling: str = "reshuffle"
-    density: float = 0.01
+    ABOUT = About(
+        "topk-ef",
+        "top-k sparsified SGD with error feedback, every worker every round",
+        up="top-k of lr * gradient + error (index and value each)",
+        down="the model (d values)",
+    )
 
-    def __post_init__(self) -> None:
-        positive("topk-ef", "lr", self.lr)
-        _check_stochastic("topk-ef", self.batch_size, self.sampling)
-        in_interval("topk-ef", "density", self.density, 1e-12, 1.0, closed_high=True)
+    lr: float = setting(0.005, POSITIVE, "step size")
+    batch_size: int = setting(10, Interval(int, 1), "examples per worker per round")
+    sampling: str = setting(
+        "reshuffle", OneOf(SAMPLING), "uniform draws, or a fresh order of the shard every epoch"
+    )
+    density: float = setting(0.01, DENSITY, "share of each parameter tensor top-k keeps")
 
     def build(self) -> LazyAggregation:
         """The algorithm."""
@@ -148,4 +166,4 @@ class TopKEFConfig:
             "last-upload",
             self.density,
         )
-        return LazyAggregation("topk-ef", spec)
+        return LazyAggregation(self.ABOUT.name, spec)

@@ -13,23 +13,27 @@ from dataclasses import dataclass
 
 import torch
 
-from lowcomm.core.validate import at_least, in_interval, positive
+from lowcomm.core.constraints import Interval
+
+LINE_SEARCH_PART = (
+    "line search"  # the part of an algorithm its line-search settings configure, in errors
+)
+SHRINK = Interval(float, 1e-12, 1.0)
+SUFFICIENT_DECREASE = Interval(float, 1e-12, 0.5, closed="both")
 
 
 @dataclass(frozen=True)
 class ArmijoGrid:
-    """Candidate steps step0 * shrink^j, j < count, and the sufficient-decrease constant c."""
+    """Candidate steps step0 * shrink^j, j < count, and the sufficient-decrease constant c.
+
+    The configs that build one declare the allowed values (:data:`SHRINK`,
+    :data:`SUFFICIENT_DECREASE`).
+    """
 
     step0: float = 1.0
     shrink: float = 0.5
     count: int = 20
     c: float = 1e-4
-
-    def __post_init__(self) -> None:
-        positive("line search", "step0", self.step0)
-        in_interval("line search", "shrink", self.shrink, 1e-12, 1.0)
-        at_least("line search", "count", self.count, 1)
-        in_interval("line search", "c", self.c, 1e-12, 0.5, closed_high=True)
 
     def steps(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """The candidate steps, largest first."""

@@ -35,50 +35,77 @@ after a switch to GIANT, GIANT's messages.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 
 from lowcomm.algorithms.base import Context, NoState
-from lowcomm.algorithms.combine import Reduce, combine
+from lowcomm.algorithms.combine import combine
 from lowcomm.algorithms.giant import GIANT, GIANTConfig, GIANTState, GIANTWorkers
-from lowcomm.algorithms.line_search import ArmijoGrid
+from lowcomm.algorithms.line_search import (
+    LINE_SEARCH_PART,
+    SHRINK,
+    SUFFICIENT_DECREASE,
+    ArmijoGrid,
+)
 from lowcomm.algorithms.local_data import LocalData
-from lowcomm.algorithms.newton import NewtonSolver
+from lowcomm.algorithms.newton import CG_ITERS, CG_TOL, SOLVER, SOLVER_PART, NewtonSolver
+from lowcomm.algorithms.settings import (
+    NON_NEGATIVE,
+    About,
+    AlgorithmSettings,
+    Flag,
+    Interval,
+    OneOf,
+    setting,
+)
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.messages import AnyPayload, Bundle, Dense, Download, Scalars, Upload
 from lowcomm.core.rng import Streams
-from lowcomm.core.validate import at_least, in_interval, one_of
 from lowcomm.problems.base import Problem
 
 
 @dataclass(frozen=True)
-class LocalNewtonConfig:
+class LocalNewtonConfig(AlgorithmSettings):
     """Settings of ``local-newton``; see the module docstring for each."""
 
-    local_steps: int = 4
-    adaptive: bool = False
-    decrease: str = "minus-one"
-    rollback: bool = False
-    tolerance: float = 0.0
-    solver: str = "exact"
-    cg_tol: float = 1e-6
-    cg_iters: int = 50
-    armijo: float = 0.1
-    shrink: float = 0.5
-    reduce: Reduce = "mean"
-    then_giant: bool = False
+    ABOUT = About(
+        "local-newton",
+        "LocalNewton: L local Newton steps per worker, then model averaging; adaptive L",
+        up="the worker's model (d values; + 1 loss with adaptive L)",
+        down="the averaged model (d values; + L with adaptive L)",
+    )
+
+    local_steps: int = setting(4, Interval(int, 1), "local Newton steps L (L_0 with adaptive)")
+    adaptive: bool = setting(False, Flag(), "decrease L when the averaged loss stops improving")
+    decrease: str = setting("minus-one", OneOf(("minus-one", "halve")), "how L decreases")
+    rollback: bool = setting(False, Flag(), "return to the best averaged model when L decreases")
+    tolerance: float = setting(0.0, NON_NEGATIVE, "loss improvement needed to keep L")
+    solver: str = setting(
+        "exact", SOLVER, "local Newton solve: exact (d x d) or cg", part=SOLVER_PART
+    )
+    cg_tol: float = setting(1e-6, CG_TOL, "CG relative residual tolerance", part=SOLVER_PART)
+    cg_iters: int = setting(50, CG_ITERS, "most CG iterations per local solve", part=SOLVER_PART)
+    armijo: float = setting(
+        0.1,
+        SUFFICIENT_DECREASE,
+        "local line search's sufficient-decrease constant",
+        part=LINE_SEARCH_PART,
+    )
+    shrink: float = setting(0.5, SHRINK, "local line search's step ratio", part=LINE_SEARCH_PART)
+    reduce: Literal["mean", "size-weighted"] = setting(
+        "mean", OneOf(("mean", "size-weighted")), "model averaging: mean or shard-size-weighted"
+    )
+    then_giant: bool = setting(
+        False, Flag(), "with adaptive: go on as giant once L = 1 stops improving"
+    )
 
     def __post_init__(self) -> None:
-        at_least("local-newton", "local_steps", self.local_steps, 1)
+        """Check each setting, then that ``then_giant`` comes with adaptive L."""
+        super().__post_init__()
         if self.then_giant and not self.adaptive:
             allowed = "false without adaptive L (the switch happens once adaptive L is 1)"
             raise InvalidConfigError("then_giant", "local-newton", allowed, self.then_giant)
-        one_of("local-newton", "decrease", self.decrease, ("minus-one", "halve"))
-        in_interval("local-newton", "tolerance", self.tolerance, 0.0, float("inf"))
-        one_of("local-newton", "reduce", self.reduce, ("mean", "size-weighted"))
-        self.newton  # noqa: B018  (validates the solver settings at construction)
-        self.line_search  # noqa: B018
 
     @property
     def newton(self) -> NewtonSolver:

@@ -10,33 +10,36 @@ same batches this is exactly mini-batch ``sgd`` with the same reduction and no m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 
 from lowcomm.algorithms.base import Context, NoState
-from lowcomm.algorithms.combine import Reduce, combine
+from lowcomm.algorithms.combine import combine
 from lowcomm.algorithms.local_data import LocalData
+from lowcomm.algorithms.settings import POSITIVE, About, AlgorithmSettings, Interval, OneOf, setting
 from lowcomm.core.messages import AnyPayload, Dense, Download, Upload
 from lowcomm.core.rng import Streams
-from lowcomm.core.validate import at_least, one_of, positive
 from lowcomm.problems.base import Problem
 
 
 @dataclass(frozen=True)
-class LocalSGDConfig:
+class LocalSGDConfig(AlgorithmSettings):
     """Settings of ``local-sgd``: step size, batch, local steps L and the averaging weights."""
 
-    lr: float = 0.1
-    batch_size: int = 32
-    local_steps: int = 4
-    reduce: Reduce = "mean"
+    ABOUT = About(
+        "local-sgd",
+        "local SGD / FedAvg: L local mini-batch steps per worker, then model averaging",
+        up="the worker's model (d values)",
+        down="the averaged model (d values)",
+    )
 
-    def __post_init__(self) -> None:
-        positive("local-sgd", "lr", self.lr)
-        at_least("local-sgd", "batch_size", self.batch_size, 1)
-        at_least("local-sgd", "local_steps", self.local_steps, 1)
-        one_of("local-sgd", "reduce", self.reduce, ("mean", "size-weighted"))
+    lr: float = setting(0.1, POSITIVE, "local step size")
+    batch_size: int = setting(32, Interval(int, 1), "examples per local step")
+    local_steps: int = setting(4, Interval(int, 1), "local steps L per round")
+    reduce: Literal["mean", "size-weighted"] = setting(
+        "mean", OneOf(("mean", "size-weighted")), "model averaging: mean or shard-size-weighted"
+    )
 
 
 class LocalSGDState(NamedTuple):

@@ -15,9 +15,12 @@ from dataclasses import dataclass
 import torch
 
 from lowcomm.algorithms.local_data import LocalData
-from lowcomm.core.validate import at_least, in_interval, one_of
+from lowcomm.core.constraints import Interval, OneOf
 
-SOLVERS = ("exact", "cg")
+SOLVER_PART = "newton solver"  # the part of an algorithm its solver settings configure, in errors
+SOLVER = OneOf(("exact", "cg"))
+CG_TOL = Interval(float, 0.0, 1.0)
+CG_ITERS = Interval(int, 1)
 
 
 def conjugate_gradient(
@@ -55,16 +58,15 @@ def conjugate_gradient(
 
 @dataclass(frozen=True)
 class NewtonSolver:
-    """How a worker finds its Newton direction: ``exact`` (d x d solve) or ``cg``."""
+    """How a worker finds its Newton direction: ``exact`` (d x d solve) or ``cg``.
+
+    The configs that build one declare the allowed values (:data:`SOLVER`, :data:`CG_TOL`,
+    :data:`CG_ITERS`).
+    """
 
     method: str = "exact"
     cg_tol: float = 1e-6
     cg_iters: int = 50
-
-    def __post_init__(self) -> None:
-        one_of("newton solver", "method", self.method, SOLVERS)
-        in_interval("newton solver", "cg_tol", self.cg_tol, 0.0, 1.0)
-        at_least("newton solver", "cg_iters", self.cg_iters, 1)
 
     def solve(self, data: LocalData, params: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
         """The solution p of (local Hessian at ``params``) p = ``rhs``, for every worker."""

@@ -18,44 +18,66 @@ instead (:mod:`lowcomm.algorithms.ordered_sgd`), of single examples or, with
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 
 from lowcomm.algorithms.base import Context, NoState
-from lowcomm.algorithms.combine import Reduce, check_reduce, combine
+from lowcomm.algorithms.combine import REDUCTIONS, combine
 from lowcomm.algorithms.local_data import SAMPLING, LocalData
+from lowcomm.algorithms.settings import (
+    POSITIVE,
+    About,
+    AlgorithmSettings,
+    Flag,
+    Interval,
+    OneOf,
+    When,
+    is_asynchronous,
+    setting,
+)
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.messages import AnyPayload, Dense, Download, Upload
 from lowcomm.core.rng import Streams
-from lowcomm.core.validate import at_least, in_interval, one_of, positive
 from lowcomm.ordering.orders import ORDERS, UNITS
 from lowcomm.problems.base import Problem
 
 
 @dataclass(frozen=True)
-class SGDConfig:
+class SGDConfig(AlgorithmSettings):
     """Settings of ``sgd``: step size, per-worker batch, heavy-ball momentum, reduction."""
 
-    lr: float = 0.1
-    batch_size: int = 32
-    momentum: float = 0.0
-    reduce: Reduce = "mean"
-    asynchronous: bool = False
-    sampling: str = "replacement"
-    order: str = "none"
-    projection: int = 0
-    unit: str = "example"
+    ABOUT = About(
+        "sgd",
+        "distributed mini-batch SGD with heavy-ball momentum, or in epochs over example orders",
+        up="a mini-batch gradient (d values; cd-grab: b per-example gradients)",
+        down="the model (d values; cd-grab/-signs: the order at each epoch's end)",
+        asynchronous=When("asynchronous", True),
+    )
+
+    lr: float = setting(0.1, POSITIVE, "step size")
+    batch_size: int = setting(32, Interval(int, 1), "examples per worker per round")
+    momentum: float = setting(0.0, Interval(float, 0.0, 1.0), "heavy-ball momentum")
+    reduce: Literal["sum", "mean", "size-weighted"] = setting(
+        "mean", OneOf(REDUCTIONS), "how gradients are combined: sum, mean or shard-size-weighted"
+    )
+    asynchronous: bool = setting(False, Flag(), "apply each gradient as it arrives")
+    sampling: str = setting(
+        "replacement", OneOf(SAMPLING), "uniform draws, or a fresh order of the shard every epoch"
+    )
+    order: str = setting(
+        "none", OneOf(("none", *ORDERS)), "run in epochs over this example order (--order)"
+    )
+    projection: int = setting(
+        0,
+        Interval(int, 0),
+        "cd-grab-signs: project pair differences to this many dimensions (0: none)",
+    )
+    unit: str = setting("example", OneOf(UNITS), "what an order permutes: examples or minibatches")
 
     def __post_init__(self) -> None:
-        positive("sgd", "lr", self.lr)
-        at_least("sgd", "batch_size", self.batch_size, 1)
-        in_interval("sgd", "momentum", self.momentum, 0.0, 1.0)
-        check_reduce("sgd", self.reduce)
-        one_of("sgd", "sampling", self.sampling, SAMPLING)
-        one_of("sgd", "order", self.order, ("none", *ORDERS))
-        at_least("sgd", "projection", self.projection, 0)
-        one_of("sgd", "unit", self.unit, UNITS)
+        """Check each setting, then the settings that depend on each other."""
+        super().__post_init__()
         if self.order != "none" and self.asynchronous:
             raise InvalidConfigError("order", "sgd", "'none' for asynchronous sgd", self.order)
         if self.unit == "minibatch" and self.order == "none":
@@ -81,7 +103,7 @@ class SGD:
 
     def __init__(self, config: SGDConfig) -> None:
         self.config = config
-        self.synchronous = not config.asynchronous
+        self.synchronous = not is_asynchronous(config)
 
     def init(
         self, problem: Problem, sizes: torch.Tensor, streams: Streams

@@ -1,19 +1,31 @@
-"""In-memory data sets and the worker-stacked shards built from them."""
+"""In-memory data sets and the worker-stacked shards built from them.
+
+Features are dense, or sparse for wide LIBSVM data (:mod:`lowcomm.data.sparse`): a SciPy CSR
+matrix in a :class:`Dataset`, a sparse COO tensor in :class:`Shards`, behind the same methods.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
+import scipy.sparse as sp
 import torch
+
+from lowcomm.data import sparse
+from lowcomm.data.sparse import Features
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Examples ``X[n, *feature_shape]`` (float) with integer labels ``y[n]`` in 0..n_classes-1."""
+    """Examples ``X[n, *feature_shape]`` (float) with integer labels ``y[n]`` in 0..n_classes-1.
+
+    ``X`` is a dense array, or a CSR matrix ``[n, d]`` for wide sparse data.
+    """
 
     name: str
-    X: np.ndarray
+    X: Features
     y: np.ndarray
     n_classes: int
 
@@ -45,7 +57,8 @@ class Shards:
     """Worker shards stacked on a leading worker axis and padded to the largest shard.
 
     ``X[w, n_max, ...]``, ``y[w, n_max]``, ``weight[w, n_max]`` (1 for real examples, 0 for
-    padding), ``sizes[w]`` and the global ids ``workers[w]`` of the workers held here.
+    padding), ``sizes[w]`` and the global ids ``workers[w]`` of the workers held here. ``X`` is
+    a coalesced sparse COO tensor ``[w, n_max, d]`` when the data set's features are CSR.
     """
 
     X: torch.Tensor
@@ -59,15 +72,13 @@ class Shards:
         """Stack the shards ``data[parts[w]]`` for every worker w."""
         sizes = np.array([p.size for p in parts], dtype=np.int64)
         width = int(sizes.max())
-        X = np.zeros((len(parts), width, *data.feature_shape), dtype=np.float64)
         y = np.zeros((len(parts), width), dtype=np.int64)
         weight = np.zeros((len(parts), width))
         for w, part in enumerate(parts):
-            X[w, : part.size] = data.X[part]
             y[w, : part.size] = data.y[part]
             weight[w, : part.size] = 1.0
         return Shards(
-            torch.from_numpy(X).to(dtype),
+            _stack_features(data, parts, width, dtype),
             torch.from_numpy(y),
             torch.from_numpy(weight).to(dtype),
             torch.from_numpy(sizes),
@@ -81,25 +92,61 @@ class Shards:
 
     def take(self, index: torch.Tensor) -> Shards:
         """The shards at positions ``index``."""
-        return Shards(
-            self.X[index], self.y[index], self.weight[index], self.sizes[index], self.workers[index]
-        )
+        return self._select(index)
 
     def span(self, start: int, stop: int) -> Shards:
-        """The shards at positions ``start..stop-1`` as a view (no copy)."""
-        rows = slice(start, stop)
+        """The shards at positions ``start..stop-1`` as a view (no copy; sparse ones are copied)."""
+        return self._select(slice(start, stop))
+
+    def _select(self, rows: slice | torch.Tensor) -> Shards:
+        """The shards at ``rows``."""
         return Shards(
-            self.X[rows], self.y[rows], self.weight[rows], self.sizes[rows], self.workers[rows]
+            self._features(rows),
+            self.y[rows],
+            self.weight[rows],
+            self.sizes[rows],
+            self.workers[rows],
         )
+
+    def _features(self, rows: slice | torch.Tensor) -> torch.Tensor:
+        """``X`` of the workers at ``rows``: a dense selection, or a sparse gather of their rows."""
+        if not self.X.is_sparse:
+            return self.X[rows]
+        width = self.X.shape[1]
+        workers = torch.arange(self.rows)[rows]
+        return self._gather_rows(workers[:, None] * width + torch.arange(width))
+
+    @cached_property
+    def _row_starts(self) -> torch.Tensor:
+        """Row pointers of a sparse ``X`` (computed once per shards object)."""
+        return sparse.row_starts(self.X)
+
+    def _gather_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Flattened rows ``rows[w, b]`` of a sparse ``X`` as a sparse ``[w, b, d]`` tensor."""
+        return sparse.gather_rows(self.X, self._row_starts, rows)
 
     def gather(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Examples at per-worker positions ``index[w, b]``: ``X[w, b, ...]``, ``y[w, b]``.
 
         One ``index_select`` on the flattened shards (several times faster on CPU than
-        advanced indexing with two index tensors).
+        advanced indexing with two index tensors); sparse shards give a sparse ``X[w, b, d]``.
         """
         rows, width = self.X.shape[:2]
         flat = (index + width * torch.arange(rows)[:, None]).reshape(-1)
+        y = self.y.reshape(-1).index_select(0, flat).reshape(index.shape)
+        if self.X.is_sparse:
+            return self._gather_rows(flat.reshape(index.shape)), y
         X = self.X.reshape(rows * width, *self.X.shape[2:]).index_select(0, flat)
-        y = self.y.reshape(-1).index_select(0, flat)
-        return X.reshape(*index.shape, *self.X.shape[2:]), y.reshape(index.shape)
+        return X.reshape(*index.shape, *self.X.shape[2:]), y
+
+
+def _stack_features(
+    data: Dataset, parts: list[np.ndarray], width: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """``X[w, width, ...]`` with ``data.X[parts[w]]`` first in row w and zeros after."""
+    if sp.issparse(data.X):
+        return sparse.stack(data.X, parts, width, dtype)
+    X = np.zeros((len(parts), width, *data.feature_shape), dtype=np.float64)
+    for w, part in enumerate(parts):
+        X[w, : part.size] = data.X[part]
+    return torch.from_numpy(X).to(dtype)

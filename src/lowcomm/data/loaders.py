@@ -1,6 +1,7 @@
 """Loaders for LIBSVM files, MNIST idx files, scikit-learn's bundled sets and synthetic data.
 
-Every loader returns dense NumPy arrays with labels mapped to 0..C-1, and draws all its
+Every loader returns dense NumPy arrays with labels mapped to 0..C-1 (except LIBSVM files too
+wide to densify, which stay SciPy CSR: :mod:`lowcomm.data.sparse`), and draws all its
 randomness from :class:`lowcomm.core.rng.Streams`. Malformed files raise one
 :class:`DataError` naming the file, the line (where there is one) and what was expected.
 """
@@ -21,7 +22,8 @@ from lowcomm.core.errors import DataError, InvalidConfigError
 from lowcomm.core.rng import Streams
 from lowcomm.core.validate import at_least, one_of, positive
 from lowcomm.data.dataset import Dataset, TrainTest
-from lowcomm.data.spec import SKLEARN_SETS, DataSpec
+from lowcomm.data.sparse import DENSE_LIMIT, Features, fits_dense
+from lowcomm.data.spec import FILE_KINDS, SKLEARN_SETS, DataSpec
 from lowcomm.data.synthetic_pca import pca_data
 
 _DECOMPRESS = {".gz": gzip.decompress, ".bz2": bz2.decompress}
@@ -39,8 +41,13 @@ def load_data(spec: DataSpec, seed: int, test_fraction: float = 0.25) -> TrainTe
     """Load the data set named by a parsed ``--data`` string.
 
     ``seed`` drives splits and synthesis; ``test_fraction`` is the share held out where the
-    data set has no test split of its own (a LIBSVM file alone, bundled and synthetic sets).
+    data set has no test split of its own (a LIBSVM, CSV or Parquet file or an archive
+    alone, bundled and synthetic sets).
     """
+    if spec.kind in FILE_KINDS:
+        from lowcomm.data.tabular import load_tabular  # tabular reuses this module's helpers
+
+        return load_tabular(spec, seed, test_fraction)
     if spec.kind == "libsvm":
         return load_libsvm_pair(
             spec.path, spec.test_path, spec.n_features, test_fraction=test_fraction, seed=seed
@@ -57,19 +64,24 @@ def load_data(spec: DataSpec, seed: int, test_fraction: float = 0.25) -> TrainTe
 # --- LIBSVM ------------------------------------------------------------------------------------
 
 
-def load_libsvm(path: str | Path, n_features: int | None = None) -> Dataset:
-    """Read one LIBSVM file (plain, ``.gz`` or ``.bz2``) as a dense float64 data set.
+def load_libsvm(
+    path: str | Path, n_features: int | None = None, dense_limit: int = DENSE_LIMIT
+) -> Dataset:
+    """Read one LIBSVM file (plain, ``.gz`` or ``.bz2``) as a float64 data set.
 
     Args:
         path: the file.
         n_features: the width; indices beyond it are an error. None: the largest index present.
+        dense_limit: the features are a dense array when that takes at most this many bytes,
+            else a CSR matrix (0: always CSR).
 
     Raises:
         DataError: the file is missing, empty or malformed (with the first bad line).
     """
     X, raw = _read_libsvm(Path(path), n_features)
     y, classes = encode_labels(raw, source=path)
-    return Dataset(_stem(path), X.toarray(), y, int(classes.size))
+    features = _features(X, X.shape[1], fits_dense(X.shape, dense_limit))
+    return Dataset(_stem(path), features, y, int(classes.size))
 
 
 def load_libsvm_pair(
@@ -78,6 +90,7 @@ def load_libsvm_pair(
     n_features: int | None = None,
     test_fraction: float = 0.25,
     seed: int = 0,
+    dense_limit: int = DENSE_LIMIT,
 ) -> TrainTest:
     """Read a LIBSVM training file and its test file, or split the training file.
 
@@ -89,6 +102,9 @@ def load_libsvm_pair(
     Without a test file, a random ``test_fraction`` of the examples (not stratified) is the
     test set, drawn from ``Streams(seed).numpy("split")``.
 
+    Both sets are dense when the dense float64 matrix of all their examples takes at most
+    ``dense_limit`` bytes, else CSR (:mod:`lowcomm.data.sparse`).
+
     Raises:
         DataError: a file is missing, empty or malformed, or has an unseen test label.
         InvalidConfigError: ``test_fraction`` is not in (0, 1).
@@ -96,14 +112,16 @@ def load_libsvm_pair(
     X, raw = _read_libsvm(Path(train_path), n_features)
     y, classes = encode_labels(raw, source=train_path)
     if test_path is None:
-        data = Dataset(_stem(train_path), X.toarray(), y, int(classes.size))
+        features = _features(X, X.shape[1], fits_dense(X.shape, dense_limit))
+        data = Dataset(_stem(train_path), features, y, int(classes.size))
         return _split(data, test_fraction, seed)
     X_test, raw_test = _read_libsvm(Path(test_path), n_features)
     y_test, _ = encode_labels(raw_test, classes, source=test_path)
     width = max(X.shape[1], X_test.shape[1])
+    dense = fits_dense((X.shape[0] + X_test.shape[0], width), dense_limit)
     return TrainTest(
-        Dataset(_stem(train_path), _dense(X, width), y, int(classes.size)),
-        Dataset(_stem(test_path), _dense(X_test, width), y_test, int(classes.size)),
+        Dataset(_stem(train_path), _features(X, width, dense), y, int(classes.size)),
+        Dataset(_stem(test_path), _features(X_test, width, dense), y_test, int(classes.size)),
     )
 
 
@@ -205,11 +223,10 @@ def _number(value: float) -> str:
     return np.format_float_positional(float(value), trim="-")
 
 
-def _dense(X: sp.csr_matrix, width: int) -> np.ndarray:
-    """``X`` as a dense float64 array padded with zero columns to ``width``."""
-    X = X.copy()
-    X.resize((X.shape[0], width))
-    return X.toarray()
+def _features(X: sp.csr_matrix, width: int, dense: bool) -> Features:
+    """``X`` padded with zero columns to ``width``: a dense float64 array if ``dense``, else CSR."""
+    wide = sp.csr_matrix((X.data, X.indices, X.indptr), shape=(X.shape[0], width))
+    return wide.toarray() if dense else wide
 
 
 def _stem(path: str | Path) -> str:

@@ -5,6 +5,11 @@ Data sets (``--data``):
 - ``libsvm:TRAIN`` or ``libsvm:TRAIN,TEST``, optionally followed by ``,n_features=N``: LIBSVM
   files (plain, ``.gz`` or ``.bz2``). Only the first ``:`` separates the kind, so paths may hold
   colons; fields are separated by commas, so paths must not hold commas.
+- ``csv:TRAIN`` or ``csv:TRAIN,TEST``, optionally followed by ``,label=NAME``: CSV files with a
+  header row; the label column is NAME (default: the last column), every other column is a
+  numeric feature. ``parquet:TRAIN[,TEST][,label=NAME]``: the same for Parquet files.
+- ``npz:PATH``: a NumPy archive with arrays ``X`` [n, ...] and ``y`` [n], optionally ``X_test``
+  and ``y_test``.
 - ``mnist:DIR``: a folder with MNIST idx files.
 - ``digits``, ``breast-cancer``, ``wine``, ``iris``: scikit-learn's bundled sets.
 - ``synthetic-logistic`` or ``synthetic-logistic:N,D``: N examples (before the train/test split)
@@ -23,12 +28,16 @@ from dataclasses import dataclass
 from lowcomm.core.errors import InvalidConfigError
 
 SKLEARN_SETS = ("digits", "breast-cancer", "wine", "iris")
+TABLE_KINDS = ("csv", "parquet")
+FILE_KINDS = (*TABLE_KINDS, "npz")
 DATA_SYNTAX = (
-    "one of libsvm:TRAIN[,TEST][,n_features=N], mnist:DIR, digits, breast-cancer, wine, iris, "
+    "one of libsvm:TRAIN[,TEST][,n_features=N], csv:TRAIN[,TEST][,label=NAME], "
+    "parquet:TRAIN[,TEST][,label=NAME], npz:PATH, mnist:DIR, digits, breast-cancer, wine, iris, "
     "synthetic-logistic[:N,D], synthetic-pca[:N,D]"
 )
 _OWNER = "lowcomm run"
 _N_FEATURES = "n_features="
+_LABEL = "label="
 
 
 @dataclass(frozen=True)
@@ -36,10 +45,13 @@ class DataSpec:
     """A parsed ``--data`` string.
 
     Attributes:
-        kind: ``libsvm``, ``mnist``, ``synthetic-logistic`` or one of :data:`SKLEARN_SETS`.
-        path: the LIBSVM training file or the MNIST folder (empty for the other kinds).
-        test_path: the LIBSVM test file, if any.
+        kind: ``libsvm``, ``mnist``, ``synthetic-logistic``, ``synthetic-pca``, one of
+            :data:`FILE_KINDS` or one of :data:`SKLEARN_SETS`.
+        path: the training file (LIBSVM, CSV, Parquet), the ``.npz`` archive or the MNIST
+            folder (empty for the other kinds).
+        test_path: the LIBSVM, CSV or Parquet test file, if any.
         n_features: the LIBSVM width asked for, if any.
+        label: the name of the label column of a CSV or Parquet file (None: the last column).
         n: number of synthetic examples (before the split).
         d: number of synthetic features.
     """
@@ -48,6 +60,7 @@ class DataSpec:
     path: str = ""
     test_path: str | None = None
     n_features: int | None = None
+    label: str | None = None
     n: int = 2000
     d: int = 20
 
@@ -82,6 +95,11 @@ def parse_data_spec(text: str) -> DataSpec:
         return DataSpec("mnist", path=rest)
     if kind == "libsvm" and rest:
         return _libsvm(text, rest)
+    if kind in TABLE_KINDS and rest:
+        train, test, label = _files(text, rest, _LABEL)
+        return DataSpec(kind, path=train, test_path=test, label=label)
+    if kind == "npz" and rest:
+        return DataSpec("npz", path=rest)
     raise _bad_data(text)
 
 
@@ -108,16 +126,20 @@ def _synthetic(kind: str, text: str, rest: str | None) -> DataSpec:
 
 def _libsvm(text: str, rest: str) -> DataSpec:
     """``libsvm:TRAIN[,TEST][,n_features=N]``."""
-    fields = rest.split(",")
-    n_features = None
-    if fields[-1].startswith(_N_FEATURES):
-        n_features = _positive_int(fields.pop()[len(_N_FEATURES) :])
-        if n_features is None:
-            raise _bad_data(text)
-    if not 1 <= len(fields) <= 2 or not all(fields):
+    train, test, width = _files(text, rest, _N_FEATURES)
+    n_features = None if width is None else _positive_int(width)
+    if width is not None and n_features is None:
         raise _bad_data(text)
-    test_path = fields[1] if len(fields) == 2 else None
-    return DataSpec("libsvm", path=fields[0], test_path=test_path, n_features=n_features)
+    return DataSpec("libsvm", path=train, test_path=test, n_features=n_features)
+
+
+def _files(text: str, rest: str, option: str) -> tuple[str, str | None, str | None]:
+    """``TRAIN[,TEST]`` then optionally ``,`` ``option`` VALUE: the paths and VALUE (or None)."""
+    fields = rest.split(",")
+    value = fields.pop()[len(option) :] if fields[-1].startswith(option) else None
+    if not 1 <= len(fields) <= 2 or not all(fields) or value == "":
+        raise _bad_data(text)
+    return fields[0], fields[1] if len(fields) == 2 else None, value
 
 
 _PARTITION_RULES = {

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from lowcomm.data.dataset import Dataset, TrainTest
+from lowcomm.data.sparse import to_tensor
 from lowcomm.problems.base import Problem
 
 
@@ -26,10 +27,10 @@ class Evaluator:
 
     @staticmethod
     def build(problem: Problem, data: TrainTest) -> Evaluator:
-        """Tensors of the whole training and test sets in the problem's dtype."""
+        """Tensors of the whole training and test sets in the problem's dtype (sparse or dense)."""
 
         def tensors(d: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
-            return torch.as_tensor(d.X, dtype=problem.dtype), torch.as_tensor(d.y)
+            return to_tensor(d.X, problem.dtype), torch.as_tensor(d.y)
 
         return Evaluator(problem, *tensors(data.train), *tensors(data.test))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +23,11 @@ import pandas as pd
 from lowcomm.algorithms.registry import REGISTRY, build_algorithm, option_names
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.experiments.config import RunConfig, make_config
+from lowcomm.experiments.execution import Result, check_out, run_config
+from lowcomm.experiments.models import Objects
 from lowcomm.experiments.plots import plot_runs, title
-from lowcomm.experiments.results import (
-    load_history,
-    mean_history,
-    read_json,
-    save_run,
-    write_json,
-)
-from lowcomm.experiments.runner import execute, metadata, prepare
+from lowcomm.experiments.results import load_history, mean_history, read_json, write_json
+from lowcomm.experiments.runner import prepare
 
 OWNER = "lowcomm compare"
 SUMMARY_CSV = "summary.csv"
@@ -206,6 +203,7 @@ def _configs(
     algorithms: Sequence[str],
     options: Mapping[str, Mapping[str, Any]],
     seeds: Sequence[int],
+    objects: Objects | None,
 ) -> dict[tuple[str, int], RunConfig]:
     """Every run's config, all validated (data and partition of every seed included)."""
     values = base.model_dump()
@@ -219,8 +217,16 @@ def _configs(
     for config in configs.values():
         build_algorithm(config.algorithm, config.options)
     for seed in seeds:
-        prepare(configs[algorithms[0], seed])
+        prepare(configs[algorithms[0], seed], objects)
     return configs
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The summary table (see :func:`compare`) and every run, per algorithm in seed order."""
+
+    summary: pd.DataFrame
+    runs: dict[str, list[Result]]
 
 
 def compare(
@@ -228,13 +234,14 @@ def compare(
     algorithms: list[str],
     options_per_algorithm: dict[str, dict[str, Any]],
     seeds: list[int],
-    out: Path,
+    out: Path | None,
     target_loss: float | None,
     progress: bool = False,
-) -> pd.DataFrame:
+    objects: Objects | None = None,
+) -> Comparison:
     """Run every algorithm on every seed with ``base``'s settings; write runs, plots, summary.
 
-    Everything is validated before the first run starts. A run that diverges is saved up to
+    Everything is validated before the first run starts. A run that diverges is kept up to
     its divergence and counted in the summary's ``diverged`` column.
 
     Args:
@@ -242,31 +249,35 @@ def compare(
         algorithms: registered algorithm names, in the order of the summary and legends.
         options_per_algorithm: each algorithm's options (see :func:`resolve_options`).
         seeds: one run per algorithm and seed.
-        out: the comparison folder (layout in the module docstring).
+        out: the comparison folder (layout in the module docstring); None writes nothing.
         target_loss: the target of the ``*_to_target`` columns; None for
             :func:`automatic_target`.
         progress: show a progress bar per run on stderr.
+        objects: data, module and loss given as Python objects, shared by every run.
 
     Returns:
-        The summary written to ``summary.csv`` (see :func:`summarize`) plus ``diverged``,
-        the number of seeds on which each algorithm diverged.
+        The summary (written to ``summary.csv``; see :func:`summarize`) plus ``diverged``,
+        the number of seeds on which each algorithm diverged, and the runs.
     """
+    if out is not None:
+        check_out(out)
     _check(base, algorithms, options_per_algorithm, seeds, target_loss)
-    configs = _configs(base, algorithms, options_per_algorithm, seeds)
-    histories: dict[str, list[pd.DataFrame]] = {name: [] for name in algorithms}
-    diverged = dict.fromkeys(algorithms, 0)
+    configs = _configs(base, algorithms, options_per_algorithm, seeds, objects)
+    runs: dict[str, list[Result]] = {name: [] for name in algorithms}
     for (name, seed), config in configs.items():
-        prepared = prepare(config)
-        result = execute(prepared, progress)
+        result = run_config(
+            config, objects, None if out is None else out / name / f"seed{seed}", progress=progress
+        )
         assert result is not None, "the simulate engine always returns a result"
-        save_run(out / name / f"seed{seed}", result, metadata(prepared))
-        histories[name].append(result.history)
-        diverged[name] += result.divergence is not None
-    table = summarize(histories, target_loss).assign(diverged=list(diverged.values()))
-    table.to_csv(out / SUMMARY_CSV, index=False)
-    shared = _write_info(out, base, configs, table, target_loss is not None)
-    plot_runs(histories, out / FIGURE, title=title(shared))
-    return table
+        runs[name].append(result)
+    histories = {name: [r.history for r in results] for name, results in runs.items()}
+    diverged = [sum(r.divergence is not None for r in results) for results in runs.values()]
+    table = summarize(histories, target_loss).assign(diverged=diverged)
+    if out is not None:
+        table.to_csv(out / SUMMARY_CSV, index=False)
+        shared = _write_info(out, base, configs, table, target_loss is not None)
+        plot_runs(histories, out / FIGURE, title=title(shared))
+    return Comparison(table, runs)
 
 
 def _write_info(

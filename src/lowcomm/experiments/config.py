@@ -15,6 +15,10 @@ from pydantic_core import ErrorDetails
 from lowcomm.core.errors import DataError, InvalidConfigError
 
 MODELS = ("auto", "logistic", "softmax", "mlp", "lenet", "pca")
+LOSSES = ("cross-entropy", "mse")
+IN_MEMORY = "in-memory"
+"""The ``model``/``loss``/``data`` value that stands for an object given to :func:`lowcomm.run`."""
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -41,7 +45,8 @@ class RunConfig(BaseModel):
     algorithm: str = "sgd"
     options: dict[str, Any] = Field(default_factory=dict)
     data: str = "digits"
-    model: Literal["auto", "logistic", "softmax", "mlp", "lenet", "pca"] = "auto"
+    model: str = "auto"
+    loss: str = "cross-entropy"
     hidden: tuple[int, ...] = (64,)
     l2: float = Field(default=1e-4, ge=0)
     workers: int = Field(default=8, ge=1)
@@ -64,6 +69,20 @@ class RunConfig(BaseModel):
     lag_cap: int | None = Field(default=None, ge=0)
     async_order: Literal["clock", "arrival"] = "clock"
     test_fraction: float = Field(default=0.25, gt=0, lt=1)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, model: str) -> str:
+        if model not in (*MODELS, IN_MEMORY) and not _IMPORT_PATH.match(model):
+            raise ValueError(f"one of {', '.join(MODELS)} or package.module:factory")
+        return model
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, loss: str) -> str:
+        if loss not in (*LOSSES, IN_MEMORY) and not _IMPORT_PATH.match(loss):
+            raise ValueError(f"one of {', '.join(LOSSES)} or package.module:function")
+        return loss
 
     @field_validator("speeds")
     @classmethod

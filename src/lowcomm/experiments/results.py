@@ -27,9 +27,9 @@ RUN_JSON = "run.json"
 LEDGER_CSV = "ledger.csv"
 
 
-def summary(result: RunResult) -> dict[str, Any]:
+def summary(history: pd.DataFrame, divergence: Exception | None) -> dict[str, Any]:
     """The final state of a run: rounds done, cumulative totals, final metrics, divergence."""
-    last = result.history.iloc[-1]
+    last = history.iloc[-1]
     totals = {name: int(last[name]) for name in (*COUNTERS, "sync_rounds")}
     return {
         "rounds": int(last["round"]),
@@ -38,7 +38,7 @@ def summary(result: RunResult) -> dict[str, Any]:
         "wall_time": float(last["wall_time"]),
         "train_loss": float(last["train_loss"]),
         "test_metric": float(last["test_metric"]),
-        "divergence": None if result.divergence is None else str(result.divergence),
+        "divergence": None if divergence is None else str(divergence),
     }
 
 
@@ -71,7 +71,7 @@ def save_run(out: Path, result: RunResult, meta: dict[str, Any], ledger: bool = 
     result.history.to_parquet(out / HISTORY_PARQUET, index=False)
     if ledger:
         result.ledger.records().to_csv(out / LEDGER_CSV, index=False)
-    write_json(out / RUN_JSON, {**meta, "summary": summary(result)})
+    write_json(out / RUN_JSON, {**meta, "summary": summary(result.history, result.divergence)})
 
 
 def finished_run(folder: Path, config: RunConfig, version: str) -> bool:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 import lowcomm
@@ -19,18 +20,15 @@ from lowcomm.core.rng import Streams
 from lowcomm.data.dataset import Shards, TrainTest
 from lowcomm.data.loaders import load_data
 from lowcomm.data.partition import partition, partition_summary
+from lowcomm.data.sparse import DENSE_LIMIT
 from lowcomm.data.spec import parse_data_spec, parse_partition_spec
 from lowcomm.engines.evaluation import Evaluator
 from lowcomm.engines.session import Events, RunOptions, RunResult, RunState
 from lowcomm.engines.simulate import Simulation
 from lowcomm.experiments.config import RunConfig
+from lowcomm.experiments.models import Objects, make_problem
 from lowcomm.problems.base import Problem
-from lowcomm.problems.logistic import LogisticRegression
-from lowcomm.problems.pca import StreamingPCA
-from lowcomm.problems.softmax import SoftmaxRegression
-from lowcomm.problems.torch_model import TorchModel, lenet, mlp
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 UNBOUNDED = 10**12
 
 
@@ -67,31 +65,6 @@ class Prepared:
         )
 
 
-def make_problem(config: RunConfig, data: TrainTest) -> Problem:
-    """The objective named by ``config.model`` for these data."""
-    train, dtype = data.train, DTYPES[config.dtype]
-    n_features = int(np.prod(train.feature_shape))
-    model: str = config.model
-    if model == "auto":
-        model = {1: "pca", 2: "logistic"}.get(train.n_classes, "softmax")
-    if model == "pca":
-        return StreamingPCA(n_features, dtype=dtype)
-    if model == "logistic":
-        if train.n_classes != 2:
-            raise InvalidConfigError(
-                "model", "the run config", "softmax, mlp or lenet for multiclass data", model
-            )
-        return LogisticRegression(n_features, config.l2, dtype=dtype)
-    if model == "softmax":
-        return SoftmaxRegression(n_features, train.n_classes, config.l2, dtype=dtype)
-    if model == "mlp":
-        return TorchModel(
-            mlp(n_features, config.hidden, train.n_classes), l2=config.l2, dtype=dtype
-        )
-    side = round(math.sqrt(n_features))
-    return TorchModel(lenet(train.n_classes, 1, side), l2=config.l2, dtype=dtype)
-
-
 def _lenet_input(data: TrainTest) -> TrainTest:
     """Images as [n, 1, H, W] for the CNN."""
 
@@ -102,15 +75,19 @@ def _lenet_input(data: TrainTest) -> TrainTest:
     return TrainTest(shaped(data.train), shaped(data.test))
 
 
-def prepare(config: RunConfig) -> Prepared:
-    """Load, partition and build everything for ``config`` (deterministic in its seed)."""
+def prepare(config: RunConfig, objects: Objects | None = None) -> Prepared:
+    """Load, partition and build everything for ``config`` (deterministic in its seed).
+
+    ``objects``: data, module and loss given as Python objects (:func:`lowcomm.run`).
+    """
     algorithm = build_algorithm(config.algorithm, _algorithm_options(config))
     partition_spec = parse_partition_spec(config.partition)
-    data = load_data(parse_data_spec(config.data), config.seed, config.test_fraction)
+    data = _data(config, objects)
+    _check_sparse(config.model, data)
     if config.model == "lenet":
         data = _lenet_input(data)
     parts = partition(data.train.y, config.workers, partition_spec, config.seed)
-    problem = make_problem(config, data)
+    problem = make_problem(config, data, objects)
     shards = Shards.build(data.train, parts, problem.dtype)
     network = NetworkModel(Link(config.latency, config.bandwidth))
     compute = ComputeModel(config.seconds_per_grad, 0.0, config.speeds)
@@ -129,6 +106,27 @@ def prepare(config: RunConfig) -> Prepared:
         clock,
         rounds,
     )
+
+
+def _data(config: RunConfig, objects: Objects | None) -> TrainTest:
+    """The data given as objects, else those named by ``config.data``."""
+    if objects is not None and objects.data is not None:
+        return objects.data.split(config.seed, config.test_fraction)
+    return load_data(parse_data_spec(config.data), config.seed, config.test_fraction)
+
+
+def _check_sparse(model: str, data: TrainTest) -> None:
+    """Refuse sparse features (data too wide to densify) for a model other than a linear one."""
+    train = data.train
+    linear = model in ("logistic", "softmax") or (model == "auto" and train.n_classes >= 2)
+    if sp.issparse(train.X) and not linear:
+        n, d = train.n + data.test.n, train.X.shape[1]
+        allowed = (
+            f"logistic or softmax for sparse data ({train.name}: {n} x {d} features would take "
+            f"{n * d * 8 / 2**30:.2f} GiB dense, over the {DENSE_LIMIT / 2**30:.2f} GiB limit "
+            "for dense data)"
+        )
+        raise InvalidConfigError("model", "the run config", allowed, model)
 
 
 def _algorithm_options(config: RunConfig) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 Parameters are flat vectors with a leading worker axis, ``params[w, d]``; data come as
 ``X[w, b, *feature_shape]``, ``y[w, b]`` and per-example weights ``weight[w, b]`` (0 marks
-padding, so workers with unequal shards share one batched call). The local objective of a
-worker is the weighted mean of its per-example losses plus the L2 term:
+padding, so workers with unequal shards share one batched call). For data too wide to densify,
+``X`` is a sparse COO tensor ``[w, b, d]``, which only the linear problems read
+(:mod:`lowcomm.problems.linear`). The local objective of a worker is the weighted mean of its
+per-example losses plus the L2 term:
 
     f_w(x) = sum_i weight_i * loss_i(x) / sum_i weight_i + (l2 / 2) * ||x||^2
 """

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.problems.base import Problem
 from lowcomm.problems.linear import (
+    dense,
     design_matrix,
     matvec,
     normalise_weights,
@@ -92,7 +93,7 @@ class LogisticRegression:
     ) -> torch.Tensor:
         """``-s_i σ(-m_i) a_i + l2 x`` for every example, ``[w, b, d]``."""
         A, s, m = self._margins(params, X, y)
-        return self.l2 * params[:, None, :] - (s * torch.sigmoid(-m))[..., None] * A
+        return self.l2 * params[:, None, :] - (s * torch.sigmoid(-m))[..., None] * dense(A)
 
     def _curvature(
         self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
@@ -119,6 +120,7 @@ class LogisticRegression:
     ) -> torch.Tensor:
         """``Aᵀ diag(D) A + l2 I``, ``[w, d, d]``."""
         A, D = self._curvature(params, X, y, weight)
+        A = dense(A)
         H = torch.einsum("wbi,wbj->wij", A * D[..., None], A)
         return H + self.l2 * torch.eye(self.dim, dtype=H.dtype)
 

@@ -19,7 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from lowcomm.core.errors import InvalidConfigError
-from lowcomm.problems.linear import design_matrix, normalise_weights, squared_norm
+from lowcomm.problems.linear import (
+    dense,
+    design_matrix,
+    matmul,
+    normalise_weights,
+    rmatmul,
+    squared_norm,
+)
 
 
 class SoftmaxRegression:
@@ -64,7 +71,7 @@ class SoftmaxRegression:
     def _forward(self, params: torch.Tensor, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Design ``A[w, b, F]`` and logits ``Z = A Wᵀ``, ``[w, b, C]``."""
         A = design_matrix(X, self.fit_intercept)
-        return A, torch.bmm(A, self._matrix(params).transpose(1, 2))
+        return A, matmul(A, self._matrix(params).transpose(1, 2))
 
     def loss(
         self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
@@ -87,7 +94,7 @@ class SoftmaxRegression:
     ) -> torch.Tensor:
         """``Σ_i ω_i (p_i - e_i) a_iᵀ + l2 W`` flattened, ``[w, d]``."""
         A, R = self._residuals(params, X, y)
-        G = torch.bmm((R * normalise_weights(weight)[..., None]).transpose(1, 2), A)
+        G = rmatmul(A, R * normalise_weights(weight)[..., None])
         return G.flatten(start_dim=1) + self.l2 * params
 
     def per_example_grads(
@@ -95,7 +102,7 @@ class SoftmaxRegression:
     ) -> torch.Tensor:
         """``(p_i - e_i) a_iᵀ + l2 W`` flattened for every example, ``[w, b, d]``."""
         A, R = self._residuals(params, X, y)
-        G = (R[..., :, None] * A[..., None, :]).flatten(start_dim=2)
+        G = (R[..., :, None] * dense(A)[..., None, :]).flatten(start_dim=2)
         return G + self.l2 * params[:, None, :]
 
     def _curvature(
@@ -115,9 +122,9 @@ class SoftmaxRegression:
     ) -> torch.Tensor:
         """``Σ_i ω_i (p ⊙ u_i - p (p·u_i)) a_iᵀ + l2 V`` with ``u_i = V a_i``, ``[w, d]``."""
         A, P, omega = self._curvature(params, X, weight)
-        U = torch.bmm(A, self._matrix(v).transpose(1, 2))
+        U = matmul(A, self._matrix(v).transpose(1, 2))
         JU = P * (U - (P * U).sum(dim=2, keepdim=True))
-        Hv = torch.bmm((JU * omega[..., None]).transpose(1, 2), A)
+        Hv = rmatmul(A, JU * omega[..., None])
         return Hv.flatten(start_dim=1) + self.l2 * v
 
     def hessian(
@@ -125,6 +132,7 @@ class SoftmaxRegression:
     ) -> torch.Tensor:
         """``Σ_i ω_i (diag(p_i) - p_i p_iᵀ) ⊗ a_i a_iᵀ + l2 I``, ``[w, d, d]`` (small d)."""
         A, P, omega = self._curvature(params, X, weight)
+        A = dense(A)
         S = torch.diag_embed(P) - P[..., :, None] * P[..., None, :]
         SA = torch.einsum("wbcd,wbf->wbcfd", S * omega[..., None, None], A)
         H = torch.einsum("wbcfd,wbg->wcfdg", SA, A).reshape(-1, self.dim, self.dim)

@@ -4,12 +4,20 @@ The module's parameters are replaced by slices of one flat vector (``functional_
 every method is a per-worker function vectorised over the worker axis with ``vmap``: gradients by
 reverse mode, per-example gradients by a nested ``vmap`` of ``grad`` (Opacus-style), Hessian-vector
 products by forward-over-reverse ``jvp(grad)`` (Pearlmutter, 1994), which costs a small multiple of
-a gradient. Modules with buffers (BatchNorm running statistics, ...) are rejected: their state
-would make the loss depend on call history and on which workers share a batch.
+a gradient.
+
+The objective must be a pure function of the parameters, so the module runs as in evaluation
+mode (dropout off) and its BatchNorm layers normalise by the statistics of the batch at hand
+(``torch.func.replace_all_batch_norm_modules_``, as in DDP without SyncBatchNorm): each worker's
+mini-batch while training, the whole training or test set when the engine evaluates. Running
+statistics are not tracked while training; :meth:`TorchModel.state_dict` fills them from one
+pass over the training set at the final parameters, so the returned module in ``eval()`` mode
+normalises by the training set's statistics. Other buffers are constants.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from collections.abc import Callable
@@ -17,7 +25,14 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, hessian, jvp, vmap
+from torch.func import (
+    functional_call,
+    grad,
+    hessian,
+    jvp,
+    replace_all_batch_norm_modules_,
+    vmap,
+)
 
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.problems.linear import normalise_weights
@@ -28,6 +43,25 @@ Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-example cross-entropy ``logsumexp(z) - z_y``, ``[b]``."""
     return F.cross_entropy(logits, y, reduction="none")
+
+
+def squared_error(outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-example mean squared error against the one-hot label, ``[b]``."""
+    target = F.one_hot(y, outputs.shape[-1]).to(outputs.dtype)
+    return (outputs - target).square().mean(dim=-1)
+
+
+def per_example(loss: Loss) -> Loss:
+    """A loss of any reduction (``mean``, ``sum`` or ``none``) as per-example values, ``[b]``.
+
+    Each example is passed alone as a batch of one, so ``F.cross_entropy`` with its default
+    mean reduction gives the same values as with ``reduction="none"``.
+    """
+
+    def one(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return loss(z[None], t[None]).sum()
+
+    return vmap(one)
 
 
 class TorchModel:
@@ -47,14 +81,15 @@ class TorchModel:
         l2: float = 0.0,
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        if any(True for _ in module.buffers()):
-            raise InvalidConfigError(
-                "module", "TorchModel", "free of buffers (no BatchNorm or other state)", module
-            )
         if l2 < 0:
             raise InvalidConfigError("l2", "TorchModel", ">= 0", l2)
         named = list(module.named_parameters())
-        self.module = module
+        self.original = module
+        self.module = replace_all_batch_norm_modules_(copy.deepcopy(module)).eval()
+        self.buffers = {
+            name: b.to(dtype) if b.is_floating_point() else b
+            for name, b in self.module.named_buffers()
+        }
         self.loss_fn = loss
         self.l2 = float(l2)
         self.dtype = dtype
@@ -67,6 +102,28 @@ class TorchModel:
         """One worker's ``flat[d]`` as the module's named parameter tensors (views)."""
         parts = flat.split(self.segments)
         return {n: t.view(s) for n, t, s in zip(self.names, parts, self.shapes, strict=True)}
+
+    def _forward(self, flat: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+        """The module's outputs at parameters ``flat[d]`` for the batch ``X``."""
+        return functional_call(self.module, {**self.unflatten(flat), **self.buffers}, (X,))
+
+    def state_dict(self, flat: torch.Tensor, X_train: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The original module's ``state_dict`` at ``flat[d]``.
+
+        BatchNorm running statistics are those of the whole training set ``X_train`` at these
+        parameters (one forward pass in training mode with a cumulative average).
+        """
+        module = copy.deepcopy(self.original)
+        with torch.no_grad():
+            for p, value in zip(module.parameters(), self.unflatten(flat).values(), strict=True):
+                p.copy_(value.to(p.dtype))
+            norms = _batch_norms(module)
+            for norm in norms:
+                norm.reset_running_stats()
+                norm.momentum = None
+            if norms:
+                module.train()(X_train.to(next(module.parameters()).dtype))
+        return module.state_dict()
 
     def init_params(self, generator: torch.Generator) -> torch.Tensor:
         """PyTorch's default Linear/Conv initialisation drawn from ``generator``, ``[d]``.
@@ -90,12 +147,12 @@ class TorchModel:
         self, flat: torch.Tensor, X: torch.Tensor, y: torch.Tensor, omega: torch.Tensor
     ) -> torch.Tensor:
         """One worker's ``Σ_i ω_i loss_i + (l2/2)||x||²`` (a scalar)."""
-        logits = functional_call(self.module, self.unflatten(flat), (X,))
+        logits = self._forward(flat, X)
         return (omega * self.loss_fn(logits, y)).sum() + 0.5 * self.l2 * flat.dot(flat)
 
     def _example(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One example's loss plus the L2 term (a scalar)."""
-        logits = functional_call(self.module, self.unflatten(flat), (x[None],))
+        logits = self._forward(flat, x[None])
         return self.loss_fn(logits, y[None])[0] + 0.5 * self.l2 * flat.dot(flat)
 
     def loss(
@@ -149,8 +206,13 @@ class TorchModel:
     def metric(self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> float:
         """Accuracy of ``argmax`` of the logits on ``X[n, ...]``, ``y[n]``."""
         with torch.no_grad():
-            logits = functional_call(self.module, self.unflatten(params), (X,))
+            logits = self._forward(params, X)
         return (logits.argmax(dim=1) == y).double().mean().item()
+
+
+def _batch_norms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of ``module``, in ``modules()`` order."""
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 def _fan_in_bounds(module: nn.Module) -> dict[int, float]:

@@ -1,0 +1,187 @@
+"""One run from a config to its result: checkpoints, ``resume``, ``replay`` and saving.
+
+The Python API (:func:`lowcomm.run`) and the command line both come here. A run with ``out``
+writes ``history.csv``, ``history.parquet``, ``run.json`` (last) and, for asynchronous
+algorithms, ``ledger.csv``; without ``out`` nothing is written. With ``checkpoint_every`` a
+``run.json`` without summary is written first, so a killed run can be resumed from ``out``
+alone, and only from its own checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from lowcomm.core.errors import DataError, DivergenceError, InvalidConfigError
+from lowcomm.engines.asynchrony import event_order
+from lowcomm.engines.session import CHECKPOINT_NAME, Events, RunResult, RunState, load_checkpoint
+from lowcomm.experiments.config import RunConfig, make_config
+from lowcomm.experiments.models import Objects, model_state
+from lowcomm.experiments.results import (
+    LEDGER_CSV,
+    RUN_JSON,
+    read_json,
+    save_run,
+    summary,
+    write_json,
+)
+from lowcomm.experiments.runner import Prepared, execute, metadata, prepare
+
+RESUME_MAY_CHANGE = ("rounds", "epochs", "grad_budget", "eval_every", "checkpoint_every", "engine")
+"""The settings a resumed run may change: how long, how often it records, where it runs."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """A finished run.
+
+    Attributes:
+        history: one row per evaluation, the columns of ``history.csv``.
+        model: the final model, a ``state_dict`` of the run's module (``{"params": x}`` for the
+            built-in linear models).
+        params: the final parameters as one flat vector.
+        ledger: one row per (round, worker) with activity: messages, bytes and oracle calls.
+        config: the validated settings of the run.
+        metadata: what ``run.json`` holds besides the summary (versions, data, partition).
+        divergence: why the run stopped early, or None.
+    """
+
+    history: pd.DataFrame
+    model: dict[str, Any]
+    params: torch.Tensor
+    ledger: pd.DataFrame
+    config: RunConfig
+    metadata: dict[str, Any]
+    divergence: DivergenceError | None
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The final totals and metrics, as in ``run.json``."""
+        return summary(self.history, self.divergence)
+
+
+def result_of(prepared: Prepared, run: RunResult) -> Result:
+    """The :class:`Result` of an engine's run of ``prepared``."""
+    return Result(
+        history=run.history,
+        model=model_state(prepared.problem, run.model, prepared.data),
+        params=run.model,
+        ledger=run.ledger.records(),
+        config=prepared.config,
+        metadata=metadata(prepared),
+        divergence=run.divergence,
+    )
+
+
+def previous_config(out: Path) -> dict[str, Any]:
+    """The config of the run saved in ``out`` ({} if none)."""
+    path = out / RUN_JSON
+    return dict(read_json(path).get("config", {})) if path.is_file() else {}
+
+
+def check_out(out: Path) -> None:
+    """Refuse an output path that exists and is not a folder."""
+    if out.exists() and not out.is_dir():
+        raise DataError(out, "exists and is not a folder")
+
+
+def _check_unchanged(previous: dict[str, Any], config: RunConfig) -> None:
+    """Refuse a resume that changes the trajectory (any other setting of the saved run)."""
+    before, now = make_config(previous).model_dump(), config.model_dump()
+    changed = [key for key in now if key not in RESUME_MAY_CHANGE and now[key] != before[key]]
+    if changed:
+        allowed = (
+            f"unchanged from OUT/run.json except {', '.join(RESUME_MAY_CHANGE)} "
+            "(start a new run to change the others)"
+        )
+        raise InvalidConfigError(changed[0], "lowcomm run --resume", allowed, now[changed[0]])
+
+
+def _checkpoint(out: Path, config: RunConfig) -> RunState:
+    """The state saved in ``out``, which must not be past ``config.rounds``."""
+    path = out / CHECKPOINT_NAME
+    if not path.is_file():
+        raise DataError(path, "no checkpoint to resume from (save one with --checkpoint-every N)")
+    try:
+        state = load_checkpoint(path)
+    except Exception as exc:
+        raise DataError(path, f"not a readable lowcomm checkpoint ({exc})") from None
+    if state.round > config.rounds:
+        allowed = f"a number >= {state.round} (the checkpoint's round)"
+        raise InvalidConfigError("rounds", "lowcomm run --resume", allowed, config.rounds)
+    return state
+
+
+def _events(folder: Path, prepared: Prepared, resume: bool) -> Events:
+    """The order of the updates of the asynchronous run saved in ``folder`` (its ledger)."""
+    if resume or prepared.config.checkpoint_every:
+        allowed = "given without --resume and --checkpoint-every (a replay is not checkpointed)"
+        raise InvalidConfigError("--replay", "lowcomm run", allowed, str(folder))
+    if prepared.algorithm.synchronous:
+        allowed = "used with an asynchronous algorithm (synchronous rounds have no order)"
+        raise InvalidConfigError("--replay", "lowcomm run", allowed, prepared.algorithm.name)
+    path = folder / LEDGER_CSV
+    if not path.is_file():
+        raise DataError(path, "not found (an asynchronous lowcomm run saves its ledger there)")
+    return event_order(pd.read_csv(path))
+
+
+def _needs_out(config: RunConfig, resume: bool) -> None:
+    """Checkpoints and resumes live in a folder."""
+    if config.checkpoint_every:
+        raise InvalidConfigError("out", "the run", "a folder with checkpoint_every > 0", None)
+    if resume:
+        raise InvalidConfigError("out", "the run", "the folder of the run to resume", None)
+
+
+def _start(out: Path, meta: dict[str, Any], resume: bool) -> None:
+    """Before a checkpointed run: ``run.json`` without summary, and no stale checkpoint."""
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        (out / CHECKPOINT_NAME).unlink(missing_ok=True)
+    write_json(out / RUN_JSON, {**meta, "summary": None})
+
+
+def run_config(
+    config: RunConfig,
+    objects: Objects | None = None,
+    out: Path | None = None,
+    resume: bool = False,
+    replay: Path | None = None,
+    progress: bool = False,
+) -> Result | None:
+    """Run ``config`` (with ``objects``); save it in ``out`` if given.
+
+    ``resume``: continue from ``out``'s checkpoint (the settings must equal the saved ones
+    except :data:`RESUME_MAY_CHANGE`). ``replay``: an asynchronous run follows the update order
+    of the run saved in that folder. Everything is validated before the first round.
+
+    Returns:
+        The result; None on torchdist ranks other than 0.
+    """
+    if out is None:
+        _needs_out(config, resume)
+    else:
+        check_out(out)
+    state = _checkpoint(out, config) if resume and out is not None else None
+    if resume and out is not None:
+        _check_unchanged(previous_config(out), config)
+    prepared = prepare(config, objects)
+    events = None if replay is None else _events(replay, prepared, resume)
+    meta = metadata(prepared)
+    rank0 = config.engine == "simulate" or os.environ.get("RANK", "0") == "0"
+    if out is not None and rank0 and config.checkpoint_every:
+        _start(out, meta, resume)
+    run = execute(prepared, progress, out, state, events)
+    if run is None:
+        return None
+    if out is not None:
+        save_run(out, run, meta, ledger=not prepared.algorithm.synchronous)
+        if not (resume or config.checkpoint_every):
+            (out / CHECKPOINT_NAME).unlink(missing_ok=True)
+    return result_of(prepared, run)

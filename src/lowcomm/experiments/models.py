@@ -1,0 +1,139 @@
+"""The objective of a run: a built-in model, a user's ``nn.Module`` and loss, or an import path.
+
+``model`` is ``auto`` (PCA for unlabelled data, logistic for two classes, softmax otherwise),
+``logistic``, ``softmax``, ``mlp``, ``lenet``, ``pca``, or ``package.module:factory``: a
+callable that returns an ``nn.Module``, called with no arguments. ``loss`` (for modules) is
+``cross-entropy``, ``mse`` (against the one-hot label) or ``package.module:function``, a
+``loss(outputs, y)`` of any reduction. An ``nn.Module`` or loss given to :func:`lowcomm.run`
+travels in :class:`Objects` instead, and the config names it ``in-memory``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lowcomm.core.errors import InvalidConfigError
+from lowcomm.data.dataset import TrainTest
+from lowcomm.data.inputs import Supplied
+from lowcomm.experiments.config import IN_MEMORY, RunConfig
+from lowcomm.problems.base import Problem
+from lowcomm.problems.logistic import LogisticRegression
+from lowcomm.problems.pca import StreamingPCA
+from lowcomm.problems.softmax import SoftmaxRegression
+from lowcomm.problems.torch_model import (
+    Loss,
+    TorchModel,
+    cross_entropy,
+    lenet,
+    mlp,
+    per_example,
+    squared_error,
+)
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+LINEAR = ("logistic", "softmax", "pca")
+_LOSSES: dict[str, Loss] = {"cross-entropy": cross_entropy, "mse": squared_error}
+
+
+@dataclass(frozen=True)
+class Objects:
+    """What a config cannot name: data, a module and a loss given as Python objects."""
+
+    data: Supplied | None = None
+    module: nn.Module | None = None
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+
+
+def import_object(path: str, setting: str) -> Any:
+    """The object at ``package.module:name``; a clear error if it does not import.
+
+    The working folder is searched first, as ``python -m`` does, so a user's ``models.py``
+    next to their data is found by the ``lowcomm`` command too.
+    """
+    module_name, _, attribute = path.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except Exception as exc:
+        allowed = f"an importable package.module:name ({type(exc).__name__}: {exc})"
+        raise InvalidConfigError(setting, "the run config", allowed, path) from None
+    return found
+
+
+def _factory_module(path: str) -> nn.Module:
+    """Call the factory at ``path``; it must return an ``nn.Module``."""
+    factory = import_object(path, "model")
+    made = factory() if callable(factory) else factory
+    if not isinstance(made, nn.Module):
+        allowed = "a callable returning a torch.nn.Module"
+        raise InvalidConfigError("model", "the run config", allowed, f"{path} -> {made!r}")
+    return made
+
+
+def _loss(config: RunConfig, objects: Objects) -> Loss:
+    """The per-example loss named by ``config.loss`` or given in ``objects``."""
+    if config.loss == IN_MEMORY:
+        if objects.loss is None:
+            raise InvalidConfigError("loss", "the run config", "given as a function", IN_MEMORY)
+        return per_example(objects.loss)
+    if config.loss in _LOSSES:
+        return _LOSSES[config.loss]
+    return per_example(import_object(config.loss, "loss"))
+
+
+def _module(config: RunConfig, objects: Objects, data: TrainTest) -> nn.Module:
+    """The network of a module-based run (``mlp``, ``lenet``, a factory or an object)."""
+    train = data.train
+    n_features = int(np.prod(train.feature_shape))
+    if config.model == IN_MEMORY:
+        if objects.module is None:
+            raise InvalidConfigError("model", "the run config", "given as a module", IN_MEMORY)
+        return objects.module
+    if config.model == "mlp":
+        return mlp(n_features, config.hidden, train.n_classes)
+    if config.model == "lenet":
+        return lenet(train.n_classes, 1, round(math.sqrt(n_features)))
+    return _factory_module(config.model)
+
+
+def make_problem(config: RunConfig, data: TrainTest, objects: Objects | None = None) -> Problem:
+    """The objective for these data: built-in, or the module and loss of the run."""
+    objects = objects or Objects()
+    train, dtype = data.train, DTYPES[config.dtype]
+    n_features = int(np.prod(train.feature_shape))
+    model = config.model
+    if model == "auto":
+        model = {1: "pca", 2: "logistic"}.get(train.n_classes, "softmax")
+    if model in LINEAR and config.loss != "cross-entropy":
+        allowed = f"cross-entropy for the built-in {model} model (other losses need a module)"
+        raise InvalidConfigError("loss", "the run config", allowed, config.loss)
+    if model == "pca":
+        return StreamingPCA(n_features, dtype=dtype)
+    if model == "logistic":
+        if train.n_classes != 2:
+            raise InvalidConfigError(
+                "model", "the run config", "softmax, mlp or lenet for multiclass data", model
+            )
+        return LogisticRegression(n_features, config.l2, dtype=dtype)
+    if model == "softmax":
+        return SoftmaxRegression(n_features, train.n_classes, config.l2, dtype=dtype)
+    return TorchModel(_module(config, objects, data), _loss(config, objects), config.l2, dtype)
+
+
+def model_state(problem: Problem, params: torch.Tensor, data: TrainTest) -> dict[str, Any]:
+    """The final model: a module's ``state_dict``, or ``{"params": x}`` for built-in models."""
+    if isinstance(problem, TorchModel):
+        X = torch.as_tensor(data.train.X, dtype=problem.dtype)
+        return problem.state_dict(params, X)
+    return {"params": params}
