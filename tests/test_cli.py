@@ -107,11 +107,13 @@ INVALID = [
     (
         ["--set", "step=0.1"],
         "The 'step' parameter of sgd must be a known setting (one of lr, batch_size, momentum, "
-        "reduce, asynchronous, sampling, order, projection, unit). Got 0.1.",
+        "nesterov, reduce, asynchronous, sampling, order, projection, unit, compressor, "
+        "error_feedback). Got 0.1.",
     ),
     (
         ["--set", "lr=-1"],
-        "The 'lr' parameter of sgd must be a finite number > 0. Got -1.",
+        "The 'lr' parameter of sgd must be a finite number > 0, or const:ETA, inv:ETA0,T0, "
+        "step:ETA0,GAMMA,EVERY or cosine:ETA0,K. Got -1.",
     ),
 ]
 

@@ -50,6 +50,32 @@ VARIANTS: dict[str, tuple[str, tuple[dict[str, Any], int, float]]] = {
         ),
     ),
 }
+# every compressor on every algorithm that takes one (error feedback with the biased ones); the
+# suboptimality allowed is the uncompressed case's times COMPRESSED_SLACK
+COMPRESSORS = {
+    "topk:0.4": True,
+    "topk-global:0.4": True,
+    "randk:0.6": False,
+    "sign": True,
+    "qsgd:4": False,
+    "lowrank:1": True,
+}
+COMPRESSED_SLACK = 5.0
+COMPRESSING = ("sgd", "local-sgd", "hogwild-ib", "async-msgd", "sasg", "lasg", "topk-ef")
+VARIANTS |= {
+    f"{name}[{spec}]": (
+        name,
+        (
+            # the compressor replaces the lazy family's top-k density
+            {k: v for k, v in CASES[name][0].items() if k != "density"}
+            | {"compressor": spec, "error_feedback": feedback},
+            CASES[name][1],
+            COMPRESSED_SLACK * CASES[name][2],
+        ),
+    )
+    for name in COMPRESSING
+    for spec, feedback in COMPRESSORS.items()
+}
 LABELS = sorted([*CASES, *VARIANTS])
 
 
@@ -75,6 +101,8 @@ SPECIFIC: dict[tuple[str, str], Any] = {
     ("local-newton", "armijo"): 0.2,
     ("local-newton", "shrink"): 0.3,
     ("local-newton", "reduce"): "size-weighted",
+    ("sasg", "error_feedback"): False,
+    ("topk-ef", "error_feedback"): False,
 }
 # settings under which every field matters within a few rounds (gd must backtrack)
 FIELD_BASE: dict[str, dict[str, Any]] = {
@@ -124,12 +152,23 @@ PERTURBATIONS: dict[str, Any] = {
     "delay": "const:2",
     "normalize": True,
     "unit": "minibatch",
+    "nesterov": True,
+    "compressor": "topk:0.5",
+    "error_feedback": True,
 }
 # fields read only under another field's setting: both runs of the check get these settings
 ENABLED_BY: dict[tuple[str, str], dict[str, Any]] = {
     ("sgd", "unit"): {"order": "cd-grab"},
     # on the toy, CG to 1e-12 takes d steps and equals the exact solve; a cut CG does not
     ("giant", "solver"): {"cg_iters": 2},
+    ("sgd", "nesterov"): {"momentum": 0.5},
+    ("sgd", "error_feedback"): {"compressor": "topk:0.5"},
+    ("local-sgd", "error_feedback"): {"compressor": "topk:0.5"},
+    ("hogwild-ib", "error_feedback"): {"compressor": "topk:0.5"},
+    ("async-msgd", "error_feedback"): {"compressor": "topk:0.5"},
+    ("lasg", "error_feedback"): {"compressor": "topk:0.5"},
+    ("sasg", "compressor"): {"density": 0.01},
+    ("topk-ef", "compressor"): {"density": 0.01},
 }
 # fields whose effect needs a particular setting of another field, tested where it is named
 COVERED_ELSEWHERE = {
@@ -230,7 +269,12 @@ def test_every_config_field_is_read(name: str, setup: Setup) -> None:
 @pytest.mark.parametrize(
     ("name", "settings", "message"),
     [
-        ("sgd", {"lr": 0}, "The 'lr' parameter of sgd must be a finite number > 0. Got 0."),
+        (
+            "sgd",
+            {"lr": 0},
+            "The 'lr' parameter of sgd must be a finite number > 0, or const:ETA, inv:ETA0,T0, "
+            "step:ETA0,GAMMA,EVERY or cosine:ETA0,K. Got 0.",
+        ),
         (
             "sgd",
             {"momentum": 1.0},

@@ -35,7 +35,7 @@ from lowcomm.engines.simulate import Simulation
 from lowcomm.engines.torchdist import TorchDist, init_process_group, worker_groups
 from lowcomm.problems.base import Problem
 from lowcomm.problems.logistic import LogisticRegression
-from tests.test_conformance import CASES
+from tests.test_conformance import CASES, VARIANTS
 from tests.test_wire import free_port, spawn
 
 WORLD = 3  # one aggregator, two worker ranks hosting workers [0, 1, 2] and [3, 4]
@@ -140,6 +140,11 @@ def builtin() -> dict[str, tuple[Algorithm, int]]:
     # minibatch units of 2: 4 units per epoch (smallest shard 9), unit orders sent 4 times
     settings = {"order": "cd-grab", "unit": "minibatch", "batch_size": 2, "lr": 0.2}
     runs["sgd-cd-grab-minibatch"] = (build_algorithm("sgd", settings), 20)
+    # every compressor on every synchronous algorithm that takes one
+    for label, (name, (settings, _, _)) in VARIANTS.items():
+        algorithm = build_algorithm(name, settings)
+        if "[" in label and algorithm.synchronous:
+            runs[label] = (algorithm, 6)
     return runs
 
 

@@ -25,6 +25,7 @@ from lowcomm.engines.asynchrony import event_order
 from lowcomm.engines.session import RunOptions
 from lowcomm.engines.simulate import Simulation
 from lowcomm.engines.torchdist import TorchDist
+from tests.test_conformance import COMPRESSORS
 from tests.test_engine_torchdist import Case, assert_same_run, keep, load, process_group
 from tests.test_wire import free_port, spawn
 
@@ -43,6 +44,24 @@ def scenarios() -> dict[str, tuple[Algorithm, int, dict[str, Any]]]:
         "sgd-cap0": (sgd, 25, {"eval_every": 5, "lag_cap": 0}),
         "hogwild-arrival": (hogwild, 30, {"eval_every": 5, "async_order": "arrival"}),
         "msgd-arrival": (msgd, 40, {"eval_every": 4, "async_order": "arrival", "lag_cap": 2}),
+        **compressed(),
+    }
+
+
+def compressed() -> dict[str, tuple[Algorithm, int, dict[str, Any]]]:
+    """Every compressor on the asynchronous algorithms that take one, in clock order."""
+    bases = {
+        "hogwild-ib": {"sample_sizes": "linear:1,1", "step": "inv:0.1,500"},
+        "async-msgd": {"lr": 0.1, "momentum": 0.5, "batch_size": 4},
+    }
+    return {
+        f"{name}[{spec}]": (
+            build_algorithm(name, {**base, "compressor": spec, "error_feedback": feedback}),
+            12,
+            {"eval_every": 4},
+        )
+        for name, base in bases.items()
+        for spec, feedback in COMPRESSORS.items()
     }
 
 
@@ -74,6 +93,12 @@ def test_clock_order_equals_simulate(runs: Path, name: str) -> None:
     assert_same_run(td, sim)
     sizes = {len(update) for update in event_order(sim.ledger.records())}
     assert 1 in sizes and WORKERS not in sizes  # the workers' speeds made it asynchronous
+
+
+@pytest.mark.dist
+@pytest.mark.parametrize("name", sorted(compressed()))
+def test_compressed_uploads_equal_simulate(runs: Path, name: str) -> None:
+    assert_same_run(load(runs / f"{name}.pt"), simulate(name))
 
 
 @pytest.mark.dist

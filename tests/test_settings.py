@@ -33,6 +33,7 @@ from lowcomm.algorithms.settings import (
     is_asynchronous,
     settings_of,
 )
+from lowcomm.core.constraints import Either
 from lowcomm.core.errors import InvalidConfigError
 
 CLI_DOCS = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
@@ -46,6 +47,8 @@ def numeric(declared: Setting) -> tuple[Interval, Callable[[Any], Any]] | None:
         return c, lambda v: v
     if isinstance(c, NoneOr | ListOf) and isinstance(c.inner, Interval):
         return c.inner, (lambda v: [v]) if isinstance(c, ListOf) else (lambda v: v)
+    if isinstance(c, Either) and isinstance(c.first, Interval):
+        return c.first, lambda v: v  # a number, or (second) a schedule string: numbers here
     return None
 
 
@@ -120,8 +123,15 @@ def test_values_outside_the_declared_range_are_refused(name: str, declared: Sett
     check()
 
 
-WRONG: dict[type, Any] = {OneOf: "nope", Flag: 1, Text: 5, NoneOr: "x", ListOf: 0.5}
-OTHER = [(name, s) for name, s in ALL if not isinstance(s.constraint, Interval)]
+WRONG: dict[type, Any] = {
+    OneOf: "nope",
+    Flag: 1,
+    Text: 5,
+    NoneOr: "x",
+    ListOf: 0.5,
+    Either: -1.0,
+}
+OTHER = [(name, s) for name, s in ALL if not numeric(s) or isinstance(s.constraint, Either)]
 
 
 @pytest.mark.parametrize(("name", "declared"), OTHER, ids=[f"{n}-{s.name}" for n, s in OTHER])
@@ -174,7 +184,9 @@ def test_setting_rows_give_type_default_range_and_meaning() -> None:
     assert rows["sampling"].default == "reshuffle"
     lag = {row.setting: row for row in describe_settings("lag")}
     assert lag["threshold"][1:3] == ("float or null", "null")
-    assert describe_settings("sgd")[4][1:3] == ("bool", "false")
+    sgd = {row.setting: row for row in describe_settings("sgd")}
+    assert sgd["asynchronous"][1:3] == ("bool", "false")
+    assert sgd["lr"][1:3] == ("float or str", "0.1")
     for name in REGISTRY:
         assert all(row.meaning for row in describe_settings(name))
     with pytest.raises(InvalidConfigError, match="'algorithm' parameter of lowcomm must be one"):

@@ -15,17 +15,23 @@ import torch.multiprocessing as mp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lowcomm.compress.spec import CompressorSpec
 from lowcomm.core.messages import (
     AnyPayload,
     Bundle,
     Dense,
+    LowRankFactors,
     Permutation,
+    Quantized,
     Scalars,
+    ScaledSigns,
     SignBits,
     Sparse,
+    concat,
 )
 from lowcomm.engines import wire
 from lowcomm.engines.torchdist import init_process_group
+from tests.test_compress import key
 
 
 def ragged_sparse() -> Sparse:
@@ -33,6 +39,14 @@ def ragged_sparse() -> Sparse:
     indices = torch.tensor([[3, 1, 7, 7], [9, 9, 9, 9], [0, 2, 4, 6]], dtype=torch.int32)
     values = torch.tensor([[1.0, -2.0, 99, 99], [99, 99, 99, 99], [0.5, 0.25, -1.0, 8.0]])
     return Sparse(indices, values, torch.tensor([2, 0, 4]), dim=10)
+
+
+def compressed(text: str) -> AnyPayload:
+    """A compressor's message for three rows of a vector of tensors of 13, 64 and 3 values."""
+    compressor = CompressorSpec(text).build((13, 64, 3))
+    x = torch.randn(3, 80, generator=torch.Generator().manual_seed(1))
+    message, _ = compressor.compress(x, compressor.init(3, 80, x.dtype), key(3))
+    return message
 
 
 def examples() -> dict[str, AnyPayload]:
@@ -50,7 +64,21 @@ def examples() -> dict[str, AnyPayload]:
         "signbits": SignBits(torch.randn(3, 11, generator=g) > 0),
         "bundle": Bundle((dense, ragged_sparse(), scalars)),
         "nested": Bundle((Bundle((dense, scalars)), ragged_sparse())),  # type: ignore[arg-type]
+        "scaled_signs": compressed("sign"),
+        "quantized": compressed("qsgd:3"),
+        "quantized_int16": compressed("qsgd:1000"),
+        "lowrank": compressed("lowrank:2"),
+        "compressed_bundle": Bundle((compressed("qsgd:3"), scalars)),
     }
+
+
+def test_the_compressed_examples_are_the_new_payload_types() -> None:
+    payloads = examples()
+    assert isinstance(payloads["scaled_signs"], ScaledSigns)
+    assert isinstance(payloads["quantized"], Quantized)
+    assert payloads["quantized_int16"].levels.dtype == torch.int16  # type: ignore[union-attr]
+    lowrank = payloads["lowrank"]
+    assert isinstance(lowrank, LowRankFactors) and lowrank.ranks == (0, 2, 0)
 
 
 def assert_same(a: AnyPayload, b: AnyPayload) -> None:
@@ -59,6 +87,8 @@ def assert_same(a: AnyPayload, b: AnyPayload) -> None:
         x, y = getattr(a, field.name), getattr(b, field.name)
         if isinstance(x, torch.Tensor):
             assert x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y), field.name
+        elif isinstance(x, tuple) and all(isinstance(p, int) for p in x):
+            assert x == y, field.name
         elif isinstance(x, tuple):
             assert len(x) == len(y)
             for p, q in zip(x, y, strict=True):
@@ -68,10 +98,10 @@ def assert_same(a: AnyPayload, b: AnyPayload) -> None:
 
 
 def dense_rows(payload: AnyPayload) -> list[torch.Tensor]:
-    """Every part as dense rows (sparse parts through to_dense), to compare contents."""
+    """Every part as dense rows (through to_dense where it has one), to compare contents."""
     if isinstance(payload, Bundle):
         return [t for p in payload.parts for t in dense_rows(p)]
-    if isinstance(payload, Sparse):
+    if isinstance(payload, Sparse | Dense | ScaledSigns | Quantized | LowRankFactors):
         return [payload.to_dense()]
     return [getattr(payload, fields(payload)[0].name)]
 
@@ -147,6 +177,14 @@ def test_ragged_sparse_rows_reassemble_exactly(rows_spec: list[tuple[int, bool]]
     assert rebuilt.values.shape[1] == max((c for c, s in rows_spec if s), default=0)
 
 
+def test_rows_with_different_metadata_do_not_stack() -> None:
+    signs = compressed("sign")
+    assert isinstance(signs, ScaledSigns)
+    other = ScaledSigns(signs.signs, signs.scales, (13, 60, 7))
+    with pytest.raises(ValueError, match="different segments"):
+        concat([signs, other])
+
+
 def test_unknown_payloads_and_dtypes_are_refused() -> None:
     with pytest.raises(TypeError, match="not a payload"):
         wire.encode(torch.zeros(2))  # type: ignore[arg-type]
@@ -199,3 +237,11 @@ def _exchange(rank: int, port: int) -> None:
 @pytest.mark.dist
 def test_payloads_cross_two_gloo_processes() -> None:
     spawn(_exchange, free_port(), nprocs=2)
+
+
+def test_booleans_travel_packed_eight_to_a_byte() -> None:
+    signs = torch.rand(3, 21, generator=torch.Generator().manual_seed(0)) > 0.5
+    header, data = wire.encode(SignBits(signs))
+    assert data.numel() == -(-3 * 21 // 8) == int(header[0])
+    back = wire.decode(header, data)
+    assert isinstance(back, SignBits) and torch.equal(back.signs, signs)

@@ -46,7 +46,12 @@ _EXPORTS = {
     "Scalars": "lowcomm.core.messages",
     "SignBits": "lowcomm.core.messages",
     "Bundle": "lowcomm.core.messages",
+    "ScaledSigns": "lowcomm.core.messages",
+    "Quantized": "lowcomm.core.messages",
+    "LowRankFactors": "lowcomm.core.messages",
 }
+_SUBMODULES = ("ddp",)
+"""Public submodules: ``lowcomm.ddp.hook`` (compressors as DDP communication hooks)."""
 __all__ = [
     "NON_NEGATIVE",
     "POSITIVE",
@@ -64,13 +69,16 @@ __all__ = [
     "Interval",
     "InvalidConfigError",
     "ListOf",
+    "LowRankFactors",
     "LowcommError",
     "NoState",
     "NoneOr",
     "OneOf",
+    "Quantized",
     "Result",
     "RunConfig",
     "Scalars",
+    "ScaledSigns",
     "SignBits",
     "Sparse",
     "Text",
@@ -78,12 +86,14 @@ __all__ = [
     "When",
     "__version__",
     "compare",
+    "ddp",
     "register_algorithm",
     "run",
     "setting",
 ]
 
 if TYPE_CHECKING:
+    from lowcomm import ddp
     from lowcomm.algorithms.base import Algorithm, Context, NoState
     from lowcomm.algorithms.registry import register_algorithm
     from lowcomm.algorithms.settings import About, AlgorithmSettings, When, setting
@@ -99,7 +109,18 @@ if TYPE_CHECKING:
         Text,
     )
     from lowcomm.core.errors import DataError, DivergenceError, InvalidConfigError, LowcommError
-    from lowcomm.core.messages import Bundle, Dense, Download, Scalars, SignBits, Sparse, Upload
+    from lowcomm.core.messages import (
+        Bundle,
+        Dense,
+        Download,
+        LowRankFactors,
+        Quantized,
+        Scalars,
+        ScaledSigns,
+        SignBits,
+        Sparse,
+        Upload,
+    )
     from lowcomm.experiments.compare import Comparison
     from lowcomm.experiments.config import RunConfig
     from lowcomm.experiments.execution import Result
@@ -107,6 +128,8 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     """The public names, imported from their modules on first use (PEP 562)."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f"lowcomm.{name}")
     if name not in _EXPORTS:
         raise AttributeError(f"module 'lowcomm' has no attribute {name!r}")
     value = getattr(importlib.import_module(_EXPORTS[name]), name)

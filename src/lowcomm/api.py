@@ -2,8 +2,8 @@
 
 Every keyword left at None takes its value from ``config`` (a :class:`RunConfig`, a mapping
 or a TOML/YAML file) and otherwise the default of :class:`RunConfig` (docs/cli.md lists them).
-Other :class:`RunConfig` fields (``epochs``, ``l2``, ``dtype``, ``latency``, ...) are keyword
-arguments too. The command line is a face over these two functions.
+Other :class:`RunConfig` fields (``epochs``, ``l2``, ``dtype``, ``device``, ``latency``, ...) are
+keyword arguments too. The command line is a face over these two functions.
 """
 
 from __future__ import annotations

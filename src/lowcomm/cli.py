@@ -111,6 +111,9 @@ Loss = Annotated[
 L2 = Annotated[float | None, _opt("L2 regularisation weight.", "l2")]
 EvalEvery = Annotated[int | None, _opt("Record a history row every N rounds.", "eval_every")]
 Dtype = Annotated[str | None, _opt("float32 or float64.", "dtype")]
+Device = Annotated[
+    str | None, _opt("Compute on cpu, cuda or auto (cuda when PyTorch sees a GPU).", "device")
+]
 Latency = Annotated[float | None, _opt("Seconds per message (simulated).", "latency")]
 Bandwidth = Annotated[float | None, _opt("Bytes per second per link (simulated).", "bandwidth")]
 SecondsPerGrad = Annotated[
@@ -254,6 +257,7 @@ def run(
     l2: L2 = None,
     eval_every: EvalEvery = None,
     dtype: Dtype = None,
+    device: Device = None,
     latency: Latency = None,
     bandwidth: Bandwidth = None,
     seconds_per_grad: SecondsPerGrad = None,
@@ -397,6 +401,7 @@ def compare(
     l2: L2 = None,
     eval_every: EvalEvery = None,
     dtype: Dtype = None,
+    device: Device = None,
     latency: Latency = None,
     bandwidth: Bandwidth = None,
     seconds_per_grad: SecondsPerGrad = None,

@@ -18,22 +18,25 @@ from one of two places (the paper body was not available; the delay model is a r
   the aggregator applies the mean of their gradients. tau = 0 is synchronous momentum SGD.
 
 ``normalize=True`` divides the iterate by its norm after every update (a numerically safer Oja
-variant; off by default, as in the paper). The ``staleness`` history column is the mean
-staleness of the last update. Messages: d values down and up per worker per update.
+variant; off by default, as in the paper). The recursion stays in this iterate form (not the
+shared :mod:`lowcomm.algorithms.server_step`), because ``normalize`` rescales the iterates it
+differences; eta may follow a schedule (eta_k at update k). The ``staleness`` history column is
+the mean staleness of the last update. Messages: d values down; up, the gradient compressed by
+``compressor`` (:mod:`lowcomm.algorithms.upload`; identity: d values) per worker per update.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
-from lowcomm.algorithms.base import Context, NoState
+from lowcomm.algorithms.base import Context
+from lowcomm.algorithms.learning_rate import LEARNING_RATE, step_size
 from lowcomm.algorithms.local_data import LocalData
 from lowcomm.algorithms.settings import (
-    POSITIVE,
     About,
     AlgorithmSettings,
     Flag,
@@ -42,6 +45,15 @@ from lowcomm.algorithms.settings import (
     When,
     is_asynchronous,
     setting,
+)
+from lowcomm.algorithms.upload import (
+    COMPRESSOR,
+    COMPRESSOR_MEANING,
+    EF,
+    EF_MEANING,
+    compress,
+    init_memory,
+    received,
 )
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.messages import AnyPayload, Dense, Download, Upload
@@ -112,13 +124,15 @@ class AsyncMSGDConfig(AlgorithmSettings):
         asynchronous=When("delay", "engine"),
     )
 
-    lr: float = setting(0.005, POSITIVE, "step size")
+    lr: float | str = setting(0.005, LEARNING_RATE, "step size: a number or a schedule")
     momentum: float = setting(0.0, Interval(float, 0.0, 1.0), "heavy-ball momentum")
     batch_size: int = setting(1, Interval(int, 1), "examples per gradient")
     delay: str = setting(
         "engine", Text(DELAYS, _delay), "staleness: the engine's, or a delay model (sync rounds)"
     )
     normalize: bool = setting(False, Flag(), "divide the iterate by its norm after every update")
+    compressor: str = setting("identity", COMPRESSOR, COMPRESSOR_MEANING)
+    error_feedback: bool = setting(False, EF, EF_MEANING)
 
 
 class AsyncMSGDState(NamedTuple):
@@ -147,7 +161,7 @@ class AsyncMSGD:
         params = problem.init_params(streams.generator("init"))
         depth = 1 if self.delays is None else self.delays.longest + 1
         state = AsyncMSGDState(
-            params, params, params.expand(depth, -1).clone(), torch.zeros((), dtype=params.dtype)
+            params, params, params.expand(depth, -1).clone(), params.new_zeros(())
         )
         return state, self._download(state, sizes.shape[0], streams, 0)
 
@@ -156,30 +170,32 @@ class AsyncMSGD:
     ) -> Download:
         if self.delays is None:
             return Download(Dense(state.params[None]), broadcast=True)
-        tau = self.delays.draw(streams, torch.arange(workers), round_)
+        tau = self.delays.draw(streams, torch.arange(workers, device=state.params.device), round_)
         return Download(Dense(state.past[tau]), broadcast=False)
 
-    def init_workers(self, problem: Problem, workers: torch.Tensor, streams: Streams) -> NoState:
-        """Workers keep nothing."""
-        return NoState()
+    def init_workers(self, problem: Problem, workers: torch.Tensor, streams: Streams) -> Any:
+        """The workers' compressor state (nothing without error feedback or warm starts)."""
+        return init_memory(self.config, problem, workers)
 
     def local(
-        self, state: NoState, down: AnyPayload, data: LocalData, ctx: Context
-    ) -> tuple[Upload, NoState]:
-        """The stochastic gradient at the (stale) iterate received."""
+        self, state: Any, down: AnyPayload, data: LocalData, ctx: Context
+    ) -> tuple[Upload, Any]:
+        """The (compressed) stochastic gradient at the (stale) iterate received."""
         assert isinstance(down, Dense)
         index = data.sample(ctx.streams, ctx.round, self.config.batch_size)
-        return Upload.all(Dense(data.grad(down.values, index))), state
+        grad = data.grad(down.values, index)
+        payload, state = compress(self.config, data.problem, grad, state, ctx)
+        return Upload.all(payload), state
 
     def aggregate(
         self, state: AsyncMSGDState, up: Upload, ctx: Context
     ) -> tuple[AsyncMSGDState, Download]:
         """v_{k+1} = v_k + mu (v_k - v_{k-1}) - eta * mean of the received gradients."""
-        assert isinstance(up.payload, Dense)
-        sent = up.sent.to(up.payload.values.dtype)
-        grad = (up.payload.values * sent[:, None]).sum(dim=0) / sent.sum().clamp_min(1)
-        config = self.config
-        params = state.params + config.momentum * (state.params - state.previous) - config.lr * grad
+        rows = received(up.payload)
+        sent = up.sent.to(rows.dtype)
+        grad = (rows * sent[:, None]).sum(dim=0) / sent.sum().clamp_min(1)
+        config, lr = self.config, step_size(self.config.lr, ctx.round)
+        params = state.params + config.momentum * (state.params - state.previous) - lr * grad
         if config.normalize:
             params = params / params.norm()
         past = torch.cat([params[None], state.past[:-1]])

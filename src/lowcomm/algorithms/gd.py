@@ -89,15 +89,17 @@ class GD:
     ) -> tuple[GDState, Download]:
         """Initial model, broadcast to every worker (phase 0: gradient round)."""
         params = problem.init_params(streams.generator("init"))
-        zero = torch.zeros((), dtype=params.dtype)
-        state = GDState(params, torch.zeros_like(params), zero, zero, torch.tensor(0), sizes)
+        zero = params.new_zeros(())
+        phase = torch.tensor(0, device=params.device)
+        state = GDState(params, torch.zeros_like(params), zero, zero, phase, sizes)
         return state, Download(Dense(params[None]), broadcast=True)
 
     def init_workers(
         self, problem: Problem, workers: torch.Tensor, streams: Streams
     ) -> GDWorkerState:
         """No model received yet."""
-        return GDWorkerState(torch.zeros(workers.shape[0], problem.dim, dtype=problem.dtype))
+        shape = (workers.shape[0], problem.dim)
+        return GDWorkerState(torch.zeros(shape, dtype=problem.dtype, device=problem.device))
 
     def local(
         self, state: GDWorkerState, down: AnyPayload, data: LocalData, ctx: Context
@@ -108,28 +110,28 @@ class GD:
             params = down.values
             up = Bundle((Dense(data.grad(params)), Scalars(data.loss(params)[:, None])))
             return Upload.all(up), GDWorkerState(params)
-        steps = self.config.line_search.steps(state.params.dtype)
+        steps = self.config.line_search.steps(state.params.dtype, state.params.device)
         trials = [data.loss(state.params - eta * down.values) for eta in steps]
         return Upload.all(Scalars(torch.stack(trials, dim=1))), state
 
     def aggregate(self, state: GDState, up: Upload, ctx: Context) -> tuple[GDState, Download]:
         """Phase 0: form g and f(x), send g; phase 1: choose the step, move, send x."""
-        sizes = state.sizes[ctx.workers]
+        sizes, device = state.sizes[ctx.workers], state.params.device
         if int(state.phase) == 0:
             assert isinstance(up.payload, Bundle)
             grad_part, loss_part = up.payload.parts
             assert isinstance(grad_part, Dense) and isinstance(loss_part, Scalars)
             grad = combine(grad_part.values, up.sent, sizes, "size-weighted")
             loss = combine(loss_part.values, up.sent, sizes, "size-weighted")[0]
-            new = state._replace(grad=grad, loss=loss, phase=torch.tensor(1))
+            new = state._replace(grad=grad, loss=loss, phase=torch.tensor(1, device=device))
             return new, Download(Dense(grad[None]), broadcast=True)
         assert isinstance(up.payload, Scalars)
         values = combine(up.payload.values, up.sent, sizes, "size-weighted")
         grid = self.config.line_search
         index = grid.choose(state.loss, values, state.grad.dot(state.grad))
-        step = grid.steps(state.params.dtype)[index]
+        step = grid.steps(state.params.dtype, device)[index]
         params = state.params - step * state.grad
-        new = state._replace(params=params, step=step, phase=torch.tensor(0))
+        new = state._replace(params=params, step=step, phase=torch.tensor(0, device=device))
         return new, Download(Dense(params[None]), broadcast=True)
 
     def model(self, state: GDState) -> torch.Tensor:  # noqa: D102

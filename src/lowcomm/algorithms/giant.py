@@ -69,6 +69,11 @@ class GIANTConfig(AlgorithmSettings):
 STEPS = ArmijoGrid(step0=1.0, shrink=0.25, count=10, c=0.1)
 
 
+def _phase(phase: int, params: torch.Tensor) -> torch.Tensor:
+    """``phase`` as the aggregator state holds it: a tensor on the device of ``params``."""
+    return torch.tensor(phase, device=params.device)
+
+
 class GIANTWorkers(NamedTuple):
     """Each worker keeps the iterate w_t it received in the gradient round."""
 
@@ -104,13 +109,13 @@ class GIANT:
 
     def start(self, params: torch.Tensor, sizes: torch.Tensor) -> tuple[GIANTState, Download]:
         """Iterations from ``params``: the state before a gradient round, and its broadcast."""
-        zero = torch.zeros((), dtype=params.dtype)
+        zero = params.new_zeros(())
         state = GIANTState(
             params,
             torch.zeros_like(params),
             zero,
             torch.zeros_like(params),
-            torch.tensor(GRADIENT),
+            _phase(GRADIENT, params),
             zero,
             sizes,
         )
@@ -120,7 +125,8 @@ class GIANT:
         self, problem: Problem, workers: torch.Tensor, streams: Streams
     ) -> GIANTWorkers:
         """No iterate received yet."""
-        return GIANTWorkers(torch.zeros(workers.shape[0], problem.dim, dtype=problem.dtype))
+        shape = (workers.shape[0], problem.dim)
+        return GIANTWorkers(torch.zeros(shape, dtype=problem.dtype, device=problem.device))
 
     def local(
         self, state: GIANTWorkers, down: AnyPayload, data: LocalData, ctx: Context
@@ -153,20 +159,20 @@ class GIANT:
             assert isinstance(grads, Dense) and isinstance(losses, Scalars)
             grad = combine(grads.values, up.sent, sizes, "size-weighted")
             loss = combine(losses.values, up.sent, sizes, "size-weighted")[0]
-            new = state._replace(grad=grad, loss=loss, phase=torch.tensor(DIRECTION))
+            new = state._replace(grad=grad, loss=loss, phase=_phase(DIRECTION, state.params))
             return new, Download(Dense(grad[None]), broadcast=True)
         if phase == DIRECTION:
             assert isinstance(up.payload, Dense)
             direction = combine(up.payload.values, up.sent, sizes, "mean")
-            new = state._replace(direction=direction, phase=torch.tensor(LINE_SEARCH))
+            new = state._replace(direction=direction, phase=_phase(LINE_SEARCH, state.params))
             piggyback = self.config.line_search == "piggyback"
             return new, Download(Dense(direction[None]), broadcast=True, piggyback=piggyback)
         assert isinstance(up.payload, Scalars)
         values = combine(up.payload.values, up.sent, sizes, "size-weighted")
         index = STEPS.choose(state.loss, values, state.direction.dot(state.grad))
-        step = STEPS.steps(state.params.dtype)[index]
+        step = STEPS.steps(state.params.dtype, state.params.device)[index]
         params = state.params - step * state.direction
-        new = state._replace(params=params, step=step, phase=torch.tensor(GRADIENT))
+        new = state._replace(params=params, step=step, phase=_phase(GRADIENT, params))
         return new, Download(Dense(params[None]), broadcast=True)
 
     def model(self, state: GIANTState) -> torch.Tensor:  # noqa: D102

@@ -20,20 +20,30 @@ rounds. The paper body was not available; these are reconstructions
 Synchronous rounds (everybody starts round i from the same v) or the event-driven asynchronous
 engine (speeds, lag cap) run the same code: the algorithm is asynchronous, and with zero delays
 the asynchronous engine handles all workers of a round as one update. Messages: down d values,
-up d values per round; the ledger's gradient evaluations are K exactly.
+up the update compressed by ``compressor`` (:mod:`lowcomm.algorithms.upload`; identity: d
+values) per round; the ledger's gradient evaluations are K exactly.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
-from lowcomm.algorithms.base import Context, NoState
+from lowcomm.algorithms.base import Context
 from lowcomm.algorithms.local_data import LocalData
 from lowcomm.algorithms.schedules import SAMPLE_SIZES, STEP_SIZES, SampleSizes, StepSize
 from lowcomm.algorithms.settings import About, AlgorithmSettings, OneOf, Text, setting
+from lowcomm.algorithms.upload import (
+    COMPRESSOR,
+    COMPRESSOR_MEANING,
+    EF,
+    EF_MEANING,
+    compress,
+    init_memory,
+    received,
+)
 from lowcomm.core.messages import AnyPayload, Dense, Download, Upload
 from lowcomm.core.rng import Streams
 from lowcomm.problems.base import Problem
@@ -65,6 +75,8 @@ class HogwildIBConfig(AlgorithmSettings):
     step_timing: str = setting(
         "round", OneOf(("round", "gradient")), "one step size per round, or per gradient"
     )
+    compressor: str = setting("identity", COMPRESSOR, COMPRESSOR_MEANING)
+    error_feedback: bool = setting(False, EF, EF_MEANING)
 
 
 class HogwildState(NamedTuple):
@@ -98,42 +110,45 @@ class HogwildIB:
         params = problem.init_params(streams.generator("init"))
         return HogwildState(params), Download(Dense(params[None]), True)
 
-    def init_workers(self, problem: Problem, workers: torch.Tensor, streams: Streams) -> NoState:
-        """Workers keep nothing between rounds."""
-        return NoState()
+    def init_workers(self, problem: Problem, workers: torch.Tensor, streams: Streams) -> Any:
+        """The workers' compressor state (nothing without error feedback or warm starts)."""
+        return init_memory(self.config, problem, workers)
 
     def local(
-        self, state: NoState, down: AnyPayload, data: LocalData, ctx: Context
-    ) -> tuple[Upload, NoState]:
-        """s_i units of SGD work from the received model; upload the summed update."""
+        self, state: Any, down: AnyPayload, data: LocalData, ctx: Context
+    ) -> tuple[Upload, Any]:
+        """s_i units of SGD work from the received model; upload the (compressed) update."""
         assert isinstance(down, Dense)
+        update = self._update(down.values, data, ctx)
+        payload, state = compress(self.config, data.problem, update, state, ctx)
+        return Upload.all(payload), state
+
+    def _update(self, model: torch.Tensor, data: LocalData, ctx: Context) -> torch.Tensor:
+        """The summed update U of s_i units of SGD work from the received ``model``."""
         i, n = ctx.round, ctx.n_workers
         s, start = self.sizes(i), n * self.sizes.total(i)
-        received = down.values
         if self.config.mode == "minibatch":
             index = data.sample(ctx.streams, i, s)
-            update = self.step(start) * s * data.grad(received, index)
-            return Upload.all(Dense(update)), state
-        params = received
+            return self.step(start) * s * data.grad(model, index)
+        params = model
         for j in range(s):
             index = data.sample(ctx.streams, i, 1, step=j)
             t = start if self.config.step_timing == "round" else start + n * j + ctx.workers
             eta = self._eta(t, params)
             params = params - eta * data.grad(params, index)
-        return Upload.all(Dense(received - params)), state
+        return model - params
 
     def _eta(self, t: int | torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """eta(t) as a column, one value per worker row."""
         if isinstance(t, int):
-            return torch.full((params.shape[0], 1), self.step(t), dtype=params.dtype)
-        return torch.tensor([[self.step(int(v))] for v in t], dtype=params.dtype)
+            return params.new_full((params.shape[0], 1), self.step(t))
+        return params.new_tensor([[self.step(v)] for v in t.tolist()])
 
     def aggregate(
         self, state: HogwildState, up: Upload, ctx: Context
     ) -> tuple[HogwildState, Download]:
         """V <- v - sum of the received updates; reply with the current model."""
-        assert isinstance(up.payload, Dense)
-        update = (up.payload.values * up.sent[:, None]).sum(dim=0)
+        update = (received(up.payload) * up.sent[:, None]).sum(dim=0)
         params = state.params - update
         return state._replace(params=params), Download(Dense(params[None]), broadcast=True)
 

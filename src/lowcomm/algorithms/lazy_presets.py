@@ -1,9 +1,11 @@
 """The public configs of the lazy family, with the SASG paper's constants as defaults.
 
-Defaults are the SASG authors' MNIST notebook (10 workers are a run setting): step 0.005,
-batch 10 per worker with reshuffling every epoch, D = 10, threshold multiplier c = 1/2, top-k
-density 1% per parameter tensor (see ../shared/papers/sasg-and-localnewton.md, 1.2). ``lag``
-follows the official LAG code: D = 10, xi_d = xi / D with xi = 1 (WK) or 10 (PS).
+Each config names a trigger (:mod:`lowcomm.algorithms.triggers`) and, except ``lag``, a
+compressor with or without error feedback (the ``compressor`` and ``error_feedback`` settings).
+Defaults are the SASG authors' MNIST notebook (10 workers are a run setting): step 0.005, batch
+10 per worker with reshuffling every epoch, D = 10, threshold multiplier c = 1/2, top-k density 1%
+per parameter tensor with error feedback (see ../shared/papers/sasg-and-localnewton.md, 1.2).
+``lag`` follows the official LAG code: D = 10, xi_d = xi / D with xi = 1 (WK) or 10 (PS).
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from lowcomm.algorithms.lazy import REFERENCES, LazyAggregation, LazySpec
+from lowcomm.algorithms.lazy import LazyAggregation, LazySpec, Weights
+from lowcomm.algorithms.learning_rate import LEARNING_RATE
 from lowcomm.algorithms.local_data import SAMPLING
 from lowcomm.algorithms.settings import (
     NON_NEGATIVE,
-    POSITIVE,
     About,
     AlgorithmSettings,
     Interval,
@@ -24,29 +26,29 @@ from lowcomm.algorithms.settings import (
     OneOf,
     setting,
 )
+from lowcomm.algorithms.triggers import LAGPS, LAGWK, LASGWK2, REFERENCES, Always
+from lowcomm.algorithms.upload import COMPRESSOR, COMPRESSOR_MEANING, EF, EF_MEANING
+from lowcomm.core.errors import InvalidConfigError
 
 DENSITY = Interval(float, 1e-12, 1.0, closed="both")
+DEFAULT_DENSITY = 0.01
 XI = ListOf(Interval(float, 0.0, math.inf, closed="both"))
 LAZY_UP = "a lazy worker sends nothing"
-
-
-def _notebook_weights(threshold: float, lr: float, window: int) -> tuple[float, ...]:
-    """xi_d = c * lr over the D - 1 differences of a window of D models (the notebooks)."""
-    return (threshold * lr,) * max(window - 1, 1)
+LR_MEANING = "step size: a number or a schedule"
 
 
 @dataclass(frozen=True)
 class LASGConfig(AlgorithmSettings):
-    """``lasg``: the LASG-WK2 trigger over dense messages (SASG without sparsification)."""
+    """``lasg``: the LASG-WK2 trigger, by default over dense messages."""
 
     ABOUT = About(
         "lasg",
-        "lazily aggregated stochastic gradients (LASG-WK2 trigger), dense messages",
-        up=f"lr * gradient (d values); {LAZY_UP}",
+        "lazily aggregated stochastic gradients (LASG-WK2 trigger), dense messages by default",
+        up=f"lr * gradient (d values), or its compressed form; {LAZY_UP}",
         down="the model and the threshold (d + 1 values)",
     )
 
-    lr: float = setting(0.005, POSITIVE, "step size")
+    lr: float | str = setting(0.005, LEARNING_RATE, LR_MEANING)
     batch_size: int = setting(10, Interval(int, 1), "examples per worker per round")
     sampling: str = setting(
         "reshuffle", OneOf(SAMPLING), "uniform draws, or a fresh order of the shard every epoch"
@@ -61,41 +63,68 @@ class LASGConfig(AlgorithmSettings):
         "last-upload", OneOf(REFERENCES), "the model the fresh gradient is compared at"
     )
     xi: tuple[float, ...] = setting((), XI, "the trigger weights xi_d (overrides threshold)")
+    compressor: str | None = setting("identity", COMPRESSOR, COMPRESSOR_MEANING)
+    error_feedback: bool = setting(False, EF, EF_MEANING)
 
-    def _density(self) -> float | None:
-        return None
+    def _compressor(self) -> str:
+        """The compressor string (never null here)."""
+        assert self.compressor is not None
+        return self.compressor
 
     def build(self) -> LazyAggregation:
         """The algorithm."""
-        weights = self.xi or _notebook_weights(self.threshold, self.lr, self.window)
         spec = LazySpec(
             self.lr,
             self.batch_size,
             self.sampling,
-            "lasg-wk2",
-            self.window,
-            weights,
-            self.reference,
-            self._density(),
+            LASGWK2(self.window, self.reference),
+            Weights(tuple(self.xi), self.threshold, max(self.window - 1, 1)),
+            self._compressor(),
+            self.error_feedback,
         )
         return LazyAggregation(self.ABOUT.name, spec)
 
 
+def _topk_or(config: SASGConfig | TopKEFConfig) -> str:
+    """The compressor of a config whose null compressor is top-k per tensor at ``density``.
+
+    Raises:
+        InvalidConfigError: a density other than the default together with a compressor.
+    """
+    if config.compressor is None:
+        return f"topk:{config.density!r}"
+    if config.density != DEFAULT_DENSITY:
+        allowed = f"{DEFAULT_DENSITY} (its default) when a compressor is set (topk:DENSITY)"
+        raise InvalidConfigError("density", config.ABOUT.name, allowed, config.density)
+    return config.compressor
+
+
+_TOPK_COMPRESSOR = f"{COMPRESSOR_MEANING} (null: top-k per tensor at density)"
+_DENSITY_MEANING = "share of each parameter tensor top-k keeps (with compressor null)"
+
+
 @dataclass(frozen=True)
 class SASGConfig(LASGConfig):
-    """``sasg``: the LASG-WK2 trigger over error-feedback top-k (per tensor) messages."""
+    """``sasg``: the LASG-WK2 trigger, by default over error-feedback top-k (per tensor)."""
 
     ABOUT = About(
         "sasg",
         "sparse lazy SGD: the LASG-WK2 trigger over top-k messages with error feedback",
-        up=f"top-k of lr * gradient + error (index and value each); {LAZY_UP}",
+        up=f"top-k of lr * gradient + error (index and value each), or compressed; {LAZY_UP}",
         down="the model and the threshold (d + 1 values)",
     )
 
-    density: float = setting(0.01, DENSITY, "share of each parameter tensor top-k keeps")
+    compressor: str | None = setting(None, NoneOr(COMPRESSOR), _TOPK_COMPRESSOR)
+    error_feedback: bool = setting(True, EF, EF_MEANING)
+    density: float = setting(DEFAULT_DENSITY, DENSITY, _DENSITY_MEANING)
 
-    def _density(self) -> float | None:
-        return self.density
+    def __post_init__(self) -> None:
+        """Refuse a density together with a compressor."""
+        super().__post_init__()
+        _topk_or(self)
+
+    def _compressor(self) -> str:
+        return _topk_or(self)
 
 
 @dataclass(frozen=True)
@@ -109,7 +138,7 @@ class LAGConfig(AlgorithmSettings):
         down="the model and the threshold (d + 1 values; ps: + 1 request bit per worker)",
     )
 
-    lr: float = setting(0.1, POSITIVE, "step size")
+    lr: float | str = setting(0.1, LEARNING_RATE, LR_MEANING)
     rule: str = setting(
         "wk", OneOf(("wk", "ps")), "the trigger runs at the worker (wk) or the aggregator (ps)"
     )
@@ -122,37 +151,36 @@ class LAGConfig(AlgorithmSettings):
     def build(self) -> LazyAggregation:
         """The algorithm; the threshold defaults to LAG's xi = 1 (WK) or 10 (PS)."""
         xi = self.threshold if self.threshold is not None else (1.0 if self.rule == "wk" else 10.0)
-        weights = self.xi or (xi / self.window,) * self.window
-        spec = LazySpec(
-            self.lr,
-            None,
-            "replacement",
-            f"lag-{self.rule}",
-            self.window,
-            weights,
-            "last-upload",
-            None,
-        )
+        trigger = LAGWK(self.window) if self.rule == "wk" else LAGPS(self.window)
+        weights = Weights(tuple(self.xi) or (xi / self.window,) * self.window)
+        spec = LazySpec(self.lr, None, "replacement", trigger, weights, "identity", False)
         return LazyAggregation(self.ABOUT.name, spec)
 
 
 @dataclass(frozen=True)
 class TopKEFConfig(AlgorithmSettings):
-    """``topk-ef``: top-k (per tensor) with error feedback, every worker every round."""
+    """``topk-ef``: every worker every round, by default top-k (per tensor) with error feedback."""
 
     ABOUT = About(
         "topk-ef",
         "top-k sparsified SGD with error feedback, every worker every round",
-        up="top-k of lr * gradient + error (index and value each)",
+        up="top-k of lr * gradient + error (index and value each), or compressed",
         down="the model (d values)",
     )
 
-    lr: float = setting(0.005, POSITIVE, "step size")
+    lr: float | str = setting(0.005, LEARNING_RATE, LR_MEANING)
     batch_size: int = setting(10, Interval(int, 1), "examples per worker per round")
     sampling: str = setting(
         "reshuffle", OneOf(SAMPLING), "uniform draws, or a fresh order of the shard every epoch"
     )
-    density: float = setting(0.01, DENSITY, "share of each parameter tensor top-k keeps")
+    density: float = setting(DEFAULT_DENSITY, DENSITY, _DENSITY_MEANING)
+    compressor: str | None = setting(None, NoneOr(COMPRESSOR), _TOPK_COMPRESSOR)
+    error_feedback: bool = setting(True, EF, EF_MEANING)
+
+    def __post_init__(self) -> None:
+        """Refuse a density together with a compressor."""
+        super().__post_init__()
+        _topk_or(self)
 
     def build(self) -> LazyAggregation:
         """The algorithm."""
@@ -160,10 +188,9 @@ class TopKEFConfig(AlgorithmSettings):
             self.lr,
             self.batch_size,
             self.sampling,
-            "always",
-            1,
-            (0.0,),
-            "last-upload",
-            self.density,
+            Always(),
+            Weights((0.0,)),
+            _topk_or(self),
+            self.error_feedback,
         )
         return LazyAggregation(self.ABOUT.name, spec)

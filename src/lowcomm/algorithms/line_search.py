@@ -35,9 +35,11 @@ class ArmijoGrid:
     count: int = 20
     c: float = 1e-4
 
-    def steps(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """The candidate steps, largest first."""
-        return self.step0 * self.shrink ** torch.arange(self.count, dtype=dtype)
+    def steps(
+        self, dtype: torch.dtype = torch.float64, device: torch.device | None = None
+    ) -> torch.Tensor:
+        """The candidate steps, largest first (on ``device``; None: the default device)."""
+        return self.step0 * self.shrink ** torch.arange(self.count, dtype=dtype, device=device)
 
     def choose(self, f0: torch.Tensor, values: torch.Tensor, slope: torch.Tensor) -> int:
         """Index of the first candidate with sufficient decrease.
@@ -45,7 +47,7 @@ class ArmijoGrid:
         ``values[j]`` = f(x - eta_j p) and ``slope`` = <g, p>. If none qualifies, the candidate
         with the lowest value is returned, so a run never stalls on a failed search.
         """
-        steps = self.steps(values.dtype)
+        steps = self.steps(values.dtype, values.device)
         ok = values <= f0 - self.c * steps * slope
         if bool(ok.any()):
             return int(torch.nonzero(ok)[0, 0])
@@ -55,7 +57,7 @@ class ArmijoGrid:
         self, f0: torch.Tensor, values: torch.Tensor, slope: torch.Tensor
     ) -> torch.Tensor:
         """:meth:`choose` for every row: ``f0[w]``, ``values[w, count]``, ``slope[w]``."""
-        steps = self.steps(values.dtype)
+        steps = self.steps(values.dtype, values.device)
         ok = values <= f0[:, None] - self.c * steps[None, :] * slope[:, None]
         first = torch.argmax(ok.to(torch.int64), dim=1)
         return torch.where(ok.any(dim=1), first, torch.argmin(values, dim=1))
@@ -64,4 +66,4 @@ class ArmijoGrid:
         self, loss: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, p: torch.Tensor
     ) -> torch.Tensor:
         """``loss(x - eta_j p)`` for every candidate, ``[w, count]`` (``x``, ``p``: ``[w, d]``)."""
-        return torch.stack([loss(x - eta * p) for eta in self.steps(x.dtype)], dim=1)
+        return torch.stack([loss(x - eta * p) for eta in self.steps(x.dtype, x.device)], dim=1)

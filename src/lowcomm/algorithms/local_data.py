@@ -24,8 +24,9 @@ class LocalData:
     def __init__(self, problem: Problem, shards: Shards) -> None:
         self.problem = problem
         self.shards = shards
-        self.grad_evals = torch.zeros(shards.rows, dtype=torch.int64)
-        self.hvps = torch.zeros(shards.rows, dtype=torch.int64)
+        device = shards.sizes.device
+        self.grad_evals = torch.zeros(shards.rows, dtype=torch.int64, device=device)
+        self.hvps = torch.zeros(shards.rows, dtype=torch.int64, device=device)
 
     @property
     def sizes(self) -> torch.Tensor:
@@ -61,7 +62,7 @@ class LocalData:
         keyed by (worker, epoch)); a batch that runs past the end of an epoch continues in the
         next epoch's order. This is how the SASG authors' notebooks draw batches.
         """
-        positions = counter * batch_size + torch.arange(batch_size)
+        positions = counter * batch_size + torch.arange(batch_size, device=self.sizes.device)
         sizes = self.sizes[:, None]
         epochs, offsets = positions[None, :] // sizes, positions[None, :] % sizes
         first = epochs[:, 0]
@@ -83,7 +84,8 @@ class LocalData:
 
     def _batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         X, y = self.shards.gather(index)
-        return X, y, torch.ones(index.shape, dtype=self.shards.weight.dtype)
+        weight = self.shards.weight
+        return X, y, torch.ones(index.shape, dtype=weight.dtype, device=weight.device)
 
     def loss(self, params: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """Local objective ``[w]`` on the batch ``index`` or, if None, on the whole shard."""

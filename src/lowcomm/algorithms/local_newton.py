@@ -151,8 +151,9 @@ class LocalNewton:
     ) -> tuple[LocalNewtonState, Download]:
         """Initial model and L_0, broadcast."""
         params = problem.init_params(streams.generator("init"))
-        inf = torch.tensor(float("inf"), dtype=params.dtype)
-        state = LocalNewtonState(params, torch.tensor(self.config.local_steps), inf, params, sizes)
+        inf = params.new_tensor(float("inf"))
+        steps = torch.tensor(self.config.local_steps, device=params.device)
+        state = LocalNewtonState(params, steps, inf, params, sizes)
         return state, self._download(state)
 
     def init_workers(
@@ -162,8 +163,8 @@ class LocalNewton:
         if not self.config.then_giant:
             return NoState()
         w = workers.shape[0]
-        params = torch.zeros(w, problem.dim, dtype=problem.dtype)
-        return SwitchingWorkers(params, torch.zeros(w, dtype=torch.int64))
+        params = torch.zeros(w, problem.dim, dtype=problem.dtype, device=problem.device)
+        return SwitchingWorkers(params, torch.zeros(w, dtype=torch.int64, device=problem.device))
 
     def _download(self, state: LocalNewtonState) -> Download:
         model = Dense(state.params[None])
@@ -208,7 +209,7 @@ class LocalNewton:
         grid = self.config.line_search
         trials = grid.trial_values(data.loss, params, direction)
         index = grid.choose_each(data.loss(params), trials, (grad * direction).sum(dim=1))
-        return params - grid.steps(params.dtype)[index][:, None] * direction
+        return params - grid.steps(params.dtype, params.device)[index][:, None] * direction
 
     def aggregate(
         self, state: LocalNewtonState, up: Upload, ctx: Context
@@ -242,7 +243,7 @@ class LocalNewton:
             return new._replace(best_loss=loss, best_params=old.params)
         steps = int(old.local_steps)
         steps = steps - 1 if config.decrease == "minus-one" else steps // 2
-        new = new._replace(local_steps=torch.tensor(max(1, steps)))
+        new = new._replace(local_steps=torch.tensor(max(1, steps), device=old.params.device))
         return new._replace(params=old.best_params) if config.rollback else new
 
     def model(self, state: LocalNewtonState) -> torch.Tensor:  # noqa: D102

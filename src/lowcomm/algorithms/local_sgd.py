@@ -1,23 +1,36 @@
 """Local SGD / FedAvg (``local-sgd``): L local mini-batch steps, then model averaging.
 
-Each round every worker starts from the model it received, takes ``local_steps`` SGD steps
-x <- x - lr * g(x; batch) on its own shard and uploads its model; the aggregator combines the
-models (mean, or size-weighted mean as in FedAvg; McMahan et al., 2017) and broadcasts the
-result. Messages: d values up and down per worker per round. With ``local_steps = 1`` and the
+Each round every worker starts from the model x it received, takes ``local_steps`` SGD steps
+x_w <- x_w - lr_k * g(x_w; batch) on its own shard (lr_k: the step size of round k, a number or
+a schedule) and uploads its model change x_w - x, compressed by ``compressor``
+(:mod:`lowcomm.algorithms.upload`); the aggregator adds the combined changes (mean, or
+size-weighted mean as in FedAvg; McMahan et al., 2017) to x, which is the combined models, and
+broadcasts the result. Messages: the compressor's payload up (identity: d values), d values
+down per worker per round. With ``local_steps = 1`` and the
 same batches this is exactly mini-batch ``sgd`` with the same reduction and no momentum.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 
-from lowcomm.algorithms.base import Context, NoState
+from lowcomm.algorithms.base import Context
 from lowcomm.algorithms.combine import combine
+from lowcomm.algorithms.learning_rate import LEARNING_RATE, step_size
 from lowcomm.algorithms.local_data import LocalData
-from lowcomm.algorithms.settings import POSITIVE, About, AlgorithmSettings, Interval, OneOf, setting
+from lowcomm.algorithms.settings import About, AlgorithmSettings, Interval, OneOf, setting
+from lowcomm.algorithms.upload import (
+    COMPRESSOR,
+    COMPRESSOR_MEANING,
+    EF,
+    EF_MEANING,
+    compress,
+    init_memory,
+    received,
+)
 from lowcomm.core.messages import AnyPayload, Dense, Download, Upload
 from lowcomm.core.rng import Streams
 from lowcomm.problems.base import Problem
@@ -34,12 +47,14 @@ class LocalSGDConfig(AlgorithmSettings):
         down="the averaged model (d values)",
     )
 
-    lr: float = setting(0.1, POSITIVE, "local step size")
+    lr: float | str = setting(0.1, LEARNING_RATE, "local step size: a number or a schedule")
     batch_size: int = setting(32, Interval(int, 1), "examples per local step")
     local_steps: int = setting(4, Interval(int, 1), "local steps L per round")
     reduce: Literal["mean", "size-weighted"] = setting(
         "mean", OneOf(("mean", "size-weighted")), "model averaging: mean or shard-size-weighted"
     )
+    compressor: str = setting("identity", COMPRESSOR, COMPRESSOR_MEANING)
+    error_feedback: bool = setting(False, EF, EF_MEANING)
 
 
 class LocalSGDState(NamedTuple):
@@ -65,28 +80,30 @@ class LocalSGD:
         params = problem.init_params(streams.generator("init"))
         return LocalSGDState(params, sizes), Download(Dense(params[None]), broadcast=True)
 
-    def init_workers(self, problem: Problem, workers: torch.Tensor, streams: Streams) -> NoState:
-        """Workers keep nothing between rounds."""
-        return NoState()
+    def init_workers(self, problem: Problem, workers: torch.Tensor, streams: Streams) -> Any:
+        """The workers' compressor state (nothing without error feedback or warm starts)."""
+        return init_memory(self.config, problem, workers)
 
     def local(
-        self, state: NoState, down: AnyPayload, data: LocalData, ctx: Context
-    ) -> tuple[Upload, NoState]:
-        """Take L local SGD steps from the received model and upload the result."""
+        self, state: Any, down: AnyPayload, data: LocalData, ctx: Context
+    ) -> tuple[Upload, Any]:
+        """Take L local SGD steps from the received model and upload the (compressed) change."""
         assert isinstance(down, Dense)
         params = down.values
+        lr = step_size(self.config.lr, ctx.round)
         for step in range(self.config.local_steps):
             index = data.sample(ctx.streams, ctx.round, self.config.batch_size, step)
-            params = params - self.config.lr * data.grad(params, index)
-        return Upload.all(Dense(params)), state
+            params = params - lr * data.grad(params, index)
+        payload, state = compress(self.config, data.problem, params - down.values, state, ctx)
+        return Upload.all(payload), state
 
     def aggregate(
         self, state: LocalSGDState, up: Upload, ctx: Context
     ) -> tuple[LocalSGDState, Download]:
-        """Average the uploaded models."""
-        assert isinstance(up.payload, Dense)
+        """Add the combined model changes to the model."""
         sizes = state.sizes[ctx.workers]
-        params = combine(up.payload.values, up.sent, sizes, self.config.reduce)
+        change = combine(received(up.payload), up.sent, sizes, self.config.reduce)
+        params = state.params + change
         return state._replace(params=params), Download(Dense(params[None]), broadcast=True)
 
     def model(self, state: LocalSGDState) -> torch.Tensor:  # noqa: D102

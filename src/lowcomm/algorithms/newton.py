@@ -39,7 +39,7 @@ def conjugate_gradient(
     p = r.clone()
     rr = (r * r).sum(dim=1)
     target = (tol**2) * rr
-    iterations = torch.zeros(b.shape[0], dtype=torch.int64)
+    iterations = torch.zeros(b.shape[0], dtype=torch.int64, device=b.device)
     for _ in range(max_iter):
         active = rr > target
         if not bool(active.any()):

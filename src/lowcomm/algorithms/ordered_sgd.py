@@ -39,6 +39,7 @@ import torch
 from lowcomm.algorithms.base import Context
 from lowcomm.algorithms.combine import combine
 from lowcomm.algorithms.local_data import LocalData
+from lowcomm.algorithms.server_step import ServerStep
 from lowcomm.algorithms.sgd import SGDConfig
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.messages import (
@@ -116,7 +117,7 @@ class OrderedSGD:
         # example units: the sign variant uploads (projected) pair differences, not gradients
         self.uploads_differences = self.order == "cd-grab-signs" and config.unit == "example"
         # the shared projection is a pure function of (seed, d, k, dtype): drawn once, kept
-        self._matrices: dict[tuple[int, int, int, torch.dtype], torch.Tensor] = {}
+        self._matrices: dict[tuple[int, int, int, torch.dtype, torch.device], torch.Tensor] = {}
 
     def rounds_per_epoch(self, sizes: torch.Tensor) -> int:
         """Steps in one epoch: n / b."""
@@ -135,42 +136,45 @@ class OrderedSGD:
         """Initial model; the first download also tells the workers n."""
         params = problem.init_params(streams.generator("init"))
         m, n, d = sizes.shape[0], self._length(sizes), params.shape[0]
-        units = self.units.count(n)
+        units, device = self.units.count(n), params.device
         state = OrderedState(
             params,
             torch.zeros_like(params),
             sizes,
-            torch.tensor(n),
-            self.units.first(streams, torch.arange(m), sizes, n),
-            fresh_pair_balancer(m, 1, units, self._server_dim(d), params.dtype),
-            no_pending(m, d, params.dtype),
-            torch.zeros(m, units // 2, dtype=torch.bool),
-            torch.zeros(n // self.batch, d, dtype=params.dtype),
-            torch.tensor(float("nan"), dtype=params.dtype),
+            torch.tensor(n, device=device),
+            self.units.first(streams, torch.arange(m, device=device), sizes, n),
+            fresh_pair_balancer(m, 1, units, self._server_dim(d), params.dtype, device),
+            no_pending(m, d, params.dtype, device),
+            torch.zeros(m, units // 2, dtype=torch.bool, device=device),
+            params.new_zeros(n // self.batch, d),
+            params.new_tensor(float("nan")),
         )
-        length = Scalars(torch.tensor([[float(n)]], dtype=params.dtype))
+        length = Scalars(params.new_tensor([[float(n)]]))
         return state, Download(Bundle((Dense(params[None]), length)), broadcast=True)
 
     def init_workers(
         self, problem: Problem, workers: torch.Tensor, streams: Streams
     ) -> OrderedWorkers:
         """Empty orders until the first download says how long an epoch is."""
-        return self._fresh_workers(workers.shape[0], 0, problem.dim, problem.dtype)
+        w, d = workers.shape[0], problem.dim
+        return self._fresh_workers(w, 0, d, problem.dtype, problem.device)
 
-    def _fresh_workers(self, w: int, n: int, d: int, dtype: torch.dtype) -> OrderedWorkers:
+    def _fresh_workers(
+        self, w: int, n: int, d: int, dtype: torch.dtype, device: torch.device
+    ) -> OrderedWorkers:
         units = self.units.count(n)
         mean = MeanBalanceState(
-            torch.zeros(w, d, dtype=dtype),
-            torch.zeros(w, d, dtype=dtype),
-            torch.zeros(w, d, dtype=dtype),
-            torch.zeros(w, units, dtype=torch.int64),
-            torch.zeros(w, dtype=torch.int64),
-            torch.full((w,), units - 1, dtype=torch.int64),
+            torch.zeros(w, d, dtype=dtype, device=device),
+            torch.zeros(w, d, dtype=dtype, device=device),
+            torch.zeros(w, d, dtype=dtype, device=device),
+            torch.zeros(w, units, dtype=torch.int64, device=device),
+            torch.zeros(w, dtype=torch.int64, device=device),
+            torch.full((w,), units - 1, dtype=torch.int64, device=device),
         )
-        pair = fresh_pair_balancer(w, w, units, d, dtype)
-        visiting = torch.zeros(w, n, dtype=torch.int64)
-        unit_order = torch.zeros(w, units, dtype=torch.int64)
-        return OrderedWorkers(visiting, unit_order, pair, mean, no_pending(w, d, dtype))
+        pair = fresh_pair_balancer(w, w, units, d, dtype, device)
+        visiting = torch.zeros(w, n, dtype=torch.int64, device=device)
+        unit_order = torch.zeros(w, units, dtype=torch.int64, device=device)
+        return OrderedWorkers(visiting, unit_order, pair, mean, no_pending(w, d, dtype, device))
 
     def local(
         self, state: OrderedWorkers, down: AnyPayload, data: LocalData, ctx: Context
@@ -182,7 +186,8 @@ class OrderedSGD:
         if ctx.round == 0:
             assert isinstance(extra, Scalars)
             n = int(extra.values[0, 0])
-            state = self._fresh_workers(params.shape[0], n, params.shape[1], params.dtype)
+            w, d = params.shape
+            state = self._fresh_workers(w, n, d, params.dtype, params.device)
         n = state.visiting.shape[1]
         epoch, step = divmod(ctx.round, n // self.batch)
         if step == 0:
@@ -237,7 +242,8 @@ class OrderedSGD:
             assert isinstance(extra, SignBits)
             order = rebuild_from_signs(state.unit_order, extra.signs)
         visiting = self.units.examples(order, streams, workers, sizes, n)
-        fresh = self._fresh_workers(w, n, d, state.mean.running.dtype)
+        running = state.mean.running
+        fresh = self._fresh_workers(w, n, d, running.dtype, running.device)
         units = order.shape[1]
         stale = state.mean.accumulated / units if epoch > 0 else fresh.mean.stale_mean
         mean = fresh.mean._replace(stale_mean=stale)
@@ -271,11 +277,13 @@ class OrderedSGD:
         if k == 0:
             return deltas
         d = deltas.shape[2]
-        key = (streams.seed, d, k, deltas.dtype)
+        key = (streams.seed, d, k, deltas.dtype, deltas.device)
         if key not in self._matrices:
             generator = streams.generator("projection")
-            gaussian = torch.randn(d, k, generator=generator, dtype=torch.float64)
-            self._matrices[key] = (gaussian / k**0.5).to(deltas.dtype)
+            gaussian = torch.randn(
+                d, k, generator=generator, dtype=torch.float64, device=generator.device
+            )
+            self._matrices[key] = (gaussian / k**0.5).to(deltas.device, deltas.dtype)
         return deltas @ self._matrices[key]
 
     def aggregate(
@@ -286,8 +294,9 @@ class OrderedSGD:
         step = ctx.round % (n // b)
         means, state = self._server(state, up, step, ctx)
         grad = combine(means, up.sent, state.sizes[ctx.workers], self.config.reduce)
-        velocity = self.config.momentum * state.velocity + grad
-        params = state.params - self.config.lr * velocity
+        config = self.config
+        server = ServerStep(config.lr, config.momentum, config.nesterov)
+        params, velocity = server.apply(state.params, state.velocity, grad, ctx.round)
         state.step_sums[step] = b * means.sum(dim=0)  # this epoch's buffer, owned by the state
         state = state._replace(params=params, velocity=velocity)
         if step < n // b - 1:
@@ -334,7 +343,7 @@ class OrderedSGD:
     def _end_epoch(self, state: OrderedState, m: int) -> tuple[OrderedState, Download]:
         """Log the epoch's herding bound; send CD-GraB's next orders; reset the server."""
         centred = state.step_sums - state.step_sums.mean(dim=0)
-        d, dtype = state.params.shape[0], state.params.dtype
+        d, dtype, device = state.params.shape[0], state.params.dtype, state.params.device
         next_orders, signs = state.server.next_order, state.signs
         units = state.unit_order.shape[1]
         if self.order in SERVER_ORDERS and not self.uploads_differences:
@@ -342,8 +351,8 @@ class OrderedSGD:
         state = state._replace(
             herding=centred.cumsum(dim=0).abs().max(),
             step_sums=torch.zeros_like(state.step_sums),
-            server=fresh_pair_balancer(m, 1, units, self._server_dim(d), dtype),
-            pending=no_pending(m, d, dtype),
+            server=fresh_pair_balancer(m, 1, units, self._server_dim(d), dtype, device),
+            pending=no_pending(m, d, dtype, device),
             signs=torch.zeros_like(signs),
         )
         rows = Dense(state.params.expand(m, d).clone())

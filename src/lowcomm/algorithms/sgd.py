@@ -2,31 +2,34 @@
 
 Each round every worker draws ``batch_size`` examples from its own shard (uniformly with
 replacement, or by ``reshuffle``: a fresh order of its shard every epoch) and uploads the
-mini-batch gradient at the model it received; the aggregator combines the gradients (sum, mean
-or size-weighted mean) and takes a heavy-ball step,
+mini-batch gradient at the model it received, compressed by ``compressor`` (with optional error
+feedback; :mod:`lowcomm.algorithms.upload`); the aggregator combines the gradients (sum, mean or
+size-weighted mean) and takes a heavy-ball (or Nesterov) step with step size lr_k
+(:mod:`lowcomm.algorithms.server_step`),
 
-    v_{k+1} = momentum * v_k + g_k,    x_{k+1} = x_k - lr * v_{k+1},
+    v_{k+1} = momentum * v_k + g_k,    x_{k+1} = x_k - lr_k * v_{k+1},
 
-then broadcasts x_{k+1}. Messages: up, d values per worker (4d bytes in float32); down, the
-same. With ``asynchronous=True`` the aggregator applies each gradient as it arrives (classic
-asynchronous SGD) and replies to its sender only. With ``order`` set (``d-rr``, ``so``,
-``id-grab``, ``id-grab-mean``, ``cd-grab``, ``cd-grab-signs``) batches follow epoch orders
-instead (:mod:`lowcomm.algorithms.ordered_sgd`), of single examples or, with
-``unit="minibatch"``, of fixed minibatches.
+then broadcasts x_{k+1}. Messages: up, the compressor's payload per worker (identity: d values,
+4d bytes in float32); down, d values. With ``asynchronous=True`` the aggregator applies each
+gradient as it arrives (classic asynchronous SGD) and replies to its sender only. With
+``order`` set (``d-rr``, ``so``, ``id-grab``, ``id-grab-mean``, ``cd-grab``, ``cd-grab-signs``)
+batches follow epoch orders instead (:mod:`lowcomm.algorithms.ordered_sgd`), of single
+examples or, with ``unit="minibatch"``, of fixed minibatches.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 
-from lowcomm.algorithms.base import Context, NoState
+from lowcomm.algorithms.base import Context
 from lowcomm.algorithms.combine import REDUCTIONS, combine
+from lowcomm.algorithms.learning_rate import LEARNING_RATE
 from lowcomm.algorithms.local_data import SAMPLING, LocalData
+from lowcomm.algorithms.server_step import ServerStep
 from lowcomm.algorithms.settings import (
-    POSITIVE,
     About,
     AlgorithmSettings,
     Flag,
@@ -35,6 +38,15 @@ from lowcomm.algorithms.settings import (
     When,
     is_asynchronous,
     setting,
+)
+from lowcomm.algorithms.upload import (
+    COMPRESSOR,
+    COMPRESSOR_MEANING,
+    EF,
+    EF_MEANING,
+    compress,
+    init_memory,
+    received,
 )
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.messages import AnyPayload, Dense, Download, Upload
@@ -55,9 +67,10 @@ class SGDConfig(AlgorithmSettings):
         asynchronous=When("asynchronous", True),
     )
 
-    lr: float = setting(0.1, POSITIVE, "step size")
+    lr: float | str = setting(0.1, LEARNING_RATE, "step size: a number or a schedule")
     batch_size: int = setting(32, Interval(int, 1), "examples per worker per round")
     momentum: float = setting(0.0, Interval(float, 0.0, 1.0), "heavy-ball momentum")
+    nesterov: bool = setting(False, Flag(), "Nesterov momentum instead of heavy-ball")
     reduce: Literal["sum", "mean", "size-weighted"] = setting(
         "mean", OneOf(REDUCTIONS), "how gradients are combined: sum, mean or shard-size-weighted"
     )
@@ -74,6 +87,8 @@ class SGDConfig(AlgorithmSettings):
         "cd-grab-signs: project pair differences to this many dimensions (0: none)",
     )
     unit: str = setting("example", OneOf(UNITS), "what an order permutes: examples or minibatches")
+    compressor: str = setting("identity", COMPRESSOR, COMPRESSOR_MEANING)
+    error_feedback: bool = setting(False, EF, EF_MEANING)
 
     def __post_init__(self) -> None:
         """Check each setting, then the settings that depend on each other."""
@@ -83,6 +98,9 @@ class SGDConfig(AlgorithmSettings):
         if self.unit == "minibatch" and self.order == "none":
             allowed = "'example' without an order (minibatch units need an order)"
             raise InvalidConfigError("unit", "sgd", allowed, self.unit)
+        if self.order != "none" and self.compressor != "identity":
+            allowed = "'identity' with an example order (the order server needs the gradients)"
+            raise InvalidConfigError("compressor", "sgd", allowed, self.compressor)
         if self.unit == "minibatch" and self.projection > 0:
             allowed = "0 with unit 'minibatch' (the server already holds the minibatch gradients)"
             raise InvalidConfigError("projection", "sgd", allowed, self.projection)
@@ -113,26 +131,27 @@ class SGD:
         state = SGDState(params, torch.zeros_like(params), sizes)
         return state, Download(Dense(params[None]), broadcast=True)
 
-    def init_workers(self, problem: Problem, workers: torch.Tensor, streams: Streams) -> NoState:
-        """Workers keep nothing between rounds."""
-        return NoState()
+    def init_workers(self, problem: Problem, workers: torch.Tensor, streams: Streams) -> Any:
+        """The workers' compressor state (nothing without error feedback or warm starts)."""
+        return init_memory(self.config, problem, workers)
 
     def local(
-        self, state: NoState, down: AnyPayload, data: LocalData, ctx: Context
-    ) -> tuple[Upload, NoState]:
-        """Upload the mini-batch gradient at the received model."""
+        self, state: Any, down: AnyPayload, data: LocalData, ctx: Context
+    ) -> tuple[Upload, Any]:
+        """Upload the (compressed) mini-batch gradient at the received model."""
         assert isinstance(down, Dense)
         config = self.config
         index = data.draw(config.sampling, ctx.streams, ctx.round, config.batch_size)
-        return Upload.all(Dense(data.grad(down.values, index))), state
+        grad = data.grad(down.values, index)
+        payload, state = compress(config, data.problem, grad, state, ctx)
+        return Upload.all(payload), state
 
     def aggregate(self, state: SGDState, up: Upload, ctx: Context) -> tuple[SGDState, Download]:
-        """Combine the gradients and take one heavy-ball step."""
-        assert isinstance(up.payload, Dense)
+        """Combine the gradients and take one server step (plain, heavy-ball or Nesterov)."""
         sizes = state.sizes[ctx.workers]
-        grad = combine(up.payload.values, up.sent, sizes, self.config.reduce)
-        velocity = self.config.momentum * state.velocity + grad
-        params = state.params - self.config.lr * velocity
+        grad = combine(received(up.payload), up.sent, sizes, self.config.reduce)
+        step = ServerStep(self.config.lr, self.config.momentum, self.config.nesterov)
+        params, velocity = step.apply(state.params, state.velocity, grad, ctx.round)
         return state._replace(params=params, velocity=velocity), Download(
             Dense(params[None]), broadcast=True
         )

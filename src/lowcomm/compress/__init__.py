@@ -1,1 +1,1 @@
-"""Compressors that compose: top-k, random-k, and error feedback as a wrapper."""
+"""Compressors that compose: top-k, random-k, scaled sign, QSGD, low rank, and error feedback."""

@@ -4,8 +4,10 @@ Each worker keeps a residual e (Stich, Cordonnier and Jaggi, 2018; Seide et al.,
 
     v = x + e,    message = C(v),    e <- v - decompress(message)
 
-so what is sent plus what is kept equals the input exactly: the residual is v with the sent
-entries zeroed, computed by subtracting the very values that were sent.
+so what is sent plus what is kept equals the input: the residual is computed by subtracting the
+very values that were sent. For sparsifiers it is v with the sent entries zeroed, exactly; for
+compressors that send other numbers (signs, levels, factors), decompress(message) + e equals v
+to the rounding of one subtraction and one addition.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, NamedTuple
 import torch
 
 from lowcomm.compress.base import Compressor, DrawKey
-from lowcomm.core.messages import Dense, Sparse
+from lowcomm.core.messages import Compressed
 
 
 class ErrorFeedbackState(NamedTuple):
@@ -26,9 +28,9 @@ class ErrorFeedbackState(NamedTuple):
     inner: Any
 
 
-def decompress(payload: Sparse | Dense) -> torch.Tensor:
+def decompress(payload: Compressed) -> torch.Tensor:
     """The dense rows a payload stands for."""
-    return payload.to_dense() if isinstance(payload, Sparse) else payload.values
+    return payload.to_dense()
 
 
 @dataclass(frozen=True)
@@ -37,14 +39,17 @@ class ErrorFeedback:
 
     inner: Compressor
 
-    def init(self, rows: int, dim: int, dtype: torch.dtype) -> ErrorFeedbackState:  # noqa: D102
+    def init(  # noqa: D102
+        self, rows: int, dim: int, dtype: torch.dtype, device: torch.device | None = None
+    ) -> ErrorFeedbackState:
         return ErrorFeedbackState(
-            torch.zeros(rows, dim, dtype=dtype), self.inner.init(rows, dim, dtype)
+            torch.zeros(rows, dim, dtype=dtype, device=device),
+            self.inner.init(rows, dim, dtype, device),
         )
 
     def compress(  # noqa: D102
         self, values: torch.Tensor, state: ErrorFeedbackState, key: DrawKey
-    ) -> tuple[Sparse | Dense, ErrorFeedbackState]:
+    ) -> tuple[Compressed, ErrorFeedbackState]:
         v = values + state.residual
         message, inner = self.inner.compress(v, state.inner, key)
         return message, ErrorFeedbackState(v - decompress(message), inner)

@@ -27,7 +27,9 @@ class RandomK:
     def __post_init__(self) -> None:
         at_least("random-k", "k", self.k, 1)
 
-    def init(self, rows: int, dim: int, dtype: torch.dtype) -> Stateless:  # noqa: D102
+    def init(  # noqa: D102
+        self, rows: int, dim: int, dtype: torch.dtype, device: torch.device | None = None
+    ) -> Stateless:
         if self.k > dim:
             raise InvalidConfigError("k", "random-k", f"an integer in [1, {dim}]", self.k)
         return Stateless()
@@ -36,7 +38,7 @@ class RandomK:
         self, values: torch.Tensor, state: Stateless, key: DrawKey
     ) -> tuple[Sparse, Stateless]:
         d = values.shape[1]
-        keys = key.streams.uniform("random-k", key.workers, key.round, d)
+        keys = key.streams.uniform("random-k", key.workers, key.round, d).to(values.device)
         indices = torch.topk(keys, self.k, dim=1, sorted=False).indices
         scale = d / self.k if self.rescale else 1.0
         return sparse_rows(values, indices, scale), state

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lowcomm.compress.base import DrawKey, Stateless, sparse_rows
+from lowcomm.compress.base import DrawKey, Stateless, check_dim, check_segments, sparse_rows
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.messages import Sparse
 from lowcomm.core.validate import at_least, in_interval
@@ -23,7 +23,7 @@ from lowcomm.core.validate import at_least, in_interval
 def largest(values: torch.Tensor, k: int) -> torch.Tensor:
     """Positions ``[w, k]`` of the k largest magnitudes in each row of ``values[w, d]``."""
     if k == values.shape[1]:
-        return torch.arange(k).expand(values.shape[0], k)
+        return torch.arange(k, device=values.device).expand(values.shape[0], k)
     return torch.topk(values.abs(), k, dim=1, sorted=False).indices
 
 
@@ -36,14 +36,16 @@ class TopKPerTensor:
 
     def __post_init__(self) -> None:
         in_interval("top-k", "density", self.density, 1e-12, 1.0, closed_high=True)
-        if not self.segments or any(s < 1 for s in self.segments):
-            raise InvalidConfigError("segments", "top-k", "positive tensor sizes", self.segments)
+        check_segments("top-k", self.segments)
 
     def counts(self) -> list[int]:
         """Entries kept in each tensor."""
         return [max(1, int(self.density * d)) for d in self.segments]
 
-    def init(self, rows: int, dim: int, dtype: torch.dtype) -> Stateless:  # noqa: D102
+    def init(  # noqa: D102
+        self, rows: int, dim: int, dtype: torch.dtype, device: torch.device | None = None
+    ) -> Stateless:
+        check_dim("top-k", self.segments, dim)
         return Stateless()
 
     def compress(  # noqa: D102
@@ -66,7 +68,9 @@ class TopK:
     def __post_init__(self) -> None:
         at_least("top-k", "k", self.k, 1)
 
-    def init(self, rows: int, dim: int, dtype: torch.dtype) -> Stateless:  # noqa: D102
+    def init(  # noqa: D102
+        self, rows: int, dim: int, dtype: torch.dtype, device: torch.device | None = None
+    ) -> Stateless:
         if self.k > dim:
             raise InvalidConfigError("k", "top-k", f"an integer in [1, {dim}]", self.k)
         return Stateless()

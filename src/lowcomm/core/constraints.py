@@ -2,7 +2,8 @@
 
 scikit-learn's parameter constraints: an :class:`Interval` of integers or numbers, one of fixed
 options (:class:`OneOf`), a boolean (:class:`Flag`), a string in a small language
-(:class:`Text`), ``None`` or a value (:class:`NoneOr`), a list of values (:class:`ListOf`).
+(:class:`Text`), ``None`` or a value (:class:`NoneOr`), a list of values (:class:`ListOf`), one
+of two kinds (:class:`Either`).
 :func:`require` raises :class:`~lowcomm.core.errors.InvalidConfigError` with the constraint's
 description for a value it does not accept.
 """
@@ -172,6 +173,25 @@ class ListOf:
 
     def accepts(self, value: object) -> bool:  # noqa: D102
         return isinstance(value, list | tuple) and all(self.inner.accepts(v) for v in value)
+
+
+@dataclass(frozen=True)
+class Either:
+    """A value that ``first`` or ``second`` allows (a number, or a schedule string)."""
+
+    first: Constraint
+    second: Constraint
+
+    @property
+    def type_name(self) -> str:  # noqa: D102
+        return f"{self.first.type_name} or {self.second.type_name}"
+
+    @property
+    def allowed(self) -> str:  # noqa: D102
+        return f"{self.first.allowed}, or {self.second.allowed}"
+
+    def accepts(self, value: object) -> bool:  # noqa: D102
+        return self.first.accepts(value) or self.second.accepts(value)
 
 
 def require(constraint: Constraint, owner: str, name: str, value: object) -> None:

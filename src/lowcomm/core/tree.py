@@ -41,6 +41,12 @@ def put(state: State, index: torch.Tensor, rows: State) -> State:
     return result
 
 
+def to(state: State, device: torch.device) -> State:
+    """Every leaf on ``device`` (a leaf already there is kept, not copied)."""
+    result: State = _map(lambda leaf: leaf.to(device), state)
+    return result
+
+
 def concat(states: list[State]) -> State:
     """Stack groups of workers back into one state, in the given order."""
     result: State = _map(lambda *leaves: torch.cat(leaves), *states)

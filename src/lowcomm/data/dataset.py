@@ -13,6 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from lowcomm.core.device import as_device
 from lowcomm.data import sparse
 from lowcomm.data.sparse import Features
 
@@ -58,7 +59,8 @@ class Shards:
 
     ``X[w, n_max, ...]``, ``y[w, n_max]``, ``weight[w, n_max]`` (1 for real examples, 0 for
     padding), ``sizes[w]`` and the global ids ``workers[w]`` of the workers held here. ``X`` is
-    a coalesced sparse COO tensor ``[w, n_max, d]`` when the data set's features are CSR.
+    a coalesced sparse COO tensor ``[w, n_max, d]`` when the data set's features are CSR. All
+    live on one device, where the workers compute.
     """
 
     X: torch.Tensor
@@ -68,8 +70,17 @@ class Shards:
     workers: torch.Tensor
 
     @staticmethod
-    def build(data: Dataset, parts: list[np.ndarray], dtype: torch.dtype) -> Shards:
-        """Stack the shards ``data[parts[w]]`` for every worker w."""
+    def build(
+        data: Dataset,
+        parts: list[np.ndarray],
+        dtype: torch.dtype,
+        device: torch.device | str | None = None,
+    ) -> Shards:
+        """Stack the shards ``data[parts[w]]`` for every worker w on ``device``.
+
+        ``device`` None is torch's default device.
+        """
+        device = as_device(device)
         sizes = np.array([p.size for p in parts], dtype=np.int64)
         width = int(sizes.max())
         y = np.zeros((len(parts), width), dtype=np.int64)
@@ -78,11 +89,11 @@ class Shards:
             y[w, : part.size] = data.y[part]
             weight[w, : part.size] = 1.0
         return Shards(
-            _stack_features(data, parts, width, dtype),
-            torch.from_numpy(y),
-            torch.from_numpy(weight).to(dtype),
-            torch.from_numpy(sizes),
-            torch.arange(len(parts)),
+            _stack_features(data, parts, width, dtype, device),
+            torch.from_numpy(y).to(device),
+            torch.from_numpy(weight).to(device, dtype),
+            torch.from_numpy(sizes).to(device),
+            torch.arange(len(parts), device=device),
         )
 
     @property
@@ -112,9 +123,9 @@ class Shards:
         """``X`` of the workers at ``rows``: a dense selection, or a sparse gather of their rows."""
         if not self.X.is_sparse:
             return self.X[rows]
-        width = self.X.shape[1]
-        workers = torch.arange(self.rows)[rows]
-        return self._gather_rows(workers[:, None] * width + torch.arange(width))
+        width, device = self.X.shape[1], self.X.device
+        workers = torch.arange(self.rows, device=device)[rows]
+        return self._gather_rows(workers[:, None] * width + torch.arange(width, device=device))
 
     @cached_property
     def _row_starts(self) -> torch.Tensor:
@@ -132,7 +143,7 @@ class Shards:
         advanced indexing with two index tensors); sparse shards give a sparse ``X[w, b, d]``.
         """
         rows, width = self.X.shape[:2]
-        flat = (index + width * torch.arange(rows)[:, None]).reshape(-1)
+        flat = (index + width * torch.arange(rows, device=index.device)[:, None]).reshape(-1)
         y = self.y.reshape(-1).index_select(0, flat).reshape(index.shape)
         if self.X.is_sparse:
             return self._gather_rows(flat.reshape(index.shape)), y
@@ -141,12 +152,12 @@ class Shards:
 
 
 def _stack_features(
-    data: Dataset, parts: list[np.ndarray], width: int, dtype: torch.dtype
+    data: Dataset, parts: list[np.ndarray], width: int, dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor:
     """``X[w, width, ...]`` with ``data.X[parts[w]]`` first in row w and zeros after."""
     if sp.issparse(data.X):
-        return sparse.stack(data.X, parts, width, dtype)
+        return sparse.stack(data.X, parts, width, dtype, device)
     X = np.zeros((len(parts), width, *data.feature_shape), dtype=np.float64)
     for w, part in enumerate(parts):
         X[w, : part.size] = data.X[part]
-    return torch.from_numpy(X).to(dtype)
+    return torch.from_numpy(X).to(device, dtype)

@@ -30,16 +30,20 @@ def fits_dense(shape: tuple[int, int], limit: int = DENSE_LIMIT) -> bool:
     return shape[0] * shape[1] * 8 <= limit
 
 
-def to_tensor(X: Features, dtype: torch.dtype) -> torch.Tensor:
-    """Features as a tensor in ``dtype``: dense as they are, CSR as a 2-D sparse COO tensor."""
+def to_tensor(X: Features, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Features as a tensor in ``dtype`` on ``device``: dense as they are, CSR as 2-D sparse COO."""
     if isinstance(X, np.ndarray):
-        return torch.as_tensor(X, dtype=dtype)
+        return torch.as_tensor(X, dtype=dtype, device=device)
     rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
-    return _coalesced(np.stack([rows, X.indices]), X.data, X.shape, dtype)
+    return _coalesced(np.stack([rows, X.indices]), X.data, X.shape, dtype, device)
 
 
 def stack(
-    X: sp.csr_matrix, parts: list[np.ndarray], width: int, dtype: torch.dtype
+    X: sp.csr_matrix,
+    parts: list[np.ndarray],
+    width: int,
+    dtype: torch.dtype,
+    device: torch.device,
 ) -> torch.Tensor:
     """The rows ``X[parts[w]]`` of every worker w as a sparse ``[len(parts), width, d]`` tensor.
 
@@ -50,15 +54,20 @@ def stack(
     worker = np.repeat(np.arange(len(parts)), [p.size for p in parts])
     position = np.concatenate([np.arange(p.size) for p in parts])
     indices = np.stack([np.repeat(worker, per_row), np.repeat(position, per_row), chosen.indices])
-    return _coalesced(indices, chosen.data, (len(parts), width, X.shape[1]), dtype)
+    shape = (len(parts), width, X.shape[1])
+    return _coalesced(indices, chosen.data, shape, dtype, device)
 
 
 def _coalesced(
-    indices: np.ndarray, values: np.ndarray, shape: tuple[int, ...], dtype: torch.dtype
+    indices: np.ndarray,
+    values: np.ndarray,
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    device: torch.device,
 ) -> torch.Tensor:
-    """A checked, coalesced sparse COO tensor (duplicate entries summed)."""
-    index = torch.from_numpy(indices.astype(np.int64))
-    value = torch.from_numpy(values).to(dtype)
+    """A checked, coalesced sparse COO tensor on ``device`` (duplicate entries summed)."""
+    index = torch.from_numpy(indices.astype(np.int64)).to(device)
+    value = torch.from_numpy(values).to(device, dtype)
     return torch.sparse_coo_tensor(index, value, shape, check_invariants=True).coalesce()
 
 
@@ -82,9 +91,12 @@ def gather_rows(X: torch.Tensor, starts: torch.Tensor, rows: torch.Tensor) -> to
     flat = rows.reshape(-1)
     first, counts = starts[flat], starts[flat + 1] - starts[flat]
     total = int(counts.sum())
-    row = torch.repeat_interleave(torch.arange(flat.numel()), counts, output_size=total)
+    device = rows.device
+    examples = torch.arange(flat.numel(), device=device)
+    row = torch.repeat_interleave(examples, counts, output_size=total)
     shift = first - (counts.cumsum(0) - counts)
-    source = torch.repeat_interleave(shift, counts, output_size=total) + torch.arange(total)
+    offsets = torch.repeat_interleave(shift, counts, output_size=total)
+    source = offsets + torch.arange(total, device=device)
     batch = rows.shape[1]
     columns = X._indices()[2].index_select(0, source)
     indices = torch.stack([row // batch, row % batch, columns])

@@ -71,8 +71,9 @@ def compute_one(
     ``workers`` is the state of the workers hosted here, ``position`` this worker's row in it and
     ``data`` its shard alone. Returns the result and the hosted workers' new state.
     """
-    index = torch.tensor([position])
-    ctx = Context(local_round, torch.tensor([worker]), n_workers, streams)
+    device = data.sizes.device
+    index = torch.tensor([position], device=device)
+    ctx = Context(local_round, torch.tensor([worker], device=device), n_workers, streams)
     up, mine = algorithm.local(tree.take(workers, index), down, data, ctx)
     grads, hvps = (int(c[0]) for c in data.reset_counts())
     return Completed(worker, up, grads, hvps), tree.put(workers, index, mine)
@@ -152,14 +153,15 @@ class AsyncRounds:
 
         The ledger records each row as a download of ``round_``.
         """
-        down = state.download.for_workers(torch.arange(len(ids)))
-        state.ledger.download(round_, ids, down.nbytes().numpy())
+        device = state.download.payload.device
+        down = state.download.for_workers(torch.arange(len(ids), device=device))
+        state.ledger.download(round_, ids, down.nbytes().cpu().numpy())
         for position, worker in enumerate(ids.tolist()):
-            row = down.take(torch.tensor([position]))
+            row = down.take(torch.tensor([position], device=device))
             self._dispatch(state, worker, row, state.sim_time + self._transfer(worker, row))
 
     def _transfer(self, worker: int, payload: AnyPayload) -> float:
-        nbytes = payload.nbytes().numpy()
+        nbytes = payload.nbytes().cpu().numpy()
         seconds = self.timing.transfer(np.array([worker]), nbytes, np.array([True]))
         return float(seconds[0])
 
@@ -183,7 +185,7 @@ class AsyncRounds:
         ids = np.array([done.worker])
         work = self.timing.work(ids, np.array([done.grad_evals]), np.array([done.hvps]))
         up = done.upload
-        send = self.timing.transfer(ids, up.nbytes().numpy(), up.sent.numpy())
+        send = self.timing.transfer(ids, up.nbytes().cpu().numpy(), up.sent.cpu().numpy())
         start = state.engine["started"][done.worker]
         return Arrival(start + float(work[0]) + float(send[0]), done.worker, done)
 
@@ -247,9 +249,11 @@ class AsyncRounds:
         up = Upload(
             concat([d.upload.payload for d in done]), torch.cat([d.upload.sent for d in done])
         )
-        state.ledger.upload(r, ids, up.sent.numpy(), up.payload.nbytes().numpy())
-        staleness = torch.tensor([state.round - eng["sent_version"][i] for i in ids])
-        ctx = Context(state.round, torch.from_numpy(ids), self.n, self.streams, staleness)
+        state.ledger.upload(r, ids, up.sent.cpu().numpy(), up.payload.nbytes().cpu().numpy())
+        device = up.payload.device
+        lags = [state.round - eng["sent_version"][i] for i in ids]
+        workers, staleness = torch.from_numpy(ids).to(device), torch.tensor(lags, device=device)
+        ctx = Context(state.round, workers, self.n, self.streams, staleness)
         state.aggregator, state.download = self.algorithm.aggregate(state.aggregator, up, ctx)
         state.round = r
         for worker in ids.tolist():

@@ -40,7 +40,7 @@ class WorkerBlocks:
         """Every block's ``local`` call; the uploads, states and oracle counts stacked."""
         uploads, states, grads, hvps = [], [], [], []
         for (start, stop), data in zip(self.spans, self.data, strict=True):
-            rows = torch.arange(start, stop)
+            rows = torch.arange(start, stop, device=ctx.workers.device)
             block_ctx = replace(ctx, workers=ctx.workers[start:stop])
             up, block_state = algorithm.local(
                 tree.take(state, rows), down.take(rows), data, block_ctx
@@ -52,5 +52,5 @@ class WorkerBlocks:
             hvps.append(h)
         payload = concat([u.payload for u in uploads])
         sent = torch.cat([u.sent for u in uploads])
-        counts = torch.cat(grads).numpy(), torch.cat(hvps).numpy()
+        counts = torch.cat(grads).cpu().numpy(), torch.cat(hvps).cpu().numpy()
         return Upload(payload, sent), tree.concat(states), *counts

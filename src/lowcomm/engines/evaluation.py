@@ -17,7 +17,10 @@ from lowcomm.problems.base import Problem
 
 @dataclass(frozen=True)
 class Evaluator:
-    """Global training objective (1/N) sum_i loss_i + (l2/2)||x||^2 and test metric."""
+    """Global training objective (1/N) sum_i loss_i + (l2/2)||x||^2 and test metric.
+
+    The training and test sets live on the problem's device.
+    """
 
     problem: Problem
     X_train: torch.Tensor
@@ -30,7 +33,8 @@ class Evaluator:
         """Tensors of the whole training and test sets in the problem's dtype (sparse or dense)."""
 
         def tensors(d: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
-            return to_tensor(d.X, problem.dtype), torch.as_tensor(d.y)
+            y = torch.as_tensor(d.y, device=problem.device)
+            return to_tensor(d.X, problem.dtype, problem.device), y
 
         return Evaluator(problem, *tensors(data.train), *tensors(data.test))
 
@@ -38,8 +42,9 @@ class Evaluator:
         """The global training objective at ``params[d]``."""
         if not bool(torch.isfinite(params).all()):
             return math.nan
-        weight = torch.ones(1, self.y_train.shape[0], dtype=self.X_train.dtype)
-        loss = self.problem.loss(params[None], self.X_train[None], self.y_train[None], weight)
+        X, y = self.X_train, self.y_train
+        weight = torch.ones(1, y.shape[0], dtype=X.dtype, device=X.device)
+        loss = self.problem.loss(params[None], X[None], y[None], weight)
         return float(loss[0])
 
     def test_metric(self, params: torch.Tensor) -> float:

@@ -46,8 +46,9 @@ class RemoteWorkers:
     gloo or NCCL.
     """
 
-    def __init__(self, owner: list[int]) -> None:
+    def __init__(self, owner: list[int], device: torch.device) -> None:
         self.owner = owner
+        self.device = device
         self.busy: dict[int, int] = {}
         self.waiting: dict[int, deque[tuple[int, int, AnyPayload]]] = defaultdict(deque)
         self.started: list[int] = []
@@ -93,12 +94,12 @@ class RemoteWorkers:
         if header is None:
             header = wire.recv_tensor((4,), _INT64, rank)
         worker, sent, grad_evals, hvps = header.tolist()
-        payload = wire.recv_payload(rank)
+        payload = wire.recv_payload(rank, self.device)
         assert self.busy.pop(rank) == worker, "a rank answers for the worker it was sent"
         self.started.remove(worker)
         if self.waiting[rank]:
             self._send(rank, *self.waiting[rank].popleft())
-        mask = torch.tensor([bool(sent)])
+        mask = torch.tensor([bool(sent)], device=self.device)
         rows = [payload] if sent else []
         return Completed(worker, Upload(wire.assemble(rows, mask, payload), mask), grad_evals, hvps)
 
@@ -116,10 +117,11 @@ class WorkerRank:
 
     def __init__(self, engine: Any, group: torch.Tensor) -> None:
         self.engine = engine
+        self.device = engine.problem.device
         self.first = int(group[0])
         shards = engine.shards.span(self.first, int(group[-1]) + 1)
         self.data = [LocalData(engine.problem, shards.span(i, i + 1)) for i in range(shards.rows)]
-        self.state = engine.algorithm.init_workers(engine.problem, group, engine.streams)
+        self.state = engine.algorithm.init_workers(engine.problem, shards.workers, engine.streams)
 
     def serve(self) -> None:
         """Compute what rank 0 asks, in order, until it says stop."""
@@ -127,7 +129,7 @@ class WorkerRank:
             command, worker, local_round = wire.recv_tensor((3,), _INT64, 0).tolist()
             if command == _STOP:
                 return
-            self._compute(worker, local_round, wire.recv_payload(0))
+            self._compute(worker, local_round, wire.recv_payload(0, self.device))
 
     def _compute(self, worker: int, local_round: int, down: AnyPayload) -> None:
         r, position = self.engine, worker - self.first
@@ -159,7 +161,7 @@ def run_aggregator(engine: Any, owner: list[int]) -> RunResult:
     """Rank 0's whole asynchronous run (``owner[w]``: the rank hosting worker w)."""
     r = engine
     state = first_state(r.algorithm, r.problem, r.shards.sizes, r.streams, r.evaluator, None)
-    workforce = RemoteWorkers(owner)
+    workforce = RemoteWorkers(owner, r.problem.device)
     try:
         timing = r.clock.for_workers(r.shards.rows)
         rounds = AsyncRounds(r.algorithm, r.streams, timing, r.options, workforce, state)

@@ -156,8 +156,8 @@ def close_sync_round(
     sync round (none for a piggy-backed exchange); aggregates; advances simulated time by the
     slowest worker's round plus the clock's per-round latency (not for a piggy-backed one).
     """
-    r, ids = state.round + 1, ctx.workers.numpy()
-    sent, up_bytes = up.sent.numpy(), up.payload.nbytes().numpy()
+    r, ids = state.round + 1, ctx.workers.cpu().numpy()
+    sent, up_bytes = up.sent.cpu().numpy(), up.payload.nbytes().cpu().numpy()
     state.ledger.download(r, ids, down_bytes)
     state.ledger.compute(r, ids, grad_evals, hvps)
     state.ledger.upload(r, ids, sent, up_bytes)
@@ -199,10 +199,13 @@ def save_checkpoint(state: RunState, folder: Path) -> None:
     partial.replace(folder / CHECKPOINT_NAME)
 
 
-def load_checkpoint(path: Path) -> RunState:
-    """Read a state written by :func:`save_checkpoint` (a file or the folder holding it)."""
+def load_checkpoint(path: Path, device: torch.device | None = None) -> RunState:
+    """Read a state written by :func:`save_checkpoint` (a file or the folder holding it).
+
+    Its tensors are put on ``device``; None leaves them where they were saved.
+    """
     path = path / CHECKPOINT_NAME if path.is_dir() else path
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, weights_only=False, map_location=device)
     assert isinstance(state, RunState)
     return state
 

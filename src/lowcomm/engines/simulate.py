@@ -77,7 +77,7 @@ class _SyncLoop:
     def __init__(self, sim: Simulation) -> None:
         self.sim = sim
         self.blocks = WorkerBlocks(sim.problem, sim.shards)
-        self.rows = torch.arange(sim.shards.rows)
+        self.rows = torch.arange(sim.shards.rows, device=sim.shards.workers.device)
         self.timing = sim.clock.for_workers(sim.shards.rows)
 
     def step(self, state: RunState) -> None:
@@ -86,7 +86,7 @@ class _SyncLoop:
         ctx = Context(state.round, sim.shards.workers, sim.shards.rows, sim.streams)
         down = state.download.for_workers(self.rows)
         up, state.workers, grads, hvps = self.blocks.local(sim.algorithm, state.workers, down, ctx)
-        down_bytes = down.nbytes().numpy()
+        down_bytes = down.nbytes().cpu().numpy()
         close_sync_round(state, sim.algorithm, self.timing, ctx, down_bytes, up, grads, hvps)
 
 

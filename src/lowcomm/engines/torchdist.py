@@ -12,6 +12,11 @@ evaluates and checkpoints exactly as the ``simulate`` engine does (shared in
 Asynchronous algorithms run event-driven instead (:mod:`lowcomm.engines.remote_async`): rank 0
 replies to each worker point-to-point and worker ranks compute one worker at a time.
 
+Every rank computes on the device of the problem (the run's ``device``; on ``cuda`` each rank's
+own GPU, ``LOCAL_RANK``): worker ranks keep their group's shards and state there and rank 0 the
+aggregator's state. Payloads are decoded onto it; worker state crosses ranks (checkpoints,
+resumes) through the host.
+
 Launch under ``torchrun``, or create the default process group before :meth:`TorchDist.run`.
 Without one, the engine joins from the environment:
 
@@ -44,6 +49,7 @@ import torch.distributed as dist
 from lowcomm.algorithms.base import Algorithm, Context
 from lowcomm.core import tree
 from lowcomm.core.clock import ClockModel
+from lowcomm.core.device import HOST
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.messages import AnyPayload, Download, Upload
 from lowcomm.core.rng import Streams
@@ -206,7 +212,8 @@ class TorchDist:
 
 def _command(command: int, round_: int = 0, broadcast: bool = False) -> None:
     """Rank 0 tells every worker rank what comes next."""
-    wire.broadcast_tensor(torch.tensor([command, round_, int(broadcast)]), (3,), torch.int64)
+    words = torch.tensor([command, round_, int(broadcast)], device=HOST)
+    wire.broadcast_tensor(words, (3,), torch.int64)
 
 
 class _Aggregator:
@@ -216,7 +223,8 @@ class _Aggregator:
         self.engine = engine
         self.groups = groups
         self.owner = owners(groups)
-        self.rows = torch.arange(engine.shards.rows)
+        self.device = engine.problem.device
+        self.rows = torch.arange(engine.shards.rows, device=self.device)
         self.timing = engine.clock.for_workers(engine.shards.rows)
 
     def run(self, resume: RunState | None) -> RunResult:
@@ -243,7 +251,7 @@ class _Aggregator:
         self._send_download(download)
         up, grads, hvps = self._receive_uploads()
         ctx = Context(state.round, r.shards.workers, r.shards.rows, r.streams)
-        down_bytes = download.for_workers(self.rows).nbytes().numpy()
+        down_bytes = download.for_workers(self.rows).nbytes().cpu().numpy()
         close_sync_round(state, r.algorithm, self.timing, ctx, down_bytes, up, grads, hvps)
 
     def _send_download(self, download: Download) -> None:
@@ -260,30 +268,32 @@ class _Aggregator:
             header = wire.recv_tensor((3, len(group)), torch.int64, rank)
             senders = int(header[0].sum())
             if senders:
-                rows += [wire.recv_payload(rank) for _ in range(senders)]
+                rows += [wire.recv_payload(rank, self.device) for _ in range(senders)]
             else:
-                like = wire.recv_payload(rank)
+                like = wire.recv_payload(rank, self.device)
             headers.append(header)
         header = torch.cat(headers, dim=1)
-        sent = header[0].bool()
+        sent = header[0].to(self.device, torch.bool)
         up = Upload(wire.assemble(rows, sent, like), sent)
         return up, header[1].numpy(), header[2].numpy()
 
     def checkpoint(self, state: RunState, folder: Path) -> None:
-        """Gather the worker ranks' state and save the run as ``simulate`` would."""
+        """Gather the worker ranks' state (on the host) and save the run as ``simulate`` would."""
         _command(GATHER)
         slices = []
         for rank in range(1, len(self.groups) + 1):
             box: list[Any] = [None]
             dist.recv_object_list(box, src=rank)
             slices.append(box[0])
-        save_checkpoint(dataclasses.replace(state, workers=tree.concat(slices)), folder)
+        workers = tree.to(tree.concat(slices), self.device)
+        save_checkpoint(dataclasses.replace(state, workers=workers), folder)
 
     def _scatter(self, workers: Any) -> None:
-        """Send each worker rank the state of its workers."""
+        """Send each worker rank the state of its workers (through the host)."""
         _command(SCATTER)
+        on_host = tree.to(workers, HOST)
         for rank, group in enumerate(self.groups, start=1):
-            dist.send_object_list([tree.take(workers, group)], dst=rank)
+            dist.send_object_list([tree.take(on_host, group)], dst=rank)
 
 
 class _WorkerRank:
@@ -291,11 +301,14 @@ class _WorkerRank:
 
     def __init__(self, engine: TorchDist, group: torch.Tensor) -> None:
         self.engine = engine
+        self.device = engine.problem.device
         first, last = int(group[0]), int(group[-1]) + 1
         self.shards = engine.shards.span(first, last)
         self.blocks = WorkerBlocks(engine.problem, self.shards)
-        self.state = engine.algorithm.init_workers(engine.problem, group, engine.streams)
-        self.positions = torch.arange(group.shape[0])
+        self.state = engine.algorithm.init_workers(
+            engine.problem, self.shards.workers, engine.streams
+        )
+        self.positions = torch.arange(group.shape[0], device=self.device)
 
     def serve(self) -> None:
         """Follow commands until rank 0 says stop."""
@@ -306,11 +319,11 @@ class _WorkerRank:
             if command == RUN:
                 self._round(round_, bool(broadcast))
             elif command == GATHER:
-                dist.send_object_list([self.state], dst=0)
+                dist.send_object_list([tree.to(self.state, HOST)], dst=0)
             elif command == SCATTER:
                 box: list[Any] = [None]
                 dist.recv_object_list(box, src=0)
-                self.state = box[0]
+                self.state = tree.to(box[0], self.device)
 
     def _round(self, round_: int, broadcast: bool) -> None:
         r = self.engine
@@ -318,7 +331,7 @@ class _WorkerRank:
         ctx = Context(round_, self.shards.workers, r.shards.rows, r.streams)
         up, self.state, grads, hvps = self.blocks.local(r.algorithm, self.state, down, ctx)
         counts = [torch.from_numpy(grads), torch.from_numpy(hvps)]
-        wire.send_tensor(torch.stack([up.sent.to(torch.int64), *counts]), 0)
+        wire.send_tensor(torch.stack([up.sent.to(HOST, torch.int64), *counts]), 0)
         senders = torch.nonzero(up.sent).flatten().tolist()
         for position in senders:
             wire.send_payload(wire.row(up.payload, position), 0)
@@ -327,6 +340,7 @@ class _WorkerRank:
 
     def _receive_download(self, broadcast: bool) -> AnyPayload:
         if broadcast:
-            return Download(wire.broadcast_payload(None), True).for_workers(self.positions)
-        rows = [wire.recv_payload(0) for _ in self.positions]
-        return wire.assemble(rows, torch.ones(len(rows), dtype=torch.bool))
+            payload = wire.broadcast_payload(None, device=self.device)
+            return Download(payload, True).for_workers(self.positions)
+        rows = [wire.recv_payload(0, self.device) for _ in self.positions]
+        return wire.assemble(rows, torch.ones(len(rows), dtype=torch.bool, device=HOST))

@@ -3,8 +3,10 @@
 A payload travels as a self-describing int64 header followed by one uint8 buffer. The header
 starts with the buffer's byte count; then, depth first, each payload node gives its type code
 and each of its dataclass fields a tagged entry: a tensor's dtype code, rank and shape, an
-integer's value, or a tuple's length followed by its nodes (so nested :class:`Bundle` works).
-The buffer holds every tensor's raw bytes in header order. Moving raw bytes keeps the codec
+integer's value, a tuple of payloads' length followed by its nodes (so nested :class:`Bundle`
+works), or a tuple of integers' length followed by the integers (metadata such as segments).
+The buffer holds every tensor's raw bytes in header order, booleans packed eight to a byte (so
+sign bits cost on the wire what the ledger bills). Moving raw bytes keeps the codec
 generic over payload types and dtypes (``bool`` included) and identical on gloo and NCCL.
 
 A worker sends only its own row: :func:`row` cuts it out and trims a :class:`Sparse` row to
@@ -12,6 +14,10 @@ its ``counts`` entries, so padding never travels. :func:`assemble` rebuilds one 
 the rows of all workers, with zero rows (no sparse entries) for workers that did not send; the
 byte size of every sent row is unchanged, because sizes depend only on dtypes, shapes past the
 worker axis and sparse counts.
+
+Headers are host tensors; a payload's data travel on the backend's device (:func:`_device`) and
+are decoded on the device the receiver computes on, so a rank computing on its GPU under NCCL
+never copies a payload through the host.
 """
 
 from __future__ import annotations
@@ -24,18 +30,32 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from lowcomm.core.device import HOST
 from lowcomm.core.messages import (
     AnyPayload,
     Bundle,
     Dense,
+    LowRankFactors,
     Permutation,
+    Quantized,
     Scalars,
+    ScaledSigns,
     SignBits,
     Sparse,
     concat,
 )
 
-_TYPES: tuple[type[Any], ...] = (Dense, Sparse, Scalars, Permutation, SignBits, Bundle)
+_TYPES: tuple[type[Any], ...] = (
+    Dense,
+    Sparse,
+    Scalars,
+    Permutation,
+    SignBits,
+    Bundle,
+    ScaledSigns,
+    Quantized,
+    LowRankFactors,
+)
 _DTYPES = (
     torch.float32,
     torch.float64,
@@ -48,7 +68,7 @@ _DTYPES = (
     torch.uint8,
     torch.bool,
 )
-_TENSOR, _INT, _TUPLE = 0, 1, 2
+_TENSOR, _INT, _TUPLE, _INTS = 0, 1, 2, 3
 _INT64 = torch.int64
 
 
@@ -60,9 +80,28 @@ def encode(payload: AnyPayload) -> tuple[torch.Tensor, torch.Tensor]:
     words: list[int] = []
     tensors: list[torch.Tensor] = []
     _encode_node(payload, words, tensors)
-    chunks = [t.contiguous().reshape(-1).view(torch.uint8) for t in tensors]
-    data = torch.cat(chunks) if chunks else _no_bytes()
-    return torch.tensor([data.numel(), *words], dtype=_INT64), data
+    chunks = [_raw_bytes(t) for t in tensors]
+    data = torch.cat(chunks) if chunks else _no_bytes(payload.device)
+    return torch.tensor([data.numel(), *words], dtype=_INT64, device=HOST), data
+
+
+_BIT_WEIGHTS = (128, 64, 32, 16, 8, 4, 2, 1)
+
+
+def _raw_bytes(tensor: torch.Tensor) -> torch.Tensor:
+    """A tensor's bytes; booleans packed eight to a byte, as the ledger bills them."""
+    flat = tensor.contiguous().reshape(-1)
+    if tensor.dtype != torch.bool:
+        return flat.view(torch.uint8)
+    padded = torch.cat([flat, flat.new_zeros(-flat.numel() % 8)]).reshape(-1, 8)
+    weights = torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8, device=flat.device)
+    return (padded.to(torch.uint8) * weights).sum(dim=1, dtype=torch.uint8)
+
+
+def _unpack_bits(chunk: torch.Tensor, count: int) -> torch.Tensor:
+    """The ``count`` booleans that :func:`_raw_bytes` packed into ``chunk``."""
+    weights = torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8, device=chunk.device)
+    return (chunk[:, None] & weights).ne(0).reshape(-1)[:count]
 
 
 def _encode_node(node: Any, words: list[int], tensors: list[torch.Tensor]) -> None:
@@ -76,6 +115,8 @@ def _encode_node(node: Any, words: list[int], tensors: list[torch.Tensor]) -> No
                 raise TypeError(f"cannot encode {field.name}: unsupported dtype {value.dtype}")
             words += [_TENSOR, _DTYPES.index(value.dtype), value.dim(), *value.shape]
             tensors.append(value)
+        elif isinstance(value, tuple) and all(isinstance(part, int) for part in value):
+            words += [_INTS, len(value), *value]
         elif isinstance(value, tuple):
             words += [_TUPLE, len(value)]
             for part in value:
@@ -105,9 +146,12 @@ class _Reader:
     def tensor(self) -> torch.Tensor:
         dtype = _DTYPES[self.word()]
         shape = [self.word() for _ in range(self.word())]
-        size = math.prod(shape) * dtype.itemsize
+        count = math.prod(shape)
+        size = -(-count // 8) if dtype == torch.bool else count * dtype.itemsize
         chunk = self.data[self.offset : self.offset + size].clone()
         self.offset += size
+        if dtype == torch.bool:
+            return _unpack_bits(chunk, count).reshape(shape)
         return chunk.view(dtype).reshape(shape)
 
     def node(self) -> Any:
@@ -119,6 +163,8 @@ class _Reader:
                 values[field.name] = self.tensor()
             elif tag == _TUPLE:
                 values[field.name] = tuple(self.node() for _ in range(self.word()))
+            elif tag == _INTS:
+                values[field.name] = tuple(self.word() for _ in range(self.word()))
             else:
                 values[field.name] = self.word()
         return cls(**values)
@@ -129,12 +175,12 @@ class _Reader:
 
 def row(payload: AnyPayload, index: int) -> AnyPayload:
     """Row ``index`` as a one-row payload, sparse parts trimmed to their ``counts`` entries."""
-    return _trim(payload.take(torch.tensor([index])))
+    return _trim(payload.take(torch.tensor([index], device=payload.device)))
 
 
 def no_rows(payload: AnyPayload) -> AnyPayload:
     """A payload with the structure of ``payload`` and no rows (encodes to a header only)."""
-    return payload.take(torch.empty(0, dtype=_INT64))
+    return payload.take(torch.empty(0, dtype=_INT64, device=payload.device))
 
 
 def _trim(payload: AnyPayload) -> AnyPayload:
@@ -212,50 +258,58 @@ def send_tensor(tensor: torch.Tensor, dst: int) -> None:
     dist.send(tensor.contiguous().to(_device()), dst)
 
 
-def recv_tensor(shape: Sequence[int], dtype: torch.dtype, src: int) -> torch.Tensor:
-    """Receive a tensor of known shape and dtype from rank ``src``, on the CPU."""
+def recv_tensor(
+    shape: Sequence[int], dtype: torch.dtype, src: int, device: torch.device = HOST
+) -> torch.Tensor:
+    """Receive a tensor of known shape and dtype from rank ``src``, on ``device``."""
     buffer = torch.empty(tuple(shape), dtype=dtype, device=_device())
     dist.recv(buffer, src)
-    return buffer.cpu()
+    return buffer.to(device)
 
 
 def broadcast_tensor(
-    tensor: torch.Tensor | None, shape: Sequence[int], dtype: torch.dtype, src: int = 0
+    tensor: torch.Tensor | None,
+    shape: Sequence[int],
+    dtype: torch.dtype,
+    src: int = 0,
+    device: torch.device = HOST,
 ) -> torch.Tensor:
-    """Rank ``src``'s ``tensor`` (of known shape and dtype) on every rank, on the CPU."""
+    """Rank ``src``'s ``tensor`` (of known shape and dtype) on every rank, on ``device``."""
     if dist.get_rank() == src:
         assert tensor is not None, "the source rank must give the tensor"
         buffer = tensor.contiguous().to(_device())
     else:
         buffer = torch.empty(tuple(shape), dtype=dtype, device=_device())
     dist.broadcast(buffer, src)
-    return buffer.cpu()
+    return buffer.to(device)
 
 
 def send_payload(payload: AnyPayload, dst: int) -> None:
     """Send ``payload`` to rank ``dst``: header length, header, then data (if any)."""
     header, data = encode(payload)
-    send_tensor(torch.tensor([header.numel()]), dst)
+    send_tensor(torch.tensor([header.numel()], device=HOST), dst)
     send_tensor(header, dst)
     if data.numel():
         send_tensor(data, dst)
 
 
-def recv_payload(src: int) -> AnyPayload:
-    """Receive a payload sent by :func:`send_payload` on rank ``src``."""
+def recv_payload(src: int, device: torch.device = HOST) -> AnyPayload:
+    """Receive a payload sent by :func:`send_payload` on rank ``src``, onto ``device``."""
     length = int(recv_tensor((1,), _INT64, src)[0])
     header = recv_tensor((length,), _INT64, src)
     size = int(header[0])
-    data = recv_tensor((size,), torch.uint8, src) if size else _no_bytes()
+    data = recv_tensor((size,), torch.uint8, src, device) if size else _no_bytes(device)
     return decode(header, data)
 
 
-def broadcast_payload(payload: AnyPayload | None, src: int = 0) -> AnyPayload:
-    """Rank ``src``'s ``payload`` on every rank (the other ranks pass None)."""
+def broadcast_payload(
+    payload: AnyPayload | None, src: int = 0, device: torch.device = HOST
+) -> AnyPayload:
+    """Rank ``src``'s ``payload`` on every rank; the others pass None and get it on ``device``."""
     if dist.get_rank() == src:
         assert payload is not None, "the source rank must give the payload"
         header, data = encode(payload)
-        broadcast_tensor(torch.tensor([header.numel()]), (1,), _INT64, src)
+        broadcast_tensor(torch.tensor([header.numel()], device=HOST), (1,), _INT64, src)
         broadcast_tensor(header, header.shape, _INT64, src)
         if data.numel():
             broadcast_tensor(data, data.shape, torch.uint8, src)
@@ -263,9 +317,9 @@ def broadcast_payload(payload: AnyPayload | None, src: int = 0) -> AnyPayload:
     length = int(broadcast_tensor(None, (1,), _INT64, src)[0])
     header = broadcast_tensor(None, (length,), _INT64, src)
     size = int(header[0])
-    data = broadcast_tensor(None, (size,), torch.uint8, src) if size else _no_bytes()
+    data = broadcast_tensor(None, (size,), torch.uint8, src, device) if size else _no_bytes(device)
     return decode(header, data)
 
 
-def _no_bytes() -> torch.Tensor:
-    return torch.empty(0, dtype=torch.uint8)
+def _no_bytes(device: torch.device) -> torch.Tensor:
+    return torch.empty(0, dtype=torch.uint8, device=device)

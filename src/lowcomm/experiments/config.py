@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
+from lowcomm.core.device import Device
 from lowcomm.core.errors import DataError, InvalidConfigError
 
 MODELS = ("auto", "logistic", "softmax", "mlp", "lenet", "pca")
@@ -61,6 +62,7 @@ class RunConfig(BaseModel):
     eval_every: int = Field(default=1, ge=1)
     checkpoint_every: int = Field(default=0, ge=0)
     dtype: Literal["float32", "float64"] = "float32"
+    device: Device = "cpu"
     latency: float = Field(default=0.0, ge=0)
     bandwidth: float = Field(default=math.inf, gt=0)
     seconds_per_grad: float = Field(default=0.0, ge=0)

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from lowcomm.core.device import run_device
 from lowcomm.core.errors import DataError, DivergenceError, InvalidConfigError
 from lowcomm.engines.asynchrony import event_order
 from lowcomm.engines.session import CHECKPOINT_NAME, Events, RunResult, RunState, load_checkpoint
@@ -44,7 +45,7 @@ class Result:
         history: one row per evaluation, the columns of ``history.csv``.
         model: the final model, a ``state_dict`` of the run's module (``{"params": x}`` for the
             built-in linear models).
-        params: the final parameters as one flat vector.
+        params: the final parameters as one flat vector (on the CPU, whatever the run's device).
         ledger: one row per (round, worker) with activity: messages, bytes and oracle calls.
         config: the validated settings of the run.
         metadata: what ``run.json`` holds besides the summary (versions, data, partition).
@@ -66,11 +67,12 @@ class Result:
 
 
 def result_of(prepared: Prepared, run: RunResult) -> Result:
-    """The :class:`Result` of an engine's run of ``prepared``."""
+    """The :class:`Result` of an engine's run of ``prepared`` (its model moved to the CPU)."""
+    params = run.model.cpu()
     return Result(
         history=run.history,
-        model=model_state(prepared.problem, run.model, prepared.data),
-        params=run.model,
+        model=model_state(prepared.problem, params, prepared.data),
+        params=params,
         ledger=run.ledger.records(),
         config=prepared.config,
         metadata=metadata(prepared),
@@ -103,12 +105,13 @@ def _check_unchanged(previous: dict[str, Any], config: RunConfig) -> None:
 
 
 def _checkpoint(out: Path, config: RunConfig) -> RunState:
-    """The state saved in ``out``, which must not be past ``config.rounds``."""
+    """The state saved in ``out`` on the run's device; it must not be past ``config.rounds``."""
     path = out / CHECKPOINT_NAME
     if not path.is_file():
         raise DataError(path, "no checkpoint to resume from (save one with --checkpoint-every N)")
+    device = run_device(config.device, config.engine)
     try:
-        state = load_checkpoint(path)
+        state = load_checkpoint(path, device)
     except Exception as exc:
         raise DataError(path, f"not a readable lowcomm checkpoint ({exc})") from None
     if state.round > config.rounds:

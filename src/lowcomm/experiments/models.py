@@ -107,8 +107,13 @@ def _module(config: RunConfig, objects: Objects, data: TrainTest) -> nn.Module:
     return _factory_module(config.model)
 
 
-def make_problem(config: RunConfig, data: TrainTest, objects: Objects | None = None) -> Problem:
-    """The objective for these data: built-in, or the module and loss of the run."""
+def make_problem(
+    config: RunConfig,
+    data: TrainTest,
+    objects: Objects | None = None,
+    device: torch.device | None = None,
+) -> Problem:
+    """The objective for these data on ``device``: built-in, or the module and loss of the run."""
     objects = objects or Objects()
     train, dtype = data.train, DTYPES[config.dtype]
     n_features = int(np.prod(train.feature_shape))
@@ -119,21 +124,25 @@ def make_problem(config: RunConfig, data: TrainTest, objects: Objects | None = N
         allowed = f"cross-entropy for the built-in {model} model (other losses need a module)"
         raise InvalidConfigError("loss", "the run config", allowed, config.loss)
     if model == "pca":
-        return StreamingPCA(n_features, dtype=dtype)
+        return StreamingPCA(n_features, dtype, device)
     if model == "logistic":
         if train.n_classes != 2:
             raise InvalidConfigError(
                 "model", "the run config", "softmax, mlp or lenet for multiclass data", model
             )
-        return LogisticRegression(n_features, config.l2, dtype=dtype)
+        return LogisticRegression(n_features, config.l2, dtype=dtype, device=device)
     if model == "softmax":
-        return SoftmaxRegression(n_features, train.n_classes, config.l2, dtype=dtype)
-    return TorchModel(_module(config, objects, data), _loss(config, objects), config.l2, dtype)
+        return SoftmaxRegression(n_features, train.n_classes, config.l2, dtype=dtype, device=device)
+    module, loss = _module(config, objects, data), _loss(config, objects)
+    return TorchModel(module, loss, config.l2, dtype, device)
 
 
 def model_state(problem: Problem, params: torch.Tensor, data: TrainTest) -> dict[str, Any]:
-    """The final model: a module's ``state_dict``, or ``{"params": x}`` for built-in models."""
+    """The final model: a module's ``state_dict``, or ``{"params": x}`` for built-in models.
+
+    ``params`` are on the host; so is the module's ``state_dict`` (the module's own device).
+    """
     if isinstance(problem, TorchModel):
-        X = torch.as_tensor(data.train.X, dtype=problem.dtype)
+        X = torch.as_tensor(data.train.X, dtype=problem.dtype, device=params.device)
         return problem.state_dict(params, X)
     return {"params": params}

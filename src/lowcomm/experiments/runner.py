@@ -15,6 +15,7 @@ import lowcomm
 from lowcomm.algorithms.base import Algorithm
 from lowcomm.algorithms.registry import build_algorithm
 from lowcomm.core.clock import ClockModel, ComputeModel, Link, NetworkModel
+from lowcomm.core.device import run_device
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.rng import Streams
 from lowcomm.data.dataset import Shards, TrainTest
@@ -78,8 +79,11 @@ def _lenet_input(data: TrainTest) -> TrainTest:
 def prepare(config: RunConfig, objects: Objects | None = None) -> Prepared:
     """Load, partition and build everything for ``config`` (deterministic in its seed).
 
-    ``objects``: data, module and loss given as Python objects (:func:`lowcomm.run`).
+    The shards, the problem (its parameters) and the evaluator's data are put on the run's
+    device (:func:`~lowcomm.core.device.run_device`). ``objects``: data, module and loss given
+    as Python objects (:func:`lowcomm.run`).
     """
+    device = run_device(config.device, config.engine)
     algorithm = build_algorithm(config.algorithm, _algorithm_options(config))
     partition_spec = parse_partition_spec(config.partition)
     data = _data(config, objects)
@@ -87,8 +91,8 @@ def prepare(config: RunConfig, objects: Objects | None = None) -> Prepared:
     if config.model == "lenet":
         data = _lenet_input(data)
     parts = partition(data.train.y, config.workers, partition_spec, config.seed)
-    problem = make_problem(config, data, objects)
-    shards = Shards.build(data.train, parts, problem.dtype)
+    problem = make_problem(config, data, objects, device)
+    shards = Shards.build(data.train, parts, problem.dtype, device)
     network = NetworkModel(Link(config.latency, config.bandwidth))
     compute = ComputeModel(config.seconds_per_grad, 0.0, config.speeds)
     clock = ClockModel(network, compute, config.round_latency)

@@ -96,7 +96,7 @@ class Units:
         """Epoch 0's orders (``so``: every epoch's): uniform examples, or the groups in turn."""
         if self.kind == "example":
             return uniform_orders(streams, workers, 0, sizes, length)
-        return torch.arange(self.count(length)).repeat(workers.shape[0], 1)
+        return torch.arange(self.count(length), device=workers.device).repeat(workers.shape[0], 1)
 
     def shuffled(
         self,
@@ -110,7 +110,7 @@ class Units:
         if self.kind == "example":
             return uniform_orders(streams, workers, epoch, sizes, length)
         count = self.count(length)
-        counts = torch.full((workers.shape[0],), count)
+        counts = torch.full((workers.shape[0],), count, device=workers.device)
         return streams.permutations("unit-order", workers, epoch, counts, count)
 
     def examples(
@@ -155,19 +155,27 @@ def pair_up(
     return ids[:, :paired].reshape(w, -1, 2), deltas, rest
 
 
-def no_pending(rows: int, dim: int, dtype: torch.dtype) -> Pending:
-    """Nothing pending."""
-    return Pending(torch.zeros(rows, 0, dtype=torch.int64), torch.zeros(rows, 0, dim, dtype=dtype))
+def no_pending(
+    rows: int, dim: int, dtype: torch.dtype, device: torch.device | None = None
+) -> Pending:
+    """Nothing pending (on ``device``; None: the default device)."""
+    ids = torch.zeros(rows, 0, dtype=torch.int64, device=device)
+    return Pending(ids, torch.zeros(rows, 0, dim, dtype=dtype, device=device))
 
 
 def fresh_pair_balancer(
-    rows: int, sums: int, length: int, dim: int, dtype: torch.dtype
+    rows: int,
+    sums: int,
+    length: int,
+    dim: int,
+    dtype: torch.dtype,
+    device: torch.device | None = None,
 ) -> PairBalanceState:
-    """A pair balancer at the start of an epoch (``sums`` running sums)."""
+    """A pair balancer at the start of an epoch (``sums`` running sums) on ``device``."""
     return PairBalanceState(
-        torch.zeros(sums, dim, dtype=dtype),
-        torch.zeros(rows, length, dtype=torch.int64),
-        torch.zeros(rows, dtype=torch.int64),
+        torch.zeros(sums, dim, dtype=dtype, device=device),
+        torch.zeros(rows, length, dtype=torch.int64, device=device),
+        torch.zeros(rows, dtype=torch.int64, device=device),
     )
 
 
@@ -193,10 +201,11 @@ def balance_pairs(
 
     ``coordinated``: one running sum for all workers, pairs visited pair first, worker second
     (CD-GraB); else one running sum per worker (ID-GraB). ``pair_ids`` None: decide only (the
-    workers place their own pairs). Returns the signs ``[w, p]``.
+    workers place their own pairs). Returns the signs ``[w, p]``. The sequential decisions run
+    in NumPy on the host; the results go back to the device of ``deltas``.
     """
-    running = state.running.numpy().copy()
-    d = deltas.numpy()
+    running = state.running.cpu().numpy().copy()
+    d = deltas.cpu().numpy()
     w, p = d.shape[:2]
     signs = np.empty((w, p), dtype=bool)
     for pair in range(p):
@@ -209,12 +218,12 @@ def balance_pairs(
             plus_all = np.einsum("wk,wk->w", running, d[:, pair]) <= 0.0
             running += np.where(plus_all[:, None], d[:, pair], -d[:, pair])
             signs[:, pair] = plus_all
-    decided = torch.from_numpy(signs)
+    decided = torch.from_numpy(signs).to(deltas.device)
     slot = int(state.slot.reshape(-1)[0])
     next_order = state.next_order
     if pair_ids is not None:
         next_order = place(next_order, pair_ids, decided, slot)
-    new = PairBalanceState(torch.from_numpy(running), next_order, state.slot + p)
+    new = PairBalanceState(torch.from_numpy(running).to(deltas.device), next_order, state.slot + p)
     return new, decided
 
 
@@ -249,7 +258,7 @@ def balance_mean(
     """Visit ``grads[w, b, d]`` in order: centre, sign by <s, c> <= 0, front or back."""
     running, order = state.running.clone(), state.next_order.clone()
     left, right = state.left.clone(), state.right.clone()
-    rows = torch.arange(ids.shape[0])
+    rows = torch.arange(ids.shape[0], device=ids.device)
     for k in range(ids.shape[1]):
         c = grads[:, k] - state.stale_mean
         plus = (running * c).sum(dim=1) <= 0

@@ -4,7 +4,8 @@ Parameters are flat vectors with a leading worker axis, ``params[w, d]``; data c
 ``X[w, b, *feature_shape]``, ``y[w, b]`` and per-example weights ``weight[w, b]`` (0 marks
 padding, so workers with unequal shards share one batched call). For data too wide to densify,
 ``X`` is a sparse COO tensor ``[w, b, d]``, which only the linear problems read
-(:mod:`lowcomm.problems.linear`). The local objective of a worker is the weighted mean of its
+(:mod:`lowcomm.problems.linear`). Parameters and data live on the problem's ``device``. The local
+objective of a worker is the weighted mean of its
 per-example losses plus the L2 term:
 
     f_w(x) = sum_i weight_i * loss_i(x) / sum_i weight_i + (l2 / 2) * ||x||^2
@@ -23,10 +24,11 @@ class Problem(Protocol):
     dim: int
     segments: tuple[int, ...]
     dtype: torch.dtype
+    device: torch.device
     metric_name: str
 
     def init_params(self, generator: torch.Generator) -> torch.Tensor:
-        """Initial parameters, ``[d]``."""
+        """Initial parameters ``[d]`` on ``device``, drawn from the CPU ``generator``."""
         ...
 
     def loss(

@@ -31,7 +31,7 @@ def design_matrix(X: torch.Tensor, fit_intercept: bool) -> torch.Tensor:
     if not fit_intercept:
         return A
     if A.is_sparse:
-        ones = torch.ones(*A.shape[:2], 1, dtype=A.dtype).to_sparse()
+        ones = torch.ones(*A.shape[:2], 1, dtype=A.dtype, device=A.device).to_sparse()
         return torch.cat([A, ones], dim=2)
     return torch.cat([A, A.new_ones(*A.shape[:2], 1)], dim=2)
 

@@ -20,6 +20,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
+from lowcomm.core.device import as_device
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.problems.base import Problem
 from lowcomm.problems.linear import (
@@ -37,7 +38,8 @@ class LogisticRegression:
 
     Parameters are ``[weights, intercept]`` when ``fit_intercept`` (the intercept is penalised
     by ``l2`` too, so that the objective is ``l2``-strongly convex in every coordinate).
-    Features of any shape are flattened, so ``n_features`` is their product.
+    Features of any shape are flattened, so ``n_features`` is their product. Parameters live on
+    ``device`` (None: torch's default device).
     """
 
     metric_name = "accuracy"
@@ -48,6 +50,7 @@ class LogisticRegression:
         l2: float = 0.0,
         fit_intercept: bool = False,
         dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
     ) -> None:
         if n_features < 1:
             raise InvalidConfigError("n_features", "LogisticRegression", ">= 1", n_features)
@@ -57,12 +60,13 @@ class LogisticRegression:
         self.l2 = float(l2)
         self.fit_intercept = fit_intercept
         self.dtype = dtype
+        self.device = as_device(device)
         self.dim = n_features + int(fit_intercept)
         self.segments: tuple[int, ...] = (self.dim,)
 
     def init_params(self, generator: torch.Generator) -> torch.Tensor:
         """Zeros ``[d]`` (the objective is convex, so no random start is needed)."""
-        return torch.zeros(self.dim, dtype=self.dtype)
+        return torch.zeros(self.dim, dtype=self.dtype, device=self.device)
 
     def _margins(
         self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor
@@ -122,7 +126,7 @@ class LogisticRegression:
         A, D = self._curvature(params, X, y, weight)
         A = dense(A)
         H = torch.einsum("wbi,wbj->wij", A * D[..., None], A)
-        return H + self.l2 * torch.eye(self.dim, dtype=H.dtype)
+        return H + self.l2 * torch.eye(self.dim, dtype=H.dtype, device=H.device)
 
     def metric(self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> float:
         """Accuracy of the rule ``ŷ = [a·x > 0]`` on ``X[n, ...]``, ``y[n]``."""
@@ -171,12 +175,12 @@ def newton_optimum(
             "l2", "newton_optimum", "> 0 (without it the optimum may not exist)", problem.l2
         )
     Xd, yd = X.to(torch.float64)[None], y[None]
-    weight = torch.ones(yd.shape, dtype=torch.float64)
+    weight = torch.ones(yd.shape, dtype=torch.float64, device=Xd.device)
 
     def f(x: torch.Tensor) -> float:
         return float(problem.loss(x[None], Xd, yd, weight)[0])
 
-    x = problem.init_params(torch.Generator().manual_seed(0)).to(torch.float64)
+    x = problem.init_params(torch.Generator().manual_seed(0)).to(Xd.device, torch.float64)
     for _ in range(max_iter):
         g = problem.grad(x[None], Xd, yd, weight)[0]
         H = problem.hessian(x[None], Xd, yd, weight)[0]

@@ -16,25 +16,35 @@ from __future__ import annotations
 
 import torch
 
+from lowcomm.core.device import as_device
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.problems.linear import normalise_weights
 
 
 class StreamingPCA:
-    """Oja's rule for the top eigenvector; see the module docstring."""
+    """Oja's rule for the top eigenvector; see the module docstring.
+
+    Parameters live on ``device`` (None: torch's default device).
+    """
 
     metric_name = "sin2"
 
-    def __init__(self, dim: int, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        dim: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
         self.dim = dim
         self.segments: tuple[int, ...] = (dim,)
         self.dtype = dtype
+        self.device = as_device(device)
 
     def init_params(self, generator: torch.Generator) -> torch.Tensor:
         """A random unit vector almost orthogonal to e_1 (its e_1 part scaled by 0.05)."""
-        v = torch.randn(self.dim, generator=generator, dtype=torch.float64)
+        v = torch.randn(self.dim, generator=generator, dtype=torch.float64, device=generator.device)
         v[0] *= 0.05
-        return (v / v.norm()).to(self.dtype)
+        return (v / v.norm()).to(self.device, self.dtype)
 
     def loss(
         self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor

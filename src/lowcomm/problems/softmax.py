@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lowcomm.core.device import as_device
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.problems.linear import (
     dense,
@@ -33,7 +34,8 @@ class SoftmaxRegression:
     """Softmax regression over ``n_classes`` with labels 0..C-1; zero initialisation.
 
     ``dim = n_classes * (n_features + fit_intercept)``; the bias is penalised by ``l2`` too.
-    Features of any shape are flattened, so ``n_features`` is their product.
+    Features of any shape are flattened, so ``n_features`` is their product. Parameters live on
+    ``device`` (None: torch's default device).
     """
 
     metric_name = "accuracy"
@@ -45,6 +47,7 @@ class SoftmaxRegression:
         l2: float = 0.0,
         fit_intercept: bool = False,
         dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
     ) -> None:
         if n_features < 1:
             raise InvalidConfigError("n_features", "SoftmaxRegression", ">= 1", n_features)
@@ -57,12 +60,13 @@ class SoftmaxRegression:
         self.l2 = float(l2)
         self.fit_intercept = fit_intercept
         self.dtype = dtype
+        self.device = as_device(device)
         self.dim = n_classes * (n_features + int(fit_intercept))
         self.segments: tuple[int, ...] = (self.dim,)
 
     def init_params(self, generator: torch.Generator) -> torch.Tensor:
         """Zeros ``[d]`` (the objective is convex, so no random start is needed)."""
-        return torch.zeros(self.dim, dtype=self.dtype)
+        return torch.zeros(self.dim, dtype=self.dtype, device=self.device)
 
     def _matrix(self, flat: torch.Tensor) -> torch.Tensor:
         """``[w, d]`` viewed as weight matrices ``[w, C, F]``."""
@@ -136,7 +140,7 @@ class SoftmaxRegression:
         S = torch.diag_embed(P) - P[..., :, None] * P[..., None, :]
         SA = torch.einsum("wbcd,wbf->wbcfd", S * omega[..., None, None], A)
         H = torch.einsum("wbcfd,wbg->wcfdg", SA, A).reshape(-1, self.dim, self.dim)
-        return H + self.l2 * torch.eye(self.dim, dtype=H.dtype)
+        return H + self.l2 * torch.eye(self.dim, dtype=H.dtype, device=H.device)
 
     def metric(self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> float:
         """Accuracy of ``argmax_c z_c`` on ``X[n, ...]``, ``y[n]``."""

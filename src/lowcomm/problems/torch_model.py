@@ -34,6 +34,7 @@ from torch.func import (
     vmap,
 )
 
+from lowcomm.core.device import as_device
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.problems.linear import normalise_weights
 
@@ -80,14 +81,16 @@ class TorchModel:
         loss: Loss = cross_entropy,
         l2: float = 0.0,
         dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
     ) -> None:
         if l2 < 0:
             raise InvalidConfigError("l2", "TorchModel", ">= 0", l2)
+        self.device = as_device(device)
         named = list(module.named_parameters())
         self.original = module
         self.module = replace_all_batch_norm_modules_(copy.deepcopy(module)).eval()
         self.buffers = {
-            name: b.to(dtype) if b.is_floating_point() else b
+            name: b.to(self.device, dtype) if b.is_floating_point() else b.to(self.device)
             for name, b in self.module.named_buffers()
         }
         self.loss_fn = loss
@@ -122,7 +125,7 @@ class TorchModel:
                 norm.reset_running_stats()
                 norm.momentum = None
             if norms:
-                module.train()(X_train.to(next(module.parameters()).dtype))
+                module.train()(X_train.to(next(module.parameters())))
         return module.state_dict()
 
     def init_params(self, generator: torch.Generator) -> torch.Tensor:
@@ -132,16 +135,17 @@ class TorchModel:
         from ``U(-1/√fan_in, 1/√fan_in)`` with ``fan_in = weight[0].numel()``, which is what
         ``reset_parameters`` of Linear and ConvNd does (kaiming-uniform with ``a = √5``; other
         such layers, e.g. Embedding, get this rule too); parameters of the remaining layers
-        (e.g. LayerNorm) keep the module's current values. Draws follow parameter order.
+        (e.g. LayerNorm) keep the module's current values. Draws follow parameter order and are
+        made on the generator's device, then moved to ``device``.
         """
         bounds = _fan_in_bounds(self.module)
         chunks = [
             _uniform(p.shape, bounds[id(p)], generator, self.dtype)
             if id(p) in bounds
-            else p.detach().to(self.dtype).flatten()
+            else p.detach().to(generator.device, self.dtype).flatten()
             for p in self.module.parameters()
         ]
-        return torch.cat(chunks)
+        return torch.cat(chunks).to(self.device)
 
     def _objective(
         self, flat: torch.Tensor, X: torch.Tensor, y: torch.Tensor, omega: torch.Tensor
@@ -230,7 +234,8 @@ def _uniform(
     shape: torch.Size, bound: float, generator: torch.Generator, dtype: torch.dtype
 ) -> torch.Tensor:
     """A flat draw from ``U(-bound, bound)`` with ``shape.numel()`` entries."""
-    return (2 * torch.rand(shape.numel(), generator=generator, dtype=dtype) - 1) * bound
+    draw = torch.rand(shape.numel(), generator=generator, dtype=dtype, device=generator.device)
+    return (2 * draw - 1) * bound
 
 
 def mlp(in_features: int, hidden: tuple[int, ...], n_classes: int) -> nn.Module:
