@@ -62,6 +62,7 @@ class SignSGDConfig(AlgorithmSettings):
         "signSGD with majority vote",
         up="gradient signs (d bits)",
         down="the model (d values)",
+        objective="no objective exactly: one vote per worker on each gradient sign",
     )
     lr: float = lowcomm.setting(0.01, POSITIVE, "step size along the vote's sign")
     batch_size: int = lowcomm.setting(32, Interval(int, 1), "examples per worker per round")

@@ -23,6 +23,12 @@ def logistic_grad(x: np.ndarray, A: np.ndarray, y: np.ndarray, l2: float) -> np.
     return -(A * (s * sigma)[:, None]).mean(axis=0) + l2 * x
 
 
+def shares(shards) -> np.ndarray:
+    """Each worker's share M n_m / N of the training set (1 on equal shards)."""
+    sizes = np.array([len(y) for _, y in shards])
+    return len(sizes) * sizes / sizes.sum()
+
+
 def batch(seed: int, worker: int, round_: int, size: int, n: int, step: int = 0) -> np.ndarray:
     draw = Streams(seed).integers(
         "batch", torch.tensor([worker]), round_, size, torch.tensor([n]), step
@@ -38,7 +44,7 @@ def sgd(shards, l2, seed, rounds, lr, b, momentum=0.0):
         for w, (A, y) in enumerate(shards):
             i = batch(seed, w, r, b, len(y))
             grads.append(logistic_grad(x, A[i], y[i], l2))
-        v = momentum * v + np.mean(grads, axis=0)
+        v = momentum * v + np.average(grads, axis=0, weights=[len(y) for _, y in shards])
         x = x - lr * v
     return x
 
@@ -53,7 +59,7 @@ def local_sgd(shards, l2, seed, rounds, lr, b, steps):
                 i = batch(seed, w, r, b, len(y), s)
                 z = z - lr * logistic_grad(z, A[i], y[i], l2)
             models.append(z)
-        x = np.mean(models, axis=0)
+        x = np.average(models, axis=0, weights=[len(y) for _, y in shards])
     return x
 
 
@@ -81,9 +87,10 @@ def top_k(v: np.ndarray, k: int) -> np.ndarray:
 def lasg_wk2(shards, l2, seed, rounds, lr, b, window, weights, density=None, previous=False):
     """LASG-WK2 (density None) or SASG, straight from the SASG notebooks' loop.
 
+    Worker m's gradients are those of its share of the total, share_m * f_m^mean.
     ``previous``: the authors' multi-process variant, the reference is the previous iterate.
     """
-    M, d = len(shards), shards[0][0].shape[1]
+    M, d, share = len(shards), shards[0][0].shape[1], shares(shards)
     theta = np.zeros(d)
     memory, last, anchor = np.zeros((M, d)), np.zeros((M, d)), np.zeros((M, d))
     skips, diffs, uploads = np.zeros(M), [], 0
@@ -92,9 +99,9 @@ def lasg_wk2(shards, l2, seed, rounds, lr, b, window, weights, density=None, pre
         thr = float(np.dot(weights, padded)) / (lr**2 * M**2)
         for m, (A, y) in enumerate(shards):
             i = batch(seed, m, r, b, len(y))
-            g = logistic_grad(theta, A[i], y[i], l2)
+            g = share[m] * logistic_grad(theta, A[i], y[i], l2)
             if r >= window:
-                g_old = logistic_grad(anchor[m], A[i], y[i], l2)
+                g_old = share[m] * logistic_grad(anchor[m], A[i], y[i], l2)
                 if np.sum((g - g_old) ** 2) <= thr and skips[m] <= window:
                     skips[m] += 1
                     continue
@@ -150,9 +157,10 @@ def giant_iteration(shards, l2, x):
 def hogwild_ib(shards, l2, seed, rounds, sizes, step, minibatch=False):
     """Synchronous rounds: every worker starts round i from v; the aggregator adds the updates.
 
-    ``sizes(i)`` is s_i and ``step(t)`` eta(t), with t_i = n (s_0 + ... + s_{i-1}).
+    ``sizes(i)`` is s_i and ``step(t)`` eta(t), with t_i = n (s_0 + ... + s_{i-1}); worker c's
+    gradients are those of its share of the total, share_c * f_c^mean.
     """
-    n = len(shards)
+    n, share = len(shards), shares(shards)
     v = np.zeros(shards[0][0].shape[1])
     done = 0
     for i in range(rounds):
@@ -160,12 +168,12 @@ def hogwild_ib(shards, l2, seed, rounds, sizes, step, minibatch=False):
         for w, (A, y) in enumerate(shards):
             if minibatch:
                 idx = batch(seed, w, i, sizes(i), len(y))
-                total += eta * sizes(i) * logistic_grad(v, A[idx], y[idx], l2)
+                total += eta * sizes(i) * share[w] * logistic_grad(v, A[idx], y[idx], l2)
                 continue
             z = v.copy()
             for j in range(sizes(i)):
                 idx = batch(seed, w, i, 1, len(y), j)
-                z = z - eta * logistic_grad(z, A[idx], y[idx], l2)
+                z = z - eta * share[w] * logistic_grad(z, A[idx], y[idx], l2)
             total += v - z
         v = v - total
         done += sizes(i)
@@ -179,7 +187,11 @@ def oja_direction(v: np.ndarray, X: np.ndarray) -> np.ndarray:
 
 
 def delayed_msgd(X_shards, v0, rounds, lr, mu, b, seed, taus):
-    """v_{k+1} = v_k + mu (v_k - v_{k-1}) - lr mean_w g(v_{k - tau_{k,w}}), v_j = v_0 for j < 0."""
+    """v_{k+1} = v_k + mu (v_k - v_{k-1}) - lr mean_w g(v_{k - tau_{k,w}}), v_j = v_0 for j < 0.
+
+    Worker w's g is scaled by its share M n_w / N of the total.
+    """
+    share = shares([(X, X[:, 0]) for X in X_shards])
     iterates = [v0.copy()]
     previous = v0.copy()
     for k in range(rounds):
@@ -187,7 +199,7 @@ def delayed_msgd(X_shards, v0, rounds, lr, mu, b, seed, taus):
         for w, X in enumerate(X_shards):
             stale = iterates[max(0, k - int(taus[k][w]))]
             idx = batch(seed, w, k, b, len(X))
-            grads.append(oja_direction(stale, X[idx]))
+            grads.append(share[w] * oja_direction(stale, X[idx]))
         v = iterates[-1]
         new = v + mu * (v - previous) - lr * np.mean(grads, axis=0)
         previous = v

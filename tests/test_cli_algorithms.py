@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lowcomm.algorithms.describe import yaml_text
-from lowcomm.algorithms.registry import REGISTRY
+from lowcomm.algorithms.registry import BUILT_IN, REGISTRY
 from lowcomm.algorithms.settings import settings_of
 from tests.test_cli import lowcomm, one_error_line
 
@@ -42,3 +42,12 @@ def test_an_unknown_algorithm_is_one_error() -> None:
     result = lowcomm("algorithms", "adam")
     assert result.exit_code == 2
     assert "'algorithm' parameter of lowcomm must be one of sgd" in one_error_line(result)
+
+
+@pytest.mark.parametrize("name", list(BUILT_IN))
+def test_every_built_in_algorithm_says_what_it_minimises(name: str) -> None:
+    objective = BUILT_IN[name][0].ABOUT.objective
+    assert objective != "(not declared)"
+    result = lowcomm("algorithms", name)
+    assert result.exit_code == 0, result.output
+    assert " ".join(result.stdout.split()).count(f"{name} minimises {objective}") == 1

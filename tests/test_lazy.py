@@ -37,8 +37,9 @@ def test_threshold_zero_uploads_every_round(setup: Setup) -> None:
 
 
 def test_topk_with_every_entry_and_error_feedback_is_dense_sgd(setup: Setup) -> None:
+    # the sum of the workers' shares of the total is M = 4 times the size-weighted mean
     topk = TopKEFConfig(lr=0.05, batch_size=7, density=1.0).build()
-    sgd = SGD(SGDConfig(lr=0.05, batch_size=7, reduce="sum", sampling="reshuffle"))
+    sgd = SGD(SGDConfig(lr=0.2, batch_size=7, reduce="size-weighted", sampling="reshuffle"))
     a, b = setup.run(topk, 12), setup.run(sgd, 12)
     np.testing.assert_allclose(a.model.numpy(), b.model.numpy(), rtol=1e-12, atol=1e-15)
     d = setup.problem.dim
@@ -49,9 +50,14 @@ def test_topk_with_every_entry_and_error_feedback_is_dense_sgd(setup: Setup) -> 
 def test_lag_with_threshold_zero_is_gradient_descent_on_the_sum(setup: Setup) -> None:
     result = setup.run(LAGConfig(lr=0.1, threshold=0.0).build(), 15)
     shards = numpy_shards(setup)
+    share = reference.shares(shards)
     x = np.zeros(setup.problem.dim)
     for _ in range(15):
-        x = x - 0.1 * sum(reference.logistic_grad(x, A, y, 1e-2) for A, y in shards)
+        grads = [
+            s * reference.logistic_grad(x, A, y, 1e-2)
+            for s, (A, y) in zip(share, shards, strict=True)
+        ]
+        x = x - 0.1 * sum(grads)
     np.testing.assert_allclose(result.model.numpy(), x, rtol=1e-12)
     sizes = [len(y) for _, y in shards]
     assert result.ledger.totals["grad_evals"].tolist() == [15 * n for n in sizes]

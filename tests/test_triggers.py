@@ -188,9 +188,10 @@ def test_messages_are_scaled_by_the_step_size_of_their_round(setup: Setup) -> No
     x = np.zeros(setup.problem.dim)
     for r in range(rounds):
         grads = []
-        for m, (A, y) in enumerate(numpy_shards(setup)):
+        shards = numpy_shards(setup)
+        for m, (A, y) in enumerate(shards):
             i = reference.batch(2, m, r, b, len(y))
-            grads.append(reference.logistic_grad(x, A[i], y[i], 1e-2))
+            grads.append(reference.shares(shards)[m] * reference.logistic_grad(x, A[i], y[i], 1e-2))
         x = x - step_size(lr, r) * np.sum(grads, axis=0)
     np.testing.assert_allclose(result.model.numpy(), x, rtol=1e-12, atol=1e-15)
 

@@ -21,7 +21,12 @@ from rich.table import Table
 
 import lowcomm
 from lowcomm import api
-from lowcomm.algorithms.describe import describe_algorithms, describe_settings
+from lowcomm.algorithms.describe import (
+    OBJECTIVE_KEY,
+    describe_algorithm,
+    describe_algorithms,
+    describe_settings,
+)
 from lowcomm.core.errors import InvalidConfigError, LowcommError
 from lowcomm.experiments import compare as comparison
 from lowcomm.experiments import execution
@@ -580,15 +585,25 @@ def algorithms(
         ),
     ] = None,
 ) -> None:
-    """List the algorithms, or every setting of one (type, default, allowed values, meaning)."""
+    """List the algorithms and what each minimises, or every setting of one and its objective."""
     with _user_errors():
         if name is None:
-            headers = ("algorithm", "what", "timing", "sends up", "sends down")
+            headers: tuple[str, ...] = (
+                "algorithm",
+                "what",
+                "timing",
+                "sends up",
+                "sends down",
+                "minimises",
+            )
             table = _table("Algorithms", headers, [tuple(r) for r in describe_algorithms()])
+            table.caption = OBJECTIVE_KEY
         else:
             headers = ("setting", "type", "default", "allowed", "meaning")
             rows = [tuple(r) for r in describe_settings(name)]
             table = _table(f"Settings of {name} (--set KEY=VALUE)", headers, rows)
+            objective = describe_algorithm(name).objective
+            table.caption = f"{name} minimises {objective}\n({OBJECTIVE_KEY})"
     _console().print(table)
 
 

@@ -23,6 +23,14 @@ shared :mod:`lowcomm.algorithms.server_step`), because ``normalize`` rescales th
 differences; eta may follow a schedule (eta_k at update k). The ``staleness`` history column is
 the mean staleness of the last update. Messages: d values down; up, the gradient compressed by
 ``compressor`` (:mod:`lowcomm.algorithms.upload`; identity: d values) per worker per update.
+
+Objective (the paper's: one data distribution, its streaming samples). A worker's gradient is
+that of its share of the total, f_m = (M n_m / N) f_m^mean (:mod:`lowcomm.algorithms.objective`):
+the mean over workers of these gradients is the global gradient of the reported objective, so
+a synchronous update (a delay model) applies it in expectation over the mini-batches, and an
+asynchronous one, from a worker drawn uniformly, in expectation over the worker too. On equal
+shards the scale is exactly 1. (Workers that arrive more often still count more: the engine's
+speeds weigh the objective, as in any asynchronous SGD.)
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import torch
 from lowcomm.algorithms.base import Context
 from lowcomm.algorithms.learning_rate import LEARNING_RATE, step_size
 from lowcomm.algorithms.local_data import LocalData
+from lowcomm.algorithms.objective import WorkerObjective
 from lowcomm.algorithms.settings import (
     About,
     AlgorithmSettings,
@@ -122,6 +131,7 @@ class AsyncMSGDConfig(AlgorithmSettings):
         up="a mini-batch gradient (d values)",
         down="the current iterate (d values)",
         asynchronous=When("delay", "engine"),
+        objective="F, the mean over all examples: worker m's gradient scaled by M n_m / N",
     )
 
     lr: float | str = setting(0.005, LEARNING_RATE, "step size: a number or a schedule")
@@ -180,10 +190,10 @@ class AsyncMSGD:
     def local(
         self, state: Any, down: AnyPayload, data: LocalData, ctx: Context
     ) -> tuple[Upload, Any]:
-        """The (compressed) stochastic gradient at the (stale) iterate received."""
+        """The (compressed) stochastic gradient of f_m at the (stale) iterate received."""
         assert isinstance(down, Dense)
         index = data.sample(ctx.streams, ctx.round, self.config.batch_size)
-        grad = data.grad(down.values, index)
+        grad = WorkerObjective(data).grad(down.values, index)
         payload, state = compress(self.config, data.problem, grad, state, ctx)
         return Upload.all(payload), state
 

@@ -43,6 +43,7 @@ class GDConfig(AlgorithmSettings):
         "full gradient descent with a distributed Armijo line search (2 rounds per iteration)",
         up="the local gradient and loss (d + 1 values), then the trial losses",
         down="the model, then the global gradient (d values)",
+        objective="F, the mean over all examples: gradient and loss weighted by shard size",
     )
 
     step0: float = setting(1.0, POSITIVE, "largest trial step", part=LINE_SEARCH_PART)

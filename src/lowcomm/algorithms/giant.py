@@ -6,7 +6,9 @@ One iteration, as in the authors' code (../shared/papers/sasg-and-localnewton.md
    forms g_t = sum_i (n_i/N) g_i and f(w_t);
 2. direction round: broadcast g_t; worker i solves (local Hessian at w_t) p_i = g_t by CG from 0
    (at most ``cg_iters`` iterations, relative tolerance ``cg_tol``) and returns p_i; the
-   aggregator averages p_t = mean_i p_i;
+   aggregator averages p_t = mean_i p_i (the paper's plain mean: p_t only preconditions the
+   global gradient, so the iteration stops where g_t = 0, the minimiser of the reported
+   objective, however the shards are sized);
 3. line-search exchange: broadcast p_t; worker i returns f_i(w_t - eta p_t) for
    eta in 4^0, ..., 4^-9; the aggregator takes the first eta with
    f(w_t - eta p_t) <= f(w_t) - 0.1 eta p_t.g_t (the lowest if none) and sets
@@ -49,6 +51,7 @@ class GIANTConfig(AlgorithmSettings):
         "GIANT: global gradient, averaged local Newton directions, distributed line search",
         up="the local gradient and loss, then a Newton direction (d values), then trial losses",
         down="the model, the global gradient, the averaged direction (d values each)",
+        objective="F, the mean over all examples (the paper's): size-weighted gradient and loss",
     )
 
     cg_iters: int = setting(50, CG_ITERS, "most CG iterations per local solve", part=SOLVER_PART)

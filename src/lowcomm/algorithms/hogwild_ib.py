@@ -13,6 +13,11 @@ rounds. The paper body was not available; these are reconstructions
   the received model;
 * the aggregator ADDS every update (v <- v - U; never averages: each gradient carries its own
   step, like n Hogwild! threads) and replies to the sender with its current model;
+* objective: the paper's F(w) = E_{xi ~ D} f(w; xi), D the mixture of the local data sets
+  with weights |D_c| / N ([recon], A.1), i.e. the reported mean over all N training examples.
+  Every SGD step of worker c is on its share of it, f_c = (n |D_c| / N) f_c^mean
+  (:mod:`lowcomm.algorithms.objective`): the sum of the n workers' update directions is then n
+  times the global gradient, as on the equal shards where the scale is exactly 1;
 * ``step_timing="round"`` (default): one step for the whole round, eta(t_i) with
   t_i = n (s_0 + ... + s_{i-1}) the global gradient count at the start of round i;
   ``"gradient"``: eta(t) with t = n S_i + n j + c for the j-th local step of worker c.
@@ -33,6 +38,7 @@ import torch
 
 from lowcomm.algorithms.base import Context
 from lowcomm.algorithms.local_data import LocalData
+from lowcomm.algorithms.objective import WorkerObjective
 from lowcomm.algorithms.schedules import SAMPLE_SIZES, STEP_SIZES, SampleSizes, StepSize
 from lowcomm.algorithms.settings import About, AlgorithmSettings, OneOf, Text, setting
 from lowcomm.algorithms.upload import (
@@ -59,6 +65,7 @@ class HogwildIBConfig(AlgorithmSettings):
         up="the worker's summed update (d values)",
         down="the current model, to that worker (d values)",
         asynchronous=True,
+        objective="F, the mean over all examples: worker c steps on (n |D_c| / N) f_c",
     )
 
     sample_sizes: str = setting(
@@ -119,12 +126,12 @@ class HogwildIB:
     ) -> tuple[Upload, Any]:
         """s_i units of SGD work from the received model; upload the (compressed) update."""
         assert isinstance(down, Dense)
-        update = self._update(down.values, data, ctx)
+        update = self._update(down.values, WorkerObjective(data), ctx)
         payload, state = compress(self.config, data.problem, update, state, ctx)
         return Upload.all(payload), state
 
     def _update(self, model: torch.Tensor, data: LocalData, ctx: Context) -> torch.Tensor:
-        """The summed update U of s_i units of SGD work from the received ``model``."""
+        """The summed update U of s_i units of SGD work on f_c from the received ``model``."""
         i, n = ctx.round, ctx.n_workers
         s, start = self.sizes(i), n * self.sizes.total(i)
         if self.config.mode == "minibatch":

@@ -20,6 +20,11 @@ One family, composed from two independent parts, a lazy trigger (who sends) over
   gradient is discarded and its compressor state (error memory) is unchanged.
 * **Aggregator.** theta^{k+1} = theta^k - sum_m Delta_m: fresh messages of senders, the stored
   last message of skippers (the SUM convention of the LAG family; no 1/M).
+* **Objective.** Worker m's f_m is its share M n_m / N of the total,
+  f_m = (M / N) sum_{i in S_m} loss_i + its share of the L2 term
+  (:mod:`lowcomm.algorithms.objective`): sum_m f_m = M F has the minimiser of the reported
+  objective F on unequal shards too, and on equal shards f_m is the worker's mean objective.
+  Gradients, the triggers' gradient changes and LAG-PS's L_m are all those of f_m.
 
 Step sizes (``lr`` a number or a schedule, :mod:`lowcomm.algorithms.learning_rate`): the
 message of round k is lr_k * g, and a skipper's stored message keeps the lr it was sent with.
@@ -45,6 +50,7 @@ import torch
 from lowcomm.algorithms.base import Context
 from lowcomm.algorithms.learning_rate import step_size
 from lowcomm.algorithms.local_data import LocalData
+from lowcomm.algorithms.objective import WorkerObjective
 from lowcomm.algorithms.triggers import Step, Trigger, WorkerView
 from lowcomm.compress.base import Compressor, DrawKey
 from lowcomm.compress.error_feedback import decompress
@@ -167,10 +173,13 @@ class LazyAggregation:
     def local(
         self, state: LazyWorkers, down: AnyPayload, data: LocalData, ctx: Context
     ) -> tuple[Upload, LazyWorkers]:
-        """Decide who sends, then send ``C(lr_k * g + e)``; skippers keep their memory."""
+        """Decide who sends, then send ``C(lr_k * g + e)``; skippers keep their memory.
+
+        ``g`` is the gradient of the worker's objective f_m (see the module docstring).
+        """
         model, extra = _split(down)
         assert isinstance(model, Dense)
-        params, spec = model.values, self.spec
+        params, spec, data = model.values, self.spec, WorkerObjective(data)
         batch = None
         if spec.batch_size is not None:
             batch = data.draw(spec.sampling, ctx.streams, ctx.round, spec.batch_size)

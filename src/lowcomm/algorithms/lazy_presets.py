@@ -6,6 +6,9 @@ Defaults are the SASG authors' MNIST notebook (10 workers are a run setting): st
 10 per worker with reshuffling every epoch, D = 10, threshold multiplier c = 1/2, top-k density 1%
 per parameter tensor with error feedback (see ../shared/papers/sasg-and-localnewton.md, 1.2).
 ``lag`` follows the official LAG code: D = 10, xi_d = xi / D with xi = 1 (WK) or 10 (PS).
+All four minimise the sum of the workers' objectives f_m = (M / N) sum_{i in S_m} loss_i plus
+their shares of the L2 term, M times the reported objective
+(:mod:`lowcomm.algorithms.objective`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ DEFAULT_DENSITY = 0.01
 XI = ListOf(Interval(float, 0.0, math.inf, closed="both"))
 LAZY_UP = "a lazy worker sends nothing"
 LR_MEANING = "step size: a number or a schedule"
+SUM_OBJECTIVE = "M F = sum_m f_m, f_m = (M/N) * worker m's loss sum (LAG's sum, scaled)"
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class LASGConfig(AlgorithmSettings):
         "lazily aggregated stochastic gradients (LASG-WK2 trigger), dense messages by default",
         up=f"lr * gradient (d values), or its compressed form; {LAZY_UP}",
         down="the model and the threshold (d + 1 values)",
+        objective=SUM_OBJECTIVE,
     )
 
     lr: float | str = setting(0.005, LEARNING_RATE, LR_MEANING)
@@ -112,6 +117,7 @@ class SASGConfig(LASGConfig):
         "sparse lazy SGD: the LASG-WK2 trigger over top-k messages with error feedback",
         up=f"top-k of lr * gradient + error (index and value each), or compressed; {LAZY_UP}",
         down="the model and the threshold (d + 1 values)",
+        objective=SUM_OBJECTIVE,
     )
 
     compressor: str | None = setting(None, NoneOr(COMPRESSOR), _TOPK_COMPRESSOR)
@@ -136,6 +142,7 @@ class LAGConfig(AlgorithmSettings):
         "lazily aggregated (full local) gradients, triggered at the worker or the aggregator",
         up=f"lr * local gradient (d values); {LAZY_UP}",
         down="the model and the threshold (d + 1 values; ps: + 1 request bit per worker)",
+        objective=SUM_OBJECTIVE,
     )
 
     lr: float | str = setting(0.1, LEARNING_RATE, LR_MEANING)
@@ -166,6 +173,7 @@ class TopKEFConfig(AlgorithmSettings):
         "top-k sparsified SGD with error feedback, every worker every round",
         up="top-k of lr * gradient + error (index and value each), or compressed",
         down="the model (d values)",
+        objective=SUM_OBJECTIVE,
     )
 
     lr: float | str = setting(0.005, LEARNING_RATE, LR_MEANING)

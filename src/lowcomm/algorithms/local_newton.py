@@ -12,8 +12,13 @@ implemented as documented options with these defaults:
   with ``cg_tol`` and ``cg_iters``), step from a local Armijo backtracking line search over
   1, rho, rho^2, ... (rho = ``shrink`` = 1/2) with f_k(w - a p) <= f_k(w) - beta a p.g
   (beta = ``armijo`` = 0.1);
-* averaging: the plain mean of the uploaded models (equal shards; ``reduce="size-weighted"``
-  weighs by shard size);
+* averaging: the plain mean of the uploaded models (the spec's w = (1/K) sum_k w_k over its
+  equal shards; ``reduce="size-weighted"`` weighs by shard size). The objective is the paper's
+  f = (1/n) sum_i loss_i + (gamma/2)||w||^2, the reported one, but no weighting of the averaged
+  models makes its minimiser their fixed point: after one local Newton step the average stops
+  where sum_k a_k H_k^{-1} g_k = 0, not where the global gradient sum_k (n_k/n) g_k vanishes,
+  unless the local Hessians agree. That stall on non-iid shards is the method's own bias and
+  is kept (the default stays the paper's mean); ``then_giant`` goes on to the minimiser;
 * adaptive L (``adaptive=True``): start at ``local_steps`` (L_0); every worker reports the local
   loss of the averaged model it received with its next upload (one scalar, no extra round); when
   the global loss F = sum_k (n_k/N) f_k stops improving (F > best - ``tolerance``), L decreases
@@ -74,6 +79,7 @@ class LocalNewtonConfig(AlgorithmSettings):
         "LocalNewton: L local Newton steps per worker, then model averaging; adaptive L",
         up="the worker's model (d values; + 1 loss with adaptive L)",
         down="the averaged model (d values; + L with adaptive L)",
+        objective="F (the paper's); averaged models stall near it on non-iid shards (its bias)",
     )
 
     local_steps: int = setting(4, Interval(int, 1), "local Newton steps L (L_0 with adaptive)")

@@ -3,11 +3,17 @@
 Each round every worker starts from the model x it received, takes ``local_steps`` SGD steps
 x_w <- x_w - lr_k * g(x_w; batch) on its own shard (lr_k: the step size of round k, a number or
 a schedule) and uploads its model change x_w - x, compressed by ``compressor``
-(:mod:`lowcomm.algorithms.upload`); the aggregator adds the combined changes (mean, or
-size-weighted mean as in FedAvg; McMahan et al., 2017) to x, which is the combined models, and
-broadcasts the result. Messages: the compressor's payload up (identity: d values), d values
-down per worker per round. With ``local_steps = 1`` and the
-same batches this is exactly mini-batch ``sgd`` with the same reduction and no momentum.
+(:mod:`lowcomm.algorithms.upload`); the aggregator adds the combined changes (by default the
+size-weighted mean of FedAvg, McMahan et al., 2017, Algorithm 1: weights n_m / N; or the plain
+mean) to x, which is the combined models, and broadcasts the result. Messages: the
+compressor's payload up (identity: d values), d values down per worker per round. With
+``local_steps = 1`` and the same batches this is exactly mini-batch ``sgd`` with the same
+reduction and no momentum.
+
+Objective: FedAvg's, the mean over all N examples, F = sum_m (n_m / N) f_m^mean, which the
+size-weighted average follows to first order in the step (more local steps drift towards the
+workers' own minimisers on heterogeneous shards: client drift, the method's own bias); ``mean``
+weighs the workers alike, (1/M) sum_m f_m^mean, another minimiser on unequal shards.
 """
 
 from __future__ import annotations
@@ -45,13 +51,16 @@ class LocalSGDConfig(AlgorithmSettings):
         "local SGD / FedAvg: L local mini-batch steps per worker, then model averaging",
         up="the worker's model (d values)",
         down="the averaged model (d values)",
+        objective="F, the mean over all examples, up to client drift (reduce size-weighted)",
     )
 
     lr: float | str = setting(0.1, LEARNING_RATE, "local step size: a number or a schedule")
     batch_size: int = setting(32, Interval(int, 1), "examples per local step")
     local_steps: int = setting(4, Interval(int, 1), "local steps L per round")
     reduce: Literal["mean", "size-weighted"] = setting(
-        "mean", OneOf(("mean", "size-weighted")), "model averaging: mean or shard-size-weighted"
+        "size-weighted",
+        OneOf(("mean", "size-weighted")),
+        "model averaging: mean or shard-size-weighted",
     )
     compressor: str = setting("identity", COMPRESSOR, COMPRESSOR_MEANING)
     error_feedback: bool = setting(False, EF, EF_MEANING)

@@ -3,9 +3,10 @@
 Each synchronous step every worker takes the next b examples of its epoch order
 (:mod:`lowcomm.ordering.orders`) and computes their gradients at the shared model; the
 aggregator averages them and takes the heavy-ball step of ``sgd``. One epoch is n/b steps (n per
-worker, the smallest shard cut to a multiple of 2b). Balancing uses the raw gradients at the
-current iterate, never the momentum buffer (Cooper et al., NeurIPS 2023, as in the authors'
-code; spec ../shared/papers/cd-grab.md, 3.2). The ``unit`` setting says what is ordered and
+worker, the smallest shard cut to a multiple of 2b; a run keeps only n examples of every shard,
+see :meth:`OrderedSGD.usable`). Balancing uses the raw gradients at the current iterate, never
+the momentum buffer (Cooper et al., NeurIPS 2023, as in the authors' code; spec
+../shared/papers/cd-grab.md, 3.2). The ``unit`` setting says what is ordered and
 balanced (spec 3.3):
 
 * ``example`` (per-example mode): the b per-example gradients of the step (``torch.func``),
@@ -87,6 +88,9 @@ class OrderedWorkers(NamedTuple):
 class OrderedState(NamedTuple):
     """Aggregator: model and momentum, n, the order server, the epoch's step sums, herding.
 
+    ``sizes`` are the examples each worker's gradients stand for, n for every worker (an epoch
+    visits n of each shard), which the ``reduce`` weights use.
+
     The order server holds the workers' unit orders of this epoch, its pair balancer, the
     unit left unpaired and the pair signs decided so far.
     """
@@ -119,6 +123,15 @@ class OrderedSGD:
         # the shared projection is a pure function of (seed, d, k, dtype): drawn once, kept
         self._matrices: dict[tuple[int, int, int, torch.dtype, torch.device], torch.Tensor] = {}
 
+    def usable(self, sizes: torch.Tensor) -> int:
+        """Examples per worker an epoch visits, n: the rest of each shard is never used.
+
+        :func:`~lowcomm.experiments.runner.prepare` keeps n examples of every shard and removes
+        the others from the training set, so that every order visits the same examples, each
+        once per epoch.
+        """
+        return self._length(sizes)
+
     def rounds_per_epoch(self, sizes: torch.Tensor) -> int:
         """Steps in one epoch: n / b."""
         return self._length(sizes) // self.batch
@@ -140,7 +153,7 @@ class OrderedSGD:
         state = OrderedState(
             params,
             torch.zeros_like(params),
-            sizes,
+            torch.full_like(sizes, n),  # what each worker's gradients stand for: n examples
             torch.tensor(n, device=device),
             self.units.first(streams, torch.arange(m, device=device), sizes, n),
             fresh_pair_balancer(m, 1, units, self._server_dim(d), params.dtype, device),

@@ -109,6 +109,8 @@ class About:
         up: what a worker sends the aggregator.
         down: what the aggregator sends a worker.
         asynchronous: True, False, or :class:`When` it depends on a setting.
+        objective: what it minimises, against the reported objective F (the mean loss over
+            all training examples plus the L2 term).
     """
 
     name: str
@@ -116,6 +118,7 @@ class About:
     up: str
     down: str
     asynchronous: bool | When = False
+    objective: str = "(not declared)"
 
 
 class AlgorithmSettings:

@@ -3,8 +3,8 @@
 Each round every worker draws ``batch_size`` examples from its own shard (uniformly with
 replacement, or by ``reshuffle``: a fresh order of its shard every epoch) and uploads the
 mini-batch gradient at the model it received, compressed by ``compressor`` (with optional error
-feedback; :mod:`lowcomm.algorithms.upload`); the aggregator combines the gradients (sum, mean or
-size-weighted mean) and takes a heavy-ball (or Nesterov) step with step size lr_k
+feedback; :mod:`lowcomm.algorithms.upload`); the aggregator combines the gradients
+(:mod:`lowcomm.algorithms.combine`) and takes a heavy-ball (or Nesterov) step with step size lr_k
 (:mod:`lowcomm.algorithms.server_step`),
 
     v_{k+1} = momentum * v_k + g_k,    x_{k+1} = x_k - lr_k * v_{k+1},
@@ -15,6 +15,15 @@ gradient as it arrives (classic asynchronous SGD) and replies to its sender only
 ``order`` set (``d-rr``, ``so``, ``id-grab``, ``id-grab-mean``, ``cd-grab``, ``cd-grab-signs``)
 batches follow epoch orders instead (:mod:`lowcomm.algorithms.ordered_sgd`), of single
 examples or, with ``unit="minibatch"``, of fixed minibatches.
+
+Objective. ``reduce="size-weighted"`` (the default; FedAvg's weights, McMahan et al., 2017,
+Algorithm 1) combines by shard size, sum_m (n_m / N) g_m, an unbiased estimate of the gradient
+of the reported objective F = (1/N) sum_i loss_i + (l2/2)||x||^2, which it minimises; ``mean``
+weighs the workers equally and minimises (1/M) sum_m f_m^mean instead (another minimiser on
+unequal shards), ``sum`` M times that. Asynchronously, the gradients that arrive together are
+each scaled by their worker's share M n_m / N (:func:`lowcomm.data.dataset.shares`) and
+averaged: unbiased for F's gradient when the sender is any worker alike (a lone arrival would
+otherwise be applied at full weight whatever its shard).
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ from lowcomm.algorithms.upload import (
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.messages import AnyPayload, Dense, Download, Upload
 from lowcomm.core.rng import Streams
+from lowcomm.data.dataset import shares
 from lowcomm.ordering.orders import ORDERS, UNITS
 from lowcomm.problems.base import Problem
 
@@ -65,6 +75,7 @@ class SGDConfig(AlgorithmSettings):
         up="a mini-batch gradient (d values; cd-grab: b per-example gradients)",
         down="the model (d values; cd-grab/-signs: the order at each epoch's end)",
         asynchronous=When("asynchronous", True),
+        objective="F, the mean over all examples (reduce size-weighted); mean: workers alike",
     )
 
     lr: float | str = setting(0.1, LEARNING_RATE, "step size: a number or a schedule")
@@ -72,7 +83,9 @@ class SGDConfig(AlgorithmSettings):
     momentum: float = setting(0.0, Interval(float, 0.0, 1.0), "heavy-ball momentum")
     nesterov: bool = setting(False, Flag(), "Nesterov momentum instead of heavy-ball")
     reduce: Literal["sum", "mean", "size-weighted"] = setting(
-        "mean", OneOf(REDUCTIONS), "how gradients are combined: sum, mean or shard-size-weighted"
+        "size-weighted",
+        OneOf(REDUCTIONS),
+        "how gradients are combined: sum, mean or shard-size-weighted",
     )
     asynchronous: bool = setting(False, Flag(), "apply each gradient as it arrives")
     sampling: str = setting(
@@ -148,13 +161,20 @@ class SGD:
 
     def aggregate(self, state: SGDState, up: Upload, ctx: Context) -> tuple[SGDState, Download]:
         """Combine the gradients and take one server step (plain, heavy-ball or Nesterov)."""
-        sizes = state.sizes[ctx.workers]
-        grad = combine(received(up.payload), up.sent, sizes, self.config.reduce)
+        grad = self._combine(state.sizes, up, ctx)
         step = ServerStep(self.config.lr, self.config.momentum, self.config.nesterov)
         params, velocity = step.apply(state.params, state.velocity, grad, ctx.round)
         return state._replace(params=params, velocity=velocity), Download(
             Dense(params[None]), broadcast=True
         )
+
+    def _combine(self, sizes: torch.Tensor, up: Upload, ctx: Context) -> torch.Tensor:
+        """The combined gradient (asynchronous size-weighted: the mean of the scaled rows)."""
+        rows, reduce, mine = received(up.payload), self.config.reduce, sizes[ctx.workers]
+        if reduce == "size-weighted" and not self.synchronous:
+            scaled = rows * shares(sizes)[ctx.workers, None].to(rows)
+            return combine(scaled, up.sent, mine, "mean")
+        return combine(rows, up.sent, mine, reduce)
 
     def model(self, state: SGDState) -> torch.Tensor:  # noqa: D102
         return state.params

@@ -58,9 +58,10 @@ class Shards:
     """Worker shards stacked on a leading worker axis and padded to the largest shard.
 
     ``X[w, n_max, ...]``, ``y[w, n_max]``, ``weight[w, n_max]`` (1 for real examples, 0 for
-    padding), ``sizes[w]`` and the global ids ``workers[w]`` of the workers held here. ``X`` is
-    a coalesced sparse COO tensor ``[w, n_max, d]`` when the data set's features are CSR. All
-    live on one device, where the workers compute.
+    padding), ``sizes[w]``, the global ids ``workers[w]`` of the workers held here and their
+    ``share[w]`` of the training set (:func:`shares`). ``X`` is a coalesced sparse COO tensor
+    ``[w, n_max, d]`` when the data set's features are CSR. All live on one device, where the
+    workers compute.
     """
 
     X: torch.Tensor
@@ -68,6 +69,7 @@ class Shards:
     weight: torch.Tensor
     sizes: torch.Tensor
     workers: torch.Tensor
+    share: torch.Tensor
 
     @staticmethod
     def build(
@@ -88,12 +90,14 @@ class Shards:
         for w, part in enumerate(parts):
             y[w, : part.size] = data.y[part]
             weight[w, : part.size] = 1.0
+        counts = torch.from_numpy(sizes)
         return Shards(
             _stack_features(data, parts, width, dtype, device),
             torch.from_numpy(y).to(device),
             torch.from_numpy(weight).to(device, dtype),
-            torch.from_numpy(sizes).to(device),
+            counts.to(device),
             torch.arange(len(parts), device=device),
+            shares(counts).to(device, dtype),
         )
 
     @property
@@ -117,6 +121,7 @@ class Shards:
             self.weight[rows],
             self.sizes[rows],
             self.workers[rows],
+            self.share[rows],
         )
 
     def _features(self, rows: slice | torch.Tensor) -> torch.Tensor:
@@ -161,3 +166,14 @@ def _stack_features(
     for w, part in enumerate(parts):
         X[w, : part.size] = data.X[part]
     return torch.from_numpy(X).to(device, dtype)
+
+
+def shares(sizes: torch.Tensor) -> torch.Tensor:
+    """Each worker's share of the training set against an equal split: M n_m / N, float64 [M].
+
+    ``sizes[m]`` = n_m are the shard sizes of all M workers and N their sum. The weighted sum
+    sum_m share_m f_m of the workers' mean objectives is M times the global mean objective
+    (1/N) sum_i loss_i + (l2/2)||x||^2. On equal shards (n_m M = N in integers) every share is
+    exactly 1.0: both integer products are exact in float64, and so is their equal ratio.
+    """
+    return (sizes * sizes.shape[0]).to(torch.float64) / float(sizes.sum())

@@ -10,6 +10,7 @@ alone, and only from its own checkpoints.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from lowcomm.core.errors import DataError, DivergenceError, InvalidConfigError
 from lowcomm.engines.asynchrony import event_order
 from lowcomm.engines.session import CHECKPOINT_NAME, Events, RunResult, RunState, load_checkpoint
 from lowcomm.experiments.config import RunConfig, make_config
+from lowcomm.experiments.kept import note
 from lowcomm.experiments.models import Objects, model_state
 from lowcomm.experiments.results import (
     LEDGER_CSV,
@@ -162,7 +164,9 @@ def run_config(
 
     ``resume``: continue from ``out``'s checkpoint (the settings must equal the saved ones
     except :data:`RESUME_MAY_CHANGE`). ``replay``: an asynchronous run follows the update order
-    of the run saved in that folder. Everything is validated before the first round.
+    of the run saved in that folder. Everything is validated before the first round. Training
+    examples removed up front (:mod:`lowcomm.experiments.kept`) are announced in one line on
+    stderr, whatever ``progress`` says.
 
     Returns:
         The result; None on torchdist ranks other than 0.
@@ -178,6 +182,8 @@ def run_config(
     events = None if replay is None else _events(replay, prepared, resume)
     meta = metadata(prepared)
     rank0 = config.engine == "simulate" or os.environ.get("RANK", "0") == "0"
+    if rank0 and prepared.removed.ids.size:
+        print(note(prepared.removed, prepared.data.train.n), file=sys.stderr)
     if out is not None and rank0 and config.checkpoint_every:
         _start(out, meta, resume)
     run = execute(prepared, progress, out, state, events)

@@ -27,6 +27,7 @@ from lowcomm.engines.evaluation import Evaluator
 from lowcomm.engines.session import Events, RunOptions, RunResult, RunState
 from lowcomm.engines.simulate import Simulation
 from lowcomm.experiments.config import RunConfig
+from lowcomm.experiments.kept import Removed, cut_to_usable
 from lowcomm.experiments.models import Objects, make_problem
 from lowcomm.problems.base import Problem
 
@@ -47,6 +48,7 @@ class Prepared:
     streams: Streams
     clock: ClockModel
     rounds: int
+    removed: Removed
 
     def options(
         self, progress: bool = False, checkpoint_dir: Any = None, replay: Events | None = None
@@ -79,9 +81,10 @@ def _lenet_input(data: TrainTest) -> TrainTest:
 def prepare(config: RunConfig, objects: Objects | None = None) -> Prepared:
     """Load, partition and build everything for ``config`` (deterministic in its seed).
 
-    The shards, the problem (its parameters) and the evaluator's data are put on the run's
-    device (:func:`~lowcomm.core.device.run_device`). ``objects``: data, module and loss given
-    as Python objects (:func:`lowcomm.run`).
+    The training set is cut to the examples the algorithm can use of each shard
+    (:mod:`lowcomm.experiments.kept`). The shards, the problem (its parameters) and the
+    evaluator's data are put on the run's device (:func:`~lowcomm.core.device.run_device`).
+    ``objects``: data, module and loss given as Python objects (:func:`lowcomm.run`).
     """
     device = run_device(config.device, config.engine)
     algorithm = build_algorithm(config.algorithm, _algorithm_options(config))
@@ -91,6 +94,7 @@ def prepare(config: RunConfig, objects: Objects | None = None) -> Prepared:
     if config.model == "lenet":
         data = _lenet_input(data)
     parts = partition(data.train.y, config.workers, partition_spec, config.seed)
+    data, parts, removed = cut_to_usable(data, parts, algorithm, config.seed)
     problem = make_problem(config, data, objects, device)
     shards = Shards.build(data.train, parts, problem.dtype, device)
     network = NetworkModel(Link(config.latency, config.bandwidth))
@@ -109,6 +113,7 @@ def prepare(config: RunConfig, objects: Objects | None = None) -> Prepared:
         Streams(config.seed),
         clock,
         rounds,
+        removed,
     )
 
 
@@ -158,7 +163,10 @@ def _rounds(config: RunConfig, algorithm: Algorithm, shards: Shards) -> int:
 
 
 def metadata(prepared: Prepared) -> dict[str, Any]:
-    """Run metadata: full config, seed, versions, data and every worker's shard."""
+    """Run metadata: full config, seed, versions, data and every worker's shard.
+
+    ``data.n_train`` counts the training examples kept; ``data.removed`` lists the others.
+    """
     config, data = prepared.config, prepared.data
     return {
         "config": config.model_dump(mode="json"),
@@ -175,6 +183,7 @@ def metadata(prepared: Prepared) -> dict[str, Any]:
             "n_test": data.test.n,
             "feature_shape": list(data.train.feature_shape),
             "n_classes": data.train.n_classes,
+            "removed": prepared.removed.record(),
         },
         "problem": {"dim": prepared.problem.dim, "metric": prepared.problem.metric_name},
         "partition": partition_summary(data.train.y, prepared.parts, data.train.n_classes),

@@ -1,7 +1,19 @@
 """Example orders as a component of SGD: which examples each worker visits, epoch by epoch.
 
 An epoch visits n examples per worker (the smallest shard, cut to a multiple of 2b so that every
-worker takes the same number of steps and units pair up), b per step. What an order permutes,
+worker takes the same number of steps and units pair up), b per step.
+
+The kept examples (one rule for every order, as the authors' scripts cut their training set to
+m x n up front): a run (:func:`~lowcomm.experiments.runner.prepare`) keeps n examples of every
+worker's shard, chosen by a uniform draw that depends only on the seed, the worker and its shard
+(the stream ``kept``, :mod:`lowcomm.experiments.kept`), and removes the others from the
+training set before anything is built. Every order then permutes exactly the kept examples:
+each is visited once per epoch, D-RR and the balanced orders see the same examples, and
+``train_loss`` (and a reproduction's f*) is the objective on the kept set. The removal is
+printed (one line on stderr) and recorded in ``run.json`` (``data.removed``: count, global ids
+in the loaded training set, why; ``data.n_train`` is the kept count). Shards given to the
+algorithm directly (not through ``prepare``) are still cut to their first n positions of each
+order, as :func:`epoch_length` says. What an order permutes,
 the *unit* (spec ../shared/papers/cd-grab.md, 3.3), is one of:
 
 * ``example`` (the per-example mode): single examples; an order is a permutation of a worker's

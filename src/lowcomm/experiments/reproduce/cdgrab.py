@@ -20,8 +20,14 @@ every logistic step size here is the spec's times 5 / (the training set's mean s
 Layout of ``OUT``: ``<part>/m<m>/<method>/seed<k>/`` each simulated run (``history.csv``,
 ``history.parquet``, ``run.json``); ``herding.csv`` (experiment A, per round), ``agreement.csv``
 and ``streams.csv`` (sign agreement on A's vectors and on gradient streams), ``runs.csv`` (every
-simulated run per epoch, with its suboptimality), ``optima.csv`` (f* per data set and seed),
+simulated run per epoch, with its suboptimality, kept and removed counts), ``optima.csv`` (f*
+per data set, seed, m and b),
 ``claims.json``, ``report.md`` and its figures.
+
+Every run trains and measures the examples that ``sgd`` with an order keeps (n per worker: the
+smallest shard cut to a multiple of 2b; :mod:`lowcomm.experiments.kept`); f* is the exact
+optimum of that kept set, per data set, seed, m and b. The report's setup says which runs
+removed examples.
 """
 
 from __future__ import annotations
@@ -568,7 +574,10 @@ def prepared_run(spec: RunSpec) -> Prepared:
 
 
 def optimum(prepared: Prepared) -> float:
-    """f*, the minimum of the full training objective (Newton), NaN for a network."""
+    """f*, the exact minimum (Newton) of what the run trains and measures; NaN for a network.
+
+    The objective is the training set the run keeps (:mod:`lowcomm.experiments.kept`).
+    """
     problem = prepared.problem
     if not isinstance(problem, LogisticRegression):
         return math.nan
@@ -578,7 +587,7 @@ def optimum(prepared: Prepared) -> float:
 
 @dataclass
 class Simulated:
-    """What the simulated runs left: the per-epoch table, f* per data set and seed, models."""
+    """What the simulated runs left: the per-epoch table, f* per kept training set, models."""
 
     table: pd.DataFrame
     optima: pd.DataFrame
@@ -589,24 +598,26 @@ class Simulated:
 def run_specs(specs: Sequence[RunSpec], out: Path, progress: bool) -> Simulated:
     """Every run in order, saved under ``out``; per-epoch rows with suboptimality."""
     console = Console(stderr=True)
-    optima: dict[tuple[str, float, int], float] = {}
+    optima: dict[tuple[str, float, int, int, int], float] = {}
     frames, models, seconds = [], {}, dict.fromkeys((s.part for s in specs), 0.0)
     for i, spec in enumerate(specs, start=1):
         if progress:
             console.print(f"run {i}/{len(specs)}: {spec.folder(Path())}", highlight=False)
         start = time.perf_counter()
         prepared = prepared_run(spec)
-        key = (spec.data, spec.test_fraction, spec.seed)
+        key = (spec.data, spec.test_fraction, spec.seed, spec.workers, spec.batch_size)
         if key not in optima:
             optima[key] = optimum(prepared)
         result = execute(prepared, progress)
         assert result is not None, "the simulate engine always returns a result"
         save_run(spec.folder(out), result, metadata(prepared))
-        frames.append(epoch_rows(spec, result.history, prepared.rounds, optima[key]))
+        rows = epoch_rows(spec, result.history, prepared.rounds, optima[key])
+        frames.append(rows.assign(n_train=prepared.data.train.n, removed=prepared.removed.ids.size))
         models[spec] = result.model
         seconds[spec.part] += time.perf_counter() - start
     rows = [
-        {"data": d, "test_fraction": f, "seed": s, "fstar": v} for (d, f, s), v in optima.items()
+        {"data": d, "test_fraction": f, "seed": s, "m": m, "b": b, "fstar": v}
+        for (d, f, s, m, b), v in optima.items()
     ]
     return Simulated(pd.concat(frames, ignore_index=True), pd.DataFrame(rows), models, seconds)
 
@@ -1383,10 +1394,33 @@ def _setup(study: Study, found: Found) -> str:
         "(k = d: no projection); sign agreement on A's vectors (k = "
         f"{', '.join(map(str, a.projections))}) and on per-example gradient streams (k = "
         f"{', '.join(map(str, sign.offline))}).",
-        "- f* per data set and seed: `newton_optimum` on the full training set; "
-        f"f - f* uses the history's full training objective (`{OPTIMA_CSV}`).",
+        "- f* per data set, seed, m and b: `newton_optimum` (Newton to full precision) on the "
+        "training set the run keeps; f - f* uses the history's training objective on the same "
+        f"set (`{OPTIMA_CSV}`).",
+        _removed(found.table),
     ]
     return "\n".join(lines)
+
+
+def _removed(table: pd.DataFrame) -> str:
+    """Which runs' shards were cut to n examples per worker, and how many examples went."""
+    rule = (
+        "- Kept examples: `sgd` with an order keeps n examples of every worker's shard (the "
+        "smallest shard cut to a multiple of 2b) and removes the others from the training set "
+        "before the run, for every order alike (docs/algorithms.md, example orders)."
+    )
+    runs = table.drop_duplicates(["part", "m", "method", "seed"])
+    cut = runs.loc[runs["removed"] > 0]
+    if cut.empty:
+        return f"{rule} No run removed any: every shard held exactly n examples."
+    parts = sorted(set(runs["part"]) - set(cut["part"]))
+    cases = cut.drop_duplicates(["part", "m", "removed", "n_train"])
+    found = "; ".join(
+        f"{r.part} (m = {r.m}): {r.removed:,} of {r.removed + r.n_train:,} removed, "
+        f"{r.n_train // r.m:,} kept per worker"
+        for r in cases.itertuples()
+    )
+    return f"{rule} Shards were cut in {found}. Nothing was removed in {', '.join(parts)}."
 
 
 def _lenet_setup(lenet: LenetStudy | None) -> list[str]:
