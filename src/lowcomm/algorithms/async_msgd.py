@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from lowcomm.algorithms import upload
 from lowcomm.algorithms.base import Context
 from lowcomm.algorithms.learning_rate import LEARNING_RATE, step_size
 from lowcomm.algorithms.local_data import LocalData
@@ -54,15 +55,6 @@ from lowcomm.algorithms.settings import (
     When,
     is_asynchronous,
     setting,
-)
-from lowcomm.algorithms.upload import (
-    COMPRESSOR,
-    COMPRESSOR_MEANING,
-    EF,
-    EF_MEANING,
-    compress,
-    init_memory,
-    received,
 )
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.messages import AnyPayload, Dense, Download, Upload
@@ -141,8 +133,8 @@ class AsyncMSGDConfig(AlgorithmSettings):
         "engine", Text(DELAYS, _delay), "staleness: the engine's, or a delay model (sync rounds)"
     )
     normalize: bool = setting(False, Flag(), "divide the iterate by its norm after every update")
-    compressor: str = setting("identity", COMPRESSOR, COMPRESSOR_MEANING)
-    error_feedback: bool = setting(False, EF, EF_MEANING)
+    compressor: str = upload.compressor_setting()
+    error_feedback: bool = upload.error_feedback_setting()
 
 
 class AsyncMSGDState(NamedTuple):
@@ -185,7 +177,7 @@ class AsyncMSGD:
 
     def init_workers(self, problem: Problem, workers: torch.Tensor, streams: Streams) -> Any:
         """The workers' compressor state (nothing without error feedback or warm starts)."""
-        return init_memory(self.config, problem, workers)
+        return upload.init_memory(self.config, problem, workers)
 
     def local(
         self, state: Any, down: AnyPayload, data: LocalData, ctx: Context
@@ -194,14 +186,14 @@ class AsyncMSGD:
         assert isinstance(down, Dense)
         index = data.sample(ctx.streams, ctx.round, self.config.batch_size)
         grad = WorkerObjective(data).grad(down.values, index)
-        payload, state = compress(self.config, data.problem, grad, state, ctx)
+        payload, state = upload.compress(self.config, data.problem, grad, state, ctx)
         return Upload.all(payload), state
 
     def aggregate(
         self, state: AsyncMSGDState, up: Upload, ctx: Context
     ) -> tuple[AsyncMSGDState, Download]:
         """v_{k+1} = v_k + mu (v_k - v_{k-1}) - eta * mean of the received gradients."""
-        rows = received(up.payload)
+        rows = upload.received(up.payload)
         sent = up.sent.to(rows.dtype)
         grad = (rows * sent[:, None]).sum(dim=0) / sent.sum().clamp_min(1)
         config, lr = self.config, step_size(self.config.lr, ctx.round)

@@ -36,20 +36,12 @@ from typing import Any, NamedTuple
 
 import torch
 
+from lowcomm.algorithms import upload
 from lowcomm.algorithms.base import Context
 from lowcomm.algorithms.local_data import LocalData
 from lowcomm.algorithms.objective import WorkerObjective
 from lowcomm.algorithms.schedules import SAMPLE_SIZES, STEP_SIZES, SampleSizes, StepSize
 from lowcomm.algorithms.settings import About, AlgorithmSettings, OneOf, Text, setting
-from lowcomm.algorithms.upload import (
-    COMPRESSOR,
-    COMPRESSOR_MEANING,
-    EF,
-    EF_MEANING,
-    compress,
-    init_memory,
-    received,
-)
 from lowcomm.core.messages import AnyPayload, Dense, Download, Upload
 from lowcomm.core.rng import Streams
 from lowcomm.problems.base import Problem
@@ -82,8 +74,8 @@ class HogwildIBConfig(AlgorithmSettings):
     step_timing: str = setting(
         "round", OneOf(("round", "gradient")), "one step size per round, or per gradient"
     )
-    compressor: str = setting("identity", COMPRESSOR, COMPRESSOR_MEANING)
-    error_feedback: bool = setting(False, EF, EF_MEANING)
+    compressor: str = upload.compressor_setting()
+    error_feedback: bool = upload.error_feedback_setting()
 
 
 class HogwildState(NamedTuple):
@@ -119,7 +111,7 @@ class HogwildIB:
 
     def init_workers(self, problem: Problem, workers: torch.Tensor, streams: Streams) -> Any:
         """The workers' compressor state (nothing without error feedback or warm starts)."""
-        return init_memory(self.config, problem, workers)
+        return upload.init_memory(self.config, problem, workers)
 
     def local(
         self, state: Any, down: AnyPayload, data: LocalData, ctx: Context
@@ -127,7 +119,7 @@ class HogwildIB:
         """s_i units of SGD work from the received model; upload the (compressed) update."""
         assert isinstance(down, Dense)
         update = self._update(down.values, WorkerObjective(data), ctx)
-        payload, state = compress(self.config, data.problem, update, state, ctx)
+        payload, state = upload.compress(self.config, data.problem, update, state, ctx)
         return Upload.all(payload), state
 
     def _update(self, model: torch.Tensor, data: LocalData, ctx: Context) -> torch.Tensor:
@@ -155,7 +147,7 @@ class HogwildIB:
         self, state: HogwildState, up: Upload, ctx: Context
     ) -> tuple[HogwildState, Download]:
         """V <- v - sum of the received updates; reply with the current model."""
-        update = (received(up.payload) * up.sent[:, None]).sum(dim=0)
+        update = (upload.received(up.payload) * up.sent[:, None]).sum(dim=0)
         params = state.params - update
         return state._replace(params=params), Download(Dense(params[None]), broadcast=True)
 

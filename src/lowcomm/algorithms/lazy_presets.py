@@ -30,7 +30,12 @@ from lowcomm.algorithms.settings import (
     setting,
 )
 from lowcomm.algorithms.triggers import LAGPS, LAGWK, LASGWK2, REFERENCES, Always
-from lowcomm.algorithms.upload import COMPRESSOR, COMPRESSOR_MEANING, EF, EF_MEANING
+from lowcomm.algorithms.upload import (
+    COMPRESSOR,
+    COMPRESSOR_MEANING,
+    compressor_setting,
+    error_feedback_setting,
+)
 from lowcomm.core.errors import InvalidConfigError
 
 DENSITY = Interval(float, 1e-12, 1.0, closed="both")
@@ -68,8 +73,8 @@ class LASGConfig(AlgorithmSettings):
         "last-upload", OneOf(REFERENCES), "the model the fresh gradient is compared at"
     )
     xi: tuple[float, ...] = setting((), XI, "the trigger weights xi_d (overrides threshold)")
-    compressor: str | None = setting("identity", COMPRESSOR, COMPRESSOR_MEANING)
-    error_feedback: bool = setting(False, EF, EF_MEANING)
+    compressor: str | None = compressor_setting()
+    error_feedback: bool = error_feedback_setting()
 
     def _compressor(self) -> str:
         """The compressor string (never null here)."""
@@ -121,7 +126,7 @@ class SASGConfig(LASGConfig):
     )
 
     compressor: str | None = setting(None, NoneOr(COMPRESSOR), _TOPK_COMPRESSOR)
-    error_feedback: bool = setting(True, EF, EF_MEANING)
+    error_feedback: bool = error_feedback_setting(True)
     density: float = setting(DEFAULT_DENSITY, DENSITY, _DENSITY_MEANING)
 
     def __post_init__(self) -> None:
@@ -183,7 +188,7 @@ class TopKEFConfig(AlgorithmSettings):
     )
     density: float = setting(DEFAULT_DENSITY, DENSITY, _DENSITY_MEANING)
     compressor: str | None = setting(None, NoneOr(COMPRESSOR), _TOPK_COMPRESSOR)
-    error_feedback: bool = setting(True, EF, EF_MEANING)
+    error_feedback: bool = error_feedback_setting(True)
 
     def __post_init__(self) -> None:
         """Refuse a density together with a compressor."""

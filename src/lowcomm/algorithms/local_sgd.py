@@ -23,20 +23,12 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 
+from lowcomm.algorithms import upload
 from lowcomm.algorithms.base import Context
 from lowcomm.algorithms.combine import combine
 from lowcomm.algorithms.learning_rate import LEARNING_RATE, step_size
 from lowcomm.algorithms.local_data import LocalData
 from lowcomm.algorithms.settings import About, AlgorithmSettings, Interval, OneOf, setting
-from lowcomm.algorithms.upload import (
-    COMPRESSOR,
-    COMPRESSOR_MEANING,
-    EF,
-    EF_MEANING,
-    compress,
-    init_memory,
-    received,
-)
 from lowcomm.core.messages import AnyPayload, Dense, Download, Upload
 from lowcomm.core.rng import Streams
 from lowcomm.problems.base import Problem
@@ -62,8 +54,8 @@ class LocalSGDConfig(AlgorithmSettings):
         OneOf(("mean", "size-weighted")),
         "model averaging: mean or shard-size-weighted",
     )
-    compressor: str = setting("identity", COMPRESSOR, COMPRESSOR_MEANING)
-    error_feedback: bool = setting(False, EF, EF_MEANING)
+    compressor: str = upload.compressor_setting()
+    error_feedback: bool = upload.error_feedback_setting()
 
 
 class LocalSGDState(NamedTuple):
@@ -91,7 +83,7 @@ class LocalSGD:
 
     def init_workers(self, problem: Problem, workers: torch.Tensor, streams: Streams) -> Any:
         """The workers' compressor state (nothing without error feedback or warm starts)."""
-        return init_memory(self.config, problem, workers)
+        return upload.init_memory(self.config, problem, workers)
 
     def local(
         self, state: Any, down: AnyPayload, data: LocalData, ctx: Context
@@ -103,7 +95,8 @@ class LocalSGD:
         for step in range(self.config.local_steps):
             index = data.sample(ctx.streams, ctx.round, self.config.batch_size, step)
             params = params - lr * data.grad(params, index)
-        payload, state = compress(self.config, data.problem, params - down.values, state, ctx)
+        change = params - down.values
+        payload, state = upload.compress(self.config, data.problem, change, state, ctx)
         return Upload.all(payload), state
 
     def aggregate(
@@ -111,7 +104,7 @@ class LocalSGD:
     ) -> tuple[LocalSGDState, Download]:
         """Add the combined model changes to the model."""
         sizes = state.sizes[ctx.workers]
-        change = combine(received(up.payload), up.sent, sizes, self.config.reduce)
+        change = combine(upload.received(up.payload), up.sent, sizes, self.config.reduce)
         params = state.params + change
         return state._replace(params=params), Download(Dense(params[None]), broadcast=True)
 

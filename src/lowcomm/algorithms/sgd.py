@@ -33,6 +33,7 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 
+from lowcomm.algorithms import upload
 from lowcomm.algorithms.base import Context
 from lowcomm.algorithms.combine import REDUCTIONS, combine
 from lowcomm.algorithms.learning_rate import LEARNING_RATE
@@ -47,15 +48,6 @@ from lowcomm.algorithms.settings import (
     When,
     is_asynchronous,
     setting,
-)
-from lowcomm.algorithms.upload import (
-    COMPRESSOR,
-    COMPRESSOR_MEANING,
-    EF,
-    EF_MEANING,
-    compress,
-    init_memory,
-    received,
 )
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.messages import AnyPayload, Dense, Download, Upload
@@ -100,8 +92,8 @@ class SGDConfig(AlgorithmSettings):
         "cd-grab-signs: project pair differences to this many dimensions (0: none)",
     )
     unit: str = setting("example", OneOf(UNITS), "what an order permutes: examples or minibatches")
-    compressor: str = setting("identity", COMPRESSOR, COMPRESSOR_MEANING)
-    error_feedback: bool = setting(False, EF, EF_MEANING)
+    compressor: str = upload.compressor_setting()
+    error_feedback: bool = upload.error_feedback_setting()
 
     def __post_init__(self) -> None:
         """Check each setting, then the settings that depend on each other."""
@@ -146,7 +138,7 @@ class SGD:
 
     def init_workers(self, problem: Problem, workers: torch.Tensor, streams: Streams) -> Any:
         """The workers' compressor state (nothing without error feedback or warm starts)."""
-        return init_memory(self.config, problem, workers)
+        return upload.init_memory(self.config, problem, workers)
 
     def local(
         self, state: Any, down: AnyPayload, data: LocalData, ctx: Context
@@ -156,7 +148,7 @@ class SGD:
         config = self.config
         index = data.draw(config.sampling, ctx.streams, ctx.round, config.batch_size)
         grad = data.grad(down.values, index)
-        payload, state = compress(config, data.problem, grad, state, ctx)
+        payload, state = upload.compress(config, data.problem, grad, state, ctx)
         return Upload.all(payload), state
 
     def aggregate(self, state: SGDState, up: Upload, ctx: Context) -> tuple[SGDState, Download]:
@@ -170,7 +162,7 @@ class SGD:
 
     def _combine(self, sizes: torch.Tensor, up: Upload, ctx: Context) -> torch.Tensor:
         """The combined gradient (asynchronous size-weighted: the mean of the scaled rows)."""
-        rows, reduce, mine = received(up.payload), self.config.reduce, sizes[ctx.workers]
+        rows, reduce, mine = upload.received(up.payload), self.config.reduce, sizes[ctx.workers]
         if reduce == "size-weighted" and not self.synchronous:
             scaled = rows * shares(sizes)[ctx.workers, None].to(rows)
             return combine(scaled, up.sent, mine, "mean")

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from lowcomm.algorithms.base import Context
+from lowcomm.algorithms.settings import setting
 from lowcomm.compress.base import Compressor, DrawKey
 from lowcomm.compress.spec import COMPRESSORS, CompressorSpec
 from lowcomm.core.constraints import Flag, Text
@@ -22,9 +23,17 @@ from lowcomm.problems.base import Problem
 
 COMPRESSOR = Text(COMPRESSORS, CompressorSpec)
 """The constraint of every ``compressor`` setting."""
-EF = Flag()
 COMPRESSOR_MEANING = "what each upload is compressed by"
-EF_MEANING = "keep what compression dropped and add it to the next upload"
+
+
+def compressor_setting(default: str = "identity") -> str:
+    """The declared ``compressor`` setting of an algorithm's config."""
+    return setting(default, COMPRESSOR, COMPRESSOR_MEANING)
+
+
+def error_feedback_setting(default: bool = False) -> bool:
+    """The declared ``error_feedback`` setting of an algorithm's config."""
+    return setting(default, Flag(), "keep what compression dropped and add it to the next upload")
 
 
 def compressor_of(config: Any, problem: Problem) -> Compressor:
