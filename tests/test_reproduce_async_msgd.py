@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -27,9 +26,7 @@ from lowcomm.experiments.reproduce.async_msgd import (
     net_config,
     net_seed,
     network_claims,
-    non_increasing,
     pca_start,
-    pooled_slope,
     simulate_network,
     simulate_pca,
     study_for,
@@ -144,12 +141,6 @@ def test_read_outs() -> None:
         {"mu": [0.0, 0.5, 0.9], "converged": [True, True, False], "first_hit": [9.0, 4, 1]}
     )
     assert best_mu(cells) == 0.5
-    assert non_increasing([0.9, 0.9, 0.5]) and not non_increasing([0.5, 0.7])
-    assert not non_increasing([0.5, math.nan])
-    x = np.array([1.0, 0.5, 0.25])
-    assert pooled_slope([(x, 3 * x**1.5), (x[:2], 7 * x[:2] ** 1.5), ([1.0], [2.0])]) == (
-        pytest.approx(1.5)
-    )
 
 
 def test_network_claims_rank_mu_09() -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lowcomm.experiments.measures import loglog_slope
 from lowcomm.experiments.reproduce import REPRODUCTIONS
 from lowcomm.experiments.reproduce.hogwild import (
     LINEAR_SLOPE,
@@ -18,7 +19,6 @@ from lowcomm.experiments.reproduce.hogwild import (
     Case,
     Study,
     budgets,
-    fit_slope,
     quick_study,
     rewrite_report,
     rounds_for_budgets,
@@ -110,7 +110,7 @@ def test_slopes_and_rounds_from_ledger(tiny: Outcome) -> None:
             (slopes["case"] == "tiny") & (slopes["schedule"] == schedule) & (slopes["seed"] == 0)
         ].iloc[0]
         assert json.loads(row["rounds_at_budgets"]) == by_hand
-        assert row["slope"] == pytest.approx(fit_slope(grid, by_hand), rel=1e-12)
+        assert row["slope"] == pytest.approx(loglog_slope(grid, by_hand), rel=1e-12)
     rounds = pd.read_csv(tiny.out / "runs.csv")
     const1 = rounds.loc[(rounds["case"] == "tiny") & (rounds["schedule"] == "const:1")]
     assert (const1["rounds"] == STRONG.budget // 5).all()
@@ -135,9 +135,9 @@ def test_async_ratio_recomputed(tiny: Outcome) -> None:
 
 def test_slope_fit_on_hand_made_data() -> None:
     k = np.array([100.0, 400.0, 1600.0, 6400.0])
-    assert fit_slope(k, 3 * np.sqrt(k)) == pytest.approx(0.5)
-    assert fit_slope(k, k / 50) == pytest.approx(1.0)
-    assert LINEAR_SLOPE[0] <= fit_slope(k, 2 * k**0.5 + 1) <= LINEAR_SLOPE[1] + 0.05
+    assert loglog_slope(k, 3 * np.sqrt(k)) == pytest.approx(0.5)
+    assert loglog_slope(k, k / 50) == pytest.approx(1.0)
+    assert LINEAR_SLOPE[0] <= loglog_slope(k, 2 * k**0.5 + 1) <= LINEAR_SLOPE[1] + 0.05
 
 
 def test_rounds_for_budgets_on_a_hand_made_ledger() -> None:

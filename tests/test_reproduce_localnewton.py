@@ -15,6 +15,7 @@ from typer.testing import CliRunner, Result
 from lowcomm.cli import app
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.experiments.config import make_config
+from lowcomm.experiments.measures import non_increasing
 from lowcomm.experiments.reproduce import REPRODUCTIONS, make_request
 from lowcomm.experiments.reproduce.localnewton import (
     ADAPTIVE,
@@ -29,7 +30,6 @@ from lowcomm.experiments.reproduce.localnewton import (
     crossover,
     curve,
     measure,
-    non_increasing,
     rounds_holds,
     run_study,
     sci,
@@ -168,7 +168,9 @@ def test_claim_cells_equal_a_hand_computation(tiny: Outcome) -> None:
 def test_adaptive_check_reads_the_saved_local_steps_column(tiny: Outcome, tmp_path: Path) -> None:
     for setting in TINY.settings():
         history = saved(tiny.out, setting.slug, ADAPTIVE)
-        assert non_increasing(history) == bool((np.diff(history["local_steps"]) <= 0).all())
+        assert non_increasing(history["local_steps"]) == bool(
+            (np.diff(history["local_steps"]) <= 0).all()
+        )
     copy = tmp_path / "copy"
     shutil.copytree(tiny.out, copy)
     broken = TINY.settings()[1].slug
@@ -239,8 +241,8 @@ def test_comparison_when_giant_never_reaches_uses_its_last_row_as_a_bound() -> N
 
 
 def test_non_increasing_and_sci() -> None:
-    assert non_increasing(pd.DataFrame({"local_steps": [8, 8, 7, 1, 1]}))
-    assert not non_increasing(pd.DataFrame({"local_steps": [8, 7, 8]}))
+    assert non_increasing([8, 8, 7, 1, 1])
+    assert not non_increasing([8, 7, 8])
     assert [sci(1e-2), sci(10**-3.25), sci(None)] == ["1e-2", "5.6e-4", "none"]
 
 

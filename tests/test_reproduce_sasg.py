@@ -29,7 +29,7 @@ from lowcomm.experiments.reproduce.sasg import (
     SMALL_PRESET,
     Study,
     claims,
-    reach,
+    costs_to_target,
     round_uploads,
     run_study,
     skip_by_epoch,
@@ -176,8 +176,8 @@ def test_reach_is_the_first_evaluation_at_or_above_the_target() -> None:
         {"round": [0, 10, 20], "uploads": [0, 7, 9], "bytes_up": [0, 40, 80]}
         | {"test_metric": [0.1, 0.8, 0.9]}
     )
-    assert reach(history, 0.8) == {"round": 10.0, "uploads": 7.0, "bits": 320.0}
-    assert all(math.isnan(v) for v in reach(history, 0.95).values())
+    assert costs_to_target(history, 0.8) == {"round": 10.0, "uploads": 7.0, "bits": 320.0}
+    assert all(math.isnan(v) for v in costs_to_target(history, 0.95).values())
 
 
 def test_target_round_is_the_last_evaluation_within_70_percent() -> None:

@@ -33,12 +33,17 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
-from numpy.typing import ArrayLike
 
 from lowcomm.core.errors import DataError, InvalidConfigError
 from lowcomm.core.rng import Streams
 from lowcomm.data.synthetic_pca import pca_spectrum
 from lowcomm.experiments.config import make_config
+from lowcomm.experiments.measures import (
+    decreased,
+    loglog_slope,
+    non_increasing,
+    pooled_loglog_slope,
+)
 from lowcomm.experiments.reproduce.report import (
     CLAIMS_JSON,
     REPORT_MD,
@@ -68,6 +73,11 @@ SLOW_SLOPE = (0.7, 1.3)  # claim 1: slope of log first-hit vs log(1 - mu) at tau
 ERROR_SLOPE = (-1.3, -0.7)  # claim 2: slope of log stationary error vs log(1 - mu) at tau = 0
 TAU_SLOPE = (1.0, 2.0)  # claim 4: slope of log tau* vs log(1 - mu) (spec B.6 (b))
 ETA_SLOPE = (-1.0, -0.5)  # claim 5: slope of log tau* vs log eta (spec B.6 (b))
+MISSING_RULE = (
+    "a group with no value (none/nan: nothing converges) ranks below every value, so a value "
+    "followed by none is a decrease and none followed by a value a rise (previously any none "
+    "failed the claim, though it means the quantity fell past its grid)"
+)  # claims 3 and 6: the rule of lowcomm.experiments.measures.non_increasing
 WORST = 2  # claim 9: mu = 0.9 among the WORST highest final losses of the 4 mus
 PCA_CSV, GROUPS_CSV, NETWORK_CSV = "pca_cells.csv", "pca_groups.csv", "network.csv"
 
@@ -250,29 +260,6 @@ def best_mu(cells: pd.DataFrame) -> float:
     return math.nan if ok.empty else float(ok.loc[ok["first_hit"].idxmin(), "mu"])
 
 
-def slope(x: Sequence[float], y: Sequence[float]) -> float:
-    """Least-squares slope of log y against log x; NaN with fewer than 2 distinct x."""
-    lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
-    if len(set(lx.tolist())) < 2:
-        return math.nan
-    return float(np.polyfit(lx, ly, 1)[0])
-
-
-def pooled_slope(groups: Sequence[tuple[ArrayLike, ArrayLike]]) -> float:
-    """Slope of log y on log x with one intercept per group (points of 1-point groups dropped)."""
-    xs, ys = [], []
-    for x, y in groups:
-        if np.size(x) >= 2:
-            lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
-            xs.append(lx - lx.mean())
-            ys.append(ly - ly.mean())
-    if not xs:
-        return math.nan
-    x_all, y_all = np.concatenate(xs), np.concatenate(ys)
-    denominator = float((x_all**2).sum())
-    return math.nan if denominator == 0 else float((x_all * y_all).sum() / denominator)
-
-
 def group_table(cells: pd.DataFrame, taus: Sequence[int]) -> pd.DataFrame:
     """Per (d, eta, mu): tau*; per (d, eta, tau): best mu, as one long table."""
     rows = []
@@ -286,12 +273,6 @@ def group_table(cells: pd.DataFrame, taus: Sequence[int]) -> pd.DataFrame:
                 {"d": dim, "eta": lr, "kind": "best_mu", "key": tau, "value": best_mu(by_tau)}
             )
     return pd.DataFrame(rows)
-
-
-def non_increasing(values: Sequence[float]) -> bool:
-    """Whether the finite values never go up (NaNs are a failure)."""
-    array = np.asarray(values, float)
-    return bool(np.isfinite(array).all() and (np.diff(array) <= 0).all())
 
 
 # --- network analogue, vectorised over the library's gradient ---------------------------------
@@ -433,8 +414,8 @@ def pca_claims(cells: pd.DataFrame, groups: pd.DataFrame, study: Study) -> list[
     for key, g in _groups(cells):
         zero = g[g["tau"] == 0].sort_values("mu")
         ok = zero[np.isfinite(zero["first_hit"])]
-        slopes_hit.append((key, slope(1 - ok["mu"], ok["first_hit"])))
-        slopes_err.append((key, slope(1 - zero["mu"], zero["stationary"])))
+        slopes_hit.append((key, loglog_slope(1 - ok["mu"], ok["first_hit"])))
+        slopes_err.append((key, loglog_slope(1 - zero["mu"], zero["stationary"])))
     text = lambda pairs: "; ".join(f"{_name(k)}: {v:.2f}" for k, v in pairs)  # noqa: E731
     found.append(
         Claim(
@@ -459,12 +440,13 @@ def pca_claims(cells: pd.DataFrame, groups: pd.DataFrame, study: Study) -> list[
     )
     stars = groups[groups["kind"] == "tau_star"]
     per_group = [(key, g.sort_values("key")["value"].tolist()) for key, g in _groups(stars)]
-    monotone = [(k, non_increasing(v) and v[-1] < v[0]) for k, v in per_group]
+    monotone = [(k, non_increasing(v) and decreased(v)) for k, v in per_group]
     found.append(
         Claim(
             "the largest convergent delay tau* decreases as mu grows",
             "hypothesis (notes): mu 0.7 -> 120, 0.9 -> 30, 0.95 -> 10",
-            "tau*(mu) non-increasing over the mu grid and tau*(0.95) < tau*(0), every (d, eta)",
+            f"tau*(mu) non-increasing over the mu grid and tau*(0.95) < tau*(0), every (d, eta); "
+            f"{MISSING_RULE}",
             "; ".join(f"{_name(k)}: {_stars(v)}" for k, v in per_group),
             all(ok for _, ok in monotone),
         )
@@ -474,7 +456,7 @@ def pca_claims(cells: pd.DataFrame, groups: pd.DataFrame, study: Study) -> list[
     for _, g in _groups(stars):
         g = g[(g["value"] >= 1) & (g["value"] < top)]
         uncensored.append((1 - g["key"].to_numpy(), g["value"].to_numpy()))
-    tau_slope = pooled_slope(uncensored)
+    tau_slope = pooled_loglog_slope(uncensored)
     points = sum(len(x) for x, _ in uncensored if len(x) >= 2)
     found.append(
         Claim(
@@ -491,7 +473,7 @@ def pca_claims(cells: pd.DataFrame, groups: pd.DataFrame, study: Study) -> list[
         for _, g in stars.groupby(["d", "key"]):
             g = g[(g["value"] >= 1) & (g["value"] < top)]
             by_eta.append((g["eta"].to_numpy(), g["value"].to_numpy()))
-        eta_slope = pooled_slope(by_eta)
+        eta_slope = pooled_loglog_slope(by_eta)
         found.append(
             Claim(
                 "tau* grows as eta shrinks, like eta^-(1-gamma), gamma in [0, 0.5]",
@@ -509,7 +491,7 @@ def pca_claims(cells: pd.DataFrame, groups: pd.DataFrame, study: Study) -> list[
             "the best mu for a given delay does not increase with tau",
             "hypothesis (notes): best mu shrinks with the number of workers",
             "mu with the least median first hit among convergent cells, non-increasing in tau "
-            "(every (d, eta))",
+            f"(every (d, eta)); {MISSING_RULE}",
             "; ".join(f"{_name(k)}: {', '.join(f'{m:g}' for m in v)}" for k, v in per_best),
             all(non_increasing(v) for _, v in per_best),
         )

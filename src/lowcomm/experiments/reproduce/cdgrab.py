@@ -53,6 +53,7 @@ from lowcomm.core.errors import DataError
 from lowcomm.data.loaders import load_data
 from lowcomm.data.spec import parse_data_spec
 from lowcomm.experiments.config import RunConfig, make_config
+from lowcomm.experiments.measures import exact_optimum, loglog_slope, suboptimality
 from lowcomm.experiments.reproduce.report import (
     CLAIMS_JSON,
     REPORT_MD,
@@ -77,7 +78,6 @@ from lowcomm.ordering.balance import (
     independent_pair_balance,
     mean_balance,
 )
-from lowcomm.problems.logistic import LogisticRegression, newton_optimum
 
 SHARED = Path("../shared/datasets")
 PHISHING = SHARED / "phishing" / "phishing.gz"
@@ -573,18 +573,6 @@ def prepared_run(spec: RunSpec) -> Prepared:
     return replace(prepared, config=config)
 
 
-def optimum(prepared: Prepared) -> float:
-    """f*, the exact minimum (Newton) of what the run trains and measures; NaN for a network.
-
-    The objective is the training set the run keeps (:mod:`lowcomm.experiments.kept`).
-    """
-    problem = prepared.problem
-    if not isinstance(problem, LogisticRegression):
-        return math.nan
-    train = prepared.data.train
-    return newton_optimum(problem, torch.as_tensor(train.X), torch.as_tensor(train.y))[1]
-
-
 @dataclass
 class Simulated:
     """What the simulated runs left: the per-epoch table, f* per kept training set, models."""
@@ -607,7 +595,9 @@ def run_specs(specs: Sequence[RunSpec], out: Path, progress: bool) -> Simulated:
         prepared = prepared_run(spec)
         key = (spec.data, spec.test_fraction, spec.seed, spec.workers, spec.batch_size)
         if key not in optima:
-            optima[key] = optimum(prepared)
+            optima[key] = exact_optimum(
+                prepared.problem, prepared.data.train.X, prepared.data.train.y
+            )
         result = execute(prepared, progress)
         assert result is not None, "the simulate engine always returns a result"
         save_run(spec.folder(out), result, metadata(prepared))
@@ -637,7 +627,7 @@ def epoch_rows(spec: RunSpec, history: pd.DataFrame, rounds: int, fstar: float) 
             "train_loss": history["train_loss"],
             "test_metric": history["test_metric"],
             "herding_bound": history["herding_bound"],
-            "suboptimality": history["train_loss"] - fstar,
+            "suboptimality": suboptimality(history["train_loss"], fstar),
         }
     )
 
@@ -731,11 +721,6 @@ def herding_starts(herding: pd.DataFrame) -> pd.Series:
     return first.groupby("m")["bound"].mean()
 
 
-def loglog_slope(ms: Sequence[int], values: Sequence[float]) -> float:
-    """The least-squares slope of log(values) against log(m)."""
-    return float(np.polyfit(np.log(ms), np.log(values), 1)[0])
-
-
 # --- claims ------------------------------------------------------------------------------------
 
 
@@ -746,7 +731,7 @@ def herding_claims(herding: pd.DataFrame, rounds: int) -> tuple[Claim, ...]:
     cd = final.loc["cd-grab"]
     big = [m for m in ms if m >= 8]
     below = {i: min(final.loc[i, m] / cd[m] for m in big) for i in ID_GRAB}
-    slopes = {i: loglog_slope(ms, final.loc[i].tolist()) for i in ID_GRAB}
+    slopes = {i: loglog_slope(ms, final.loc[i].to_numpy()) for i in ID_GRAB}
     rising = {i: bool(np.all(np.diff(final.loc[i].to_numpy()) > 0)) for i in ID_GRAB}
     drr = final.loc["d-rr"] / start
     low, high = SQRT_SLOPE

@@ -50,6 +50,7 @@ from lowcomm.algorithms.hogwild_ib import HogwildIB, HogwildIBConfig
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.data.spec import parse_data_spec
 from lowcomm.experiments.config import RunConfig, make_config
+from lowcomm.experiments.measures import exact_optimum, loglog_slope, reach, suboptimality
 from lowcomm.experiments.reproduce.report import (
     CLAIMS_JSON,
     REPORT_MD,
@@ -69,7 +70,7 @@ from lowcomm.experiments.reproduce.report import (
 from lowcomm.experiments.reproduce.runs import run_or_resume
 from lowcomm.experiments.results import write_json
 from lowcomm.experiments.runner import Prepared, prepare
-from lowcomm.problems.logistic import LogisticRegression, newton_optimum
+from lowcomm.problems.logistic import LogisticRegression
 
 OWNER = "lowcomm reproduce hogwild"
 SHARED = Path("../shared/datasets")
@@ -318,10 +319,8 @@ def optimum(prepared: Prepared, case: Case) -> float:
     if case.model != "logistic":
         return math.nan
     train = prepared.data.train
-    X = torch.as_tensor(train.X, dtype=torch.float64)
-    y = torch.as_tensor(train.y)
-    problem = LogisticRegression(X.shape[1], case.l2 or CONVEX_L2, dtype=torch.float64)
-    return float(newton_optimum(problem, X, y)[1])
+    problem = LogisticRegression(train.X.shape[1], case.l2 or CONVEX_L2, dtype=torch.float64)
+    return exact_optimum(problem, train.X, train.y)
 
 
 Job = tuple[Case, str, str, str]
@@ -413,15 +412,10 @@ def rounds_for_budgets(ledger: pd.DataFrame, grid: np.ndarray) -> np.ndarray:
     return np.array([float(rounds[i]) if i < len(rounds) else math.nan for i in where])
 
 
-def fit_slope(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
-    """Least-squares slope of log(y) against log(x)."""
-    return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
-
-
 def gap(run: Run) -> pd.Series:
     """F - F* along a run's history (F itself where F* is unknown)."""
     f_star = 0.0 if math.isnan(run.f_star) else run.f_star
-    return run.history["train_loss"] - f_star
+    return suboptimality(run.history["train_loss"], f_star)
 
 
 def targets_for(initial_gap: float) -> np.ndarray:
@@ -431,8 +425,7 @@ def targets_for(initial_gap: float) -> np.ndarray:
 
 def rounds_to_target(run: Run, target: float) -> float:
     """The first evaluated round with F - F* <= ``target`` (NaN: never)."""
-    hit = run.history.loc[gap(run) <= target, "round"]
-    return float(hit.iloc[0]) if len(hit) else math.nan
+    return reach(gap(run), run.history["round"], target)
 
 
 def measure(runs: Sequence[Run]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -456,7 +449,8 @@ def measure(runs: Sequence[Run]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
         )
         grid = budgets(int(run.history["grad_evals"].iloc[-1]))
         needed = rounds_for_budgets(run.ledger, grid)
-        slopes.append(base | {"slope": fit_slope(grid, needed), "rounds_at_budgets": list(needed)})
+        fitted = {"slope": loglog_slope(grid, needed), "rounds_at_budgets": list(needed)}
+        slopes.append(base | fitted)
         for level, target in enumerate(targets_for(float(gap(run).iloc[0])), start=1):
             hit = rounds_to_target(run, target)
             targets.append(base | {"level": level, "target": target, "rounds": hit})

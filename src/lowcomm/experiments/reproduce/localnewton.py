@@ -47,7 +47,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from rich.console import Console
@@ -57,6 +56,7 @@ from lowcomm.core.errors import DataError, InvalidConfigError
 from lowcomm.data.loaders import load_data
 from lowcomm.data.spec import parse_data_spec, parse_partition_spec
 from lowcomm.experiments.config import RunConfig, make_config
+from lowcomm.experiments.measures import exact_optimum, non_increasing, reach, suboptimality
 from lowcomm.experiments.reproduce.report import (
     CLAIMS_JSON,
     REPORT_MD,
@@ -75,7 +75,7 @@ from lowcomm.experiments.reproduce.report import (
 from lowcomm.experiments.reproduce.runs import run_or_resume
 from lowcomm.experiments.results import load_history, read_json, write_json
 from lowcomm.experiments.runner import Prepared, prepare
-from lowcomm.problems.logistic import LogisticRegression, newton_optimum
+from lowcomm.problems.logistic import LogisticRegression
 
 OWNER = "lowcomm reproduce localnewton"
 SHARED = Path("../shared/datasets")
@@ -331,9 +331,7 @@ def optimum(prepared: Prepared) -> tuple[float, float]:
     start = time.perf_counter()
     problem, train = prepared.problem, prepared.data.train
     assert isinstance(problem, LogisticRegression), "every run of the study is logistic"
-    X, y = torch.as_tensor(train.X, dtype=torch.float64), torch.as_tensor(train.y)
-    _, f_star = newton_optimum(problem, X, y)
-    return f_star, time.perf_counter() - start
+    return exact_optimum(problem, train.X, train.y), time.perf_counter() - start
 
 
 def run_setting(
@@ -388,19 +386,16 @@ def curve(history: pd.DataFrame, f_star: float, rounds: str = "sync_rounds") -> 
     counted = history[rounds].to_numpy(dtype=float)
     sim = history["sim_time"].to_numpy(dtype=float)
     frame = pd.DataFrame(
-        {"rounds": counted, "rel": (history["train_loss"].to_numpy() - f_star) / f_star}
+        {
+            "rounds": counted,
+            "rel": suboptimality(history["train_loss"], f_star, relative=True).to_numpy(),
+        }
     )
     for tau in LATENCIES:
         frame[time_column(tau)] = sim + (tau - RUN_LATENCY) * sync + tau * (counted - sync)
     if "local_steps" in history:
         frame["local_steps"] = history["local_steps"].to_numpy()
     return frame
-
-
-def reach(frame: pd.DataFrame, target: float, column: str) -> float:
-    """``column`` at the first row with relative suboptimality <= ``target``; NaN if none."""
-    hit = frame.loc[frame["rel"] <= target, column]
-    return math.nan if hit.empty else float(hit.iloc[0])
 
 
 def final_loss(history: pd.DataFrame) -> float:
@@ -428,10 +423,13 @@ def targets_table(setting: Setting, curves: Mapping[str, pd.DataFrame]) -> pd.Da
     rows = []
     for key, frame in curves.items():
         for target in TARGETS:
-            times = {time_column(tau): reach(frame, target, time_column(tau)) for tau in LATENCIES}
+            times = {
+                time_column(tau): reach(frame["rel"], frame[time_column(tau)], target)
+                for tau in LATENCIES
+            }
             rows.append(
                 {"setting": setting.slug, "method": key, "target": target}
-                | {"rounds": reach(frame, target, "rounds"), **times}
+                | {"rounds": reach(frame["rel"], frame["rounds"], target), **times}
                 | {"final_rel": float(frame["rel"].iloc[-1]), "best_rel": float(frame["rel"].min())}
             )
     return pd.DataFrame(rows)
@@ -512,14 +510,14 @@ def compare(
     limit: float,
 ) -> Comparison:
     """The variant needing the least ``column`` to reach ``target``, against ``giant``."""
-    costs = {key: reach(curves[key], target, column) for key in variants}
+    costs = {key: reach(curves[key]["rel"], curves[key][column], target) for key in variants}
     reached = {key: cost for key, cost in costs.items() if math.isfinite(cost)}
     variant = min(reached, key=lambda key: reached[key]) if reached else ""
     return Comparison(
         target,
         variant,
         reached.get(variant, math.nan),
-        reach(curves[giant], target, column),
+        reach(curves[giant]["rel"], curves[giant][column], target),
         float(curves[giant][column].iloc[-1]),
         limit,
     )
@@ -549,12 +547,6 @@ def time_holds(
 def crossover(holds: Callable[[float], bool], grid: Sequence[float] = SCAN) -> float | None:
     """The tightest target of ``grid`` at which ``holds`` is true; None if it holds at none."""
     return min((target for target in grid if holds(target)), default=None)
-
-
-def non_increasing(history: pd.DataFrame) -> bool:
-    """Whether the saved ``local_steps`` column (the L in force) never increases."""
-    steps = history["local_steps"].to_numpy(dtype=float)
-    return bool(np.all(np.diff(steps) <= 0))
 
 
 @dataclass(frozen=True)
@@ -598,7 +590,7 @@ def judge(
 
     times = {tau: against(time_column(tau), MAX_TIME_RATIO) for tau in LATENCIES}
     three = [rounds_holds(curves, variants, GIANT3), time_holds(curves, variants, GIANT3)]
-    monotone = non_increasing(adaptive)
+    monotone = non_increasing(adaptive["local_steps"])
     return Verdict(
         setting,
         against("rounds", MAX_ROUNDS_RATIO),

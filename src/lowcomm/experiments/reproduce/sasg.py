@@ -44,6 +44,7 @@ from lowcomm.algorithms.registry import build_algorithm
 from lowcomm.core.errors import DataError, InvalidConfigError
 from lowcomm.data.spec import parse_data_spec
 from lowcomm.experiments.config import RunConfig, make_config
+from lowcomm.experiments.measures import first_reach
 from lowcomm.experiments.plots import seed_band
 from lowcomm.experiments.reproduce.report import (
     CLAIMS_JSON,
@@ -263,12 +264,12 @@ def target_accuracy(histories: Sequence[pd.DataFrame], at: int) -> float:
     return float(np.mean(values))
 
 
-def reach(history: pd.DataFrame, target: float) -> dict[str, float]:
+def costs_to_target(history: pd.DataFrame, target: float) -> dict[str, float]:
     """Round, uploads and uplink bits at the first evaluation with test accuracy >= ``target``."""
-    hit = history.loc[history["test_metric"] >= target]
-    if hit.empty:
+    where = first_reach(history["test_metric"], target, rising=True)
+    if where is None:
         return dict.fromkeys(("round", "uploads", "bits"), math.nan)
-    row = hit.iloc[0]
+    row = history.iloc[where]
     return {
         "round": float(row["round"]),
         "uploads": float(row["uploads"]),
@@ -289,7 +290,7 @@ def per_seed(runs: Sequence[Run], target: float, workers: int) -> pd.DataFrame:
     rows = []
     for run in runs:
         last = run.history.iloc[-1]
-        hit = reach(run.history, target)
+        hit = costs_to_target(run.history, target)
         rows.append(
             {
                 "method": run.method,
