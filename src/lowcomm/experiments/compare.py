@@ -24,6 +24,7 @@ from lowcomm.algorithms.registry import REGISTRY, build_algorithm, option_names
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.experiments.config import RunConfig, make_config
 from lowcomm.experiments.execution import Result, check_out, run_config
+from lowcomm.experiments.measures import first_reach
 from lowcomm.experiments.models import Objects
 from lowcomm.experiments.plots import plot_runs, title
 from lowcomm.experiments.results import load_history, mean_history, read_json, write_json
@@ -44,10 +45,10 @@ def reach(history: pd.DataFrame, target: float) -> dict[str, float]:
         From the first row with ``train_loss <= target``: ``rounds``, ``uploads``, ``bytes``
         (up + down), ``grad_evals`` and ``sim_time`` (cumulative); all NaN when no row does.
     """
-    hit = history.loc[history["train_loss"] <= target]
-    if hit.empty:
+    index = first_reach(history["train_loss"], target)
+    if index is None:
         return dict.fromkeys(REACH_KEYS, math.nan)
-    row = hit.iloc[0]
+    row = history.iloc[index]
     return {
         "rounds": float(row["round"]),
         "uploads": float(row["uploads"]),
