@@ -140,6 +140,7 @@ PERTURBATIONS: dict[str, Any] = {
     "decrease": "halve",
     "rollback": True,
     "tolerance": 1.0,
+    "relative_tolerance": 0.5,
     "solver": "cg",
     "cg_tol": 0.5,
     "cg_iters": 1,

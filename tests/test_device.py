@@ -161,6 +161,7 @@ def test_draws_come_out_on_the_device_of_the_workers() -> None:
 
 # --- every tensor on the run's device --------------------------------------------------------
 
+
 @contextmanager
 def _default_device(device: torch.device) -> Iterator[None]:
     """Torch's default device is ``device`` inside (the previous one again afterwards)."""

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lowcomm.algorithms.hogwild_ib import HogwildIB, HogwildIBConfig
-from lowcomm.algorithms.schedules import SampleSizes, StepSize
+from lowcomm.algorithms.schedules import SampleSizes, StepSize, delay_aware_offset
 from lowcomm.algorithms.sgd import SGD, SGDConfig
 from lowcomm.core.clock import ClockModel, ComputeModel
 from lowcomm.core.errors import InvalidConfigError
@@ -105,3 +105,17 @@ def test_per_gradient_step_timing_changes_the_run(setup: Setup) -> None:
     base = setup.run(HogwildIB(HogwildIBConfig("const:5", "inv:0.3,5")), 5)
     timed = setup.run(HogwildIB(HogwildIBConfig("const:5", "inv:0.3,5", step_timing="gradient")), 5)
     assert not torch.equal(base.model, timed.model)
+
+
+def test_delay_aware_offset_by_hand() -> None:
+    # const:10, n = 5: tau_i = 50 for every i, largest at i = 0: E = 400 * 50
+    assert delay_aware_offset(400, SampleSizes("const:10"), 5, 60) == 20_000
+    # linear:1,1, n = 2, 3 rounds: s = 1, 2, 3, done = 0, 1, 3 -> 2 (10 s - done) = 20, 38, 54
+    assert delay_aware_offset(10, SampleSizes("linear:1,1"), 2, 3) == 54
+    # and the step it builds: a round's summed step is never longer than the classic first one
+    offset = delay_aware_offset(400, SampleSizes("linear:1,1"), 5, 35)
+    step, classic = StepSize(f"hogwild:2,0.1,{offset}"), StepSize("hogwild:2,0.1,400")
+    sizes = SampleSizes("linear:1,1")
+    for i in range(35):
+        assert 5 * sizes(i) * step(5 * sizes.total(i)) <= classic(0) * (1 + 1e-12)
+    assert offset >= 400

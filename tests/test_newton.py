@@ -1,14 +1,24 @@
 """Second-order algorithms: CG, LocalNewton (fixed and adaptive L), GIANT, round latency."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
+from lowcomm.algorithms.base import Context
 from lowcomm.algorithms.giant import GIANT, GIANTConfig
-from lowcomm.algorithms.local_newton import LocalNewton, LocalNewtonConfig
+from lowcomm.algorithms.local_newton import (
+    FLOAT32_UNIT_ROUNDOFF,
+    LocalNewton,
+    LocalNewtonConfig,
+    LocalNewtonState,
+)
 from lowcomm.algorithms.newton import conjugate_gradient
 from lowcomm.core.clock import ClockModel
 from lowcomm.core.errors import InvalidConfigError
+from lowcomm.core.messages import Bundle, Dense, Scalars, Upload
+from lowcomm.core.rng import Streams
 from tests import reference
 from tests.conftest import Setup
 from tests.test_algorithms_reference import numpy_shards
@@ -136,3 +146,47 @@ def test_then_giant_switches_once_l_is_1_and_goes_on_as_giant_from_the_best_aver
 def test_then_giant_needs_adaptive_l() -> None:
     with pytest.raises(InvalidConfigError, match=r"then_giant.*without adaptive"):
         LocalNewtonConfig(then_giant=True)
+
+
+def judged(config: LocalNewtonConfig, losses: list[float]) -> list[int]:
+    """L after the aggregator judges each reported loss in turn (2 equal workers, d = 2)."""
+    algorithm = LocalNewton(config)
+    params = torch.zeros(2, dtype=torch.float64)
+    inf = torch.tensor(math.inf, dtype=torch.float64)
+    sizes = torch.tensor([5, 5])
+    state = LocalNewtonState(params, torch.tensor(config.local_steps), inf, params, sizes)
+    ctx = Context(1, torch.arange(2), 2, Streams(0))
+    steps = []
+    for loss in losses:
+        reported = Scalars(torch.full((2, 1), loss, dtype=torch.float64))
+        up = Upload.all(Bundle((Dense(torch.zeros(2, 2, dtype=torch.float64)), reported)))
+        state, _ = algorithm.aggregate(state, up, ctx)
+        steps.append(int(state.local_steps))
+    return steps
+
+
+def test_relative_tolerance_lowers_l_once_the_relative_gain_falls_under_it() -> None:
+    # rtol = 1e-3; gains relative to the best loss so far, by hand:
+    # 1.0 (first), 0.99 (1e-2: keep), 0.9885 (~1.5e-3: keep), 0.988 (~5.1e-4 < 1e-3: drop),
+    # 0.9869 (best 0.988: ~1.1e-3: keep), 0.9865 (~4.1e-4: drop)
+    losses = [1.0, 0.99, 0.9885, 0.988, 0.9869, 0.9865]
+    config = LocalNewtonConfig(local_steps=4, adaptive=True, relative_tolerance=1e-3)
+    assert judged(config, losses) == [4, 4, 4, 3, 3, 2]
+    # the old rule (no tolerance at all) lowers L only when the loss does not go down
+    old = LocalNewtonConfig(local_steps=4, adaptive=True, relative_tolerance=0.0)
+    assert judged(old, losses) == [4] * 6
+    assert judged(old, [1.0, 0.5, 0.5, 0.6]) == [4, 4, 4, 3]  # equal counts as improved
+    # the absolute tolerance keeps its meaning and adds to the relative one
+    both = LocalNewtonConfig(4, adaptive=True, tolerance=0.005, relative_tolerance=1e-3)
+    absolute = LocalNewtonConfig(4, adaptive=True, tolerance=0.005, relative_tolerance=0.0)
+    # gains 0.0055 (then 0.0065 from the best, 1.0, or 0.001 from 0.9945): both need 0.006
+    assert judged(both, [1.0, 0.9945, 0.9935]) == [4, 3, 3]
+    assert judged(absolute, [1.0, 0.9945, 0.9935]) == [4, 4, 3]
+
+
+def test_default_relative_tolerance_is_float32_unit_roundoff() -> None:
+    config = LocalNewtonConfig()
+    assert config.relative_tolerance == FLOAT32_UNIT_ROUNDOFF == torch.finfo(torch.float32).eps
+    assert config.tolerance == 0.0
+    assert config.improved(1.0 - 2e-7, 1.0) and not config.improved(1.0 - 1e-7, 1.0)
+    assert config.improved(5.0, math.inf)

@@ -205,9 +205,7 @@ def test_batch_norm_normalises_by_each_workers_batch() -> None:
     expected = torch.stack([batch_norm_loss(params[w], X[w], y[w]) for w in range(W)])
     torch.testing.assert_close(problem.loss(params, X, y, weight), expected)
     x = params.clone().requires_grad_(True)
-    manual = torch.autograd.grad(
-        sum(batch_norm_loss(x[w], X[w], y[w]) for w in range(W)), x
-    )[0]
+    manual = torch.autograd.grad(sum(batch_norm_loss(x[w], X[w], y[w]) for w in range(W)), x)[0]
     torch.testing.assert_close(problem.grad(params, X, y, weight), manual)
 
 

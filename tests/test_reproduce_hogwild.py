@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lowcomm.algorithms.hogwild_ib import HogwildIB, HogwildIBConfig
+from lowcomm.algorithms.schedules import SampleSizes, delay_aware_offset
 from lowcomm.experiments.measures import loglog_slope
 from lowcomm.experiments.reproduce import REPRODUCTIONS
 from lowcomm.experiments.reproduce.hogwild import (
@@ -19,6 +21,8 @@ from lowcomm.experiments.reproduce.hogwild import (
     Case,
     Study,
     budgets,
+    delay_aware,
+    jobs,
     quick_study,
     rewrite_report,
     rounds_for_budgets,
@@ -37,7 +41,7 @@ STRONG = Case(
     schedules=("const:1", "const:10", "linear:1,1"),
 )
 TINY = Study(
-    (STRONG, replace(STRONG, name="tiny-convex", kind="convex", l2=0.0)),
+    (STRONG, *delay_aware([STRONG]), replace(STRONG, name="tiny-convex", kind="convex", l2=0.0)),
     replace(STRONG, name="tiny-async", schedules=("linear:1,1",)),
     seeds=(0, 1),
 )
@@ -186,3 +190,29 @@ def test_rounds_to_target_table_has_one_column_per_level(tiny: Outcome) -> None:
     text = tiny.report.read_text().split("### Rounds to target", 1)[1]
     first = next(line for line in text.splitlines() if line.startswith("| sorted"))
     assert first.count("|") == 2 + 6 + 1
+
+
+def test_delay_aware_cases_are_planned_beside_and_not_judged(tiny: Outcome) -> None:
+    planned = {(case.name, case.offset, schedule) for case, _, schedule, _ in jobs(TINY)}
+    for schedule in STRONG.schedules:
+        assert {("tiny", "classic", schedule), ("tiny-delay", "delay-aware", schedule)} <= planned
+    for study in (quick_study((0,)), study_for(Request(out=Path("x"), seeds=(0,)))):
+        strong = [c for c in study.cases if c.kind == "strong" and c.offset == "classic"]
+        names = {c.name for c in study.cases if c.offset == "delay-aware"}
+        assert names == {f"{c.name}-delay" for c in strong}
+    optima = json.loads((tiny.out / "optima.json").read_text())
+    for seed in TINY.seeds:
+        classic, delay = optima[f"tiny/seed{seed}"], optima[f"tiny-delay/seed{seed}"]
+        E = 4 * classic["L"] * 2 / STRONG.l2
+        for schedule in STRONG.schedules:
+            assert classic["step"][schedule] == f"hogwild:2,0.1,{E:.6g}"
+            rounds = HogwildIB(HogwildIBConfig(schedule)).rounds_for_budget(5, STRONG.budget)
+            offset = delay_aware_offset(E, SampleSizes(schedule), 5, rounds)
+            assert delay["step"][schedule] == f"hogwild:2,0.1,{offset:.6g}"
+            assert offset > E
+    ratios = pd.read_csv(tiny.out / "ratios.csv")
+    delay_ratio = float(ratios.loc[ratios["case"] == "tiny-delay", "ratio"].iloc[0])
+    assert "tiny-delay" not in " ".join(c.measured for c in tiny.claims)
+    text = tiny.report.read_text()
+    assert "## Sensitivity: the delay-aware step offset (not judged)" in text
+    assert f"worst {delay_ratio:.2f}x (tiny-delay" in text

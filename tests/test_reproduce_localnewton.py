@@ -15,7 +15,6 @@ from typer.testing import CliRunner, Result
 from lowcomm.cli import app
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.experiments.config import make_config
-from lowcomm.experiments.measures import non_increasing
 from lowcomm.experiments.reproduce import REPRODUCTIONS, make_request
 from lowcomm.experiments.reproduce.localnewton import (
     ADAPTIVE,
@@ -25,10 +24,13 @@ from lowcomm.experiments.reproduce.localnewton import (
     SCAN,
     SYNTHETIC,
     TARGETS,
+    Setting,
     Study,
+    claims_of,
     compare,
     crossover,
     curve,
+    judge,
     measure,
     rounds_holds,
     run_study,
@@ -112,15 +114,20 @@ def test_writes_report_figures_claims_and_every_run(tiny: Outcome) -> None:
         assert (out / name).is_file()
 
 
-def test_claims_table_has_one_claim_per_setting_with_a_verdict(tiny: Outcome) -> None:
+def test_claims_are_the_iid_settings_per_target_and_the_adaptive_rule(tiny: Outcome) -> None:
     report = tiny.report.read_text()
     rows = table_rows(report, "## Claims table")
-    assert [row[0] for row in rows] == ["1", "2"]
+    assert [row[0] for row in rows] == ["1", "2", "3", "4"]  # 3 targets + adaptive, iid only
     assert [row[-1] for row in rows] == [f"**{c.verdict}**" for c in tiny.claims]
+    assert all("iid" in c.claim and "sorted" not in c.claim for c in tiny.claims)
     listed = json.loads((tiny.out / "claims.json").read_text())
     assert [c["result"] for c in listed["claims"]] == [c.verdict for c in tiny.claims]
-    assert [v["passed"] for v in listed["verdicts"]] == [c.passed for c in tiny.claims]
-    assert listed["summary"].startswith("Overall: ")
+    iid, sorted_ = listed["verdicts"]
+    assert (iid["judged"], sorted_["judged"]) == ("claim", "sensitivity")
+    assert iid["holds"] == [c.passed for c in tiny.claims[:3]]
+    assert iid["adaptive_decreased"] == tiny.claims[3].passed
+    assert listed["summary"].startswith("iid split (the paper's setting, the verdict): ")
+    assert "Other splits (sensitivity, not in the verdict)" in listed["summary"]
     assert listed["summary"] in report
 
 
@@ -145,7 +152,8 @@ def test_rounds_and_time_to_target_equal_a_hand_computation(tiny: Outcome) -> No
 
 def test_claim_cells_equal_a_hand_computation(tiny: Outcome) -> None:
     out = tiny.out
-    rows = table_rows(tiny.report.read_text(), "## Claims per setting")
+    report = tiny.report.read_text()
+    rows = table_rows(report, "## Claims per setting") + table_rows(report, "## Sensitivity")
     for setting, row in zip(TINY.settings(), rows, strict=True):
         fstar = f_star(out, setting.slug)
         giant = saved(out, setting.slug, GIANT)
@@ -166,21 +174,21 @@ def test_claim_cells_equal_a_hand_computation(tiny: Outcome) -> None:
 
 
 def test_adaptive_check_reads_the_saved_local_steps_column(tiny: Outcome, tmp_path: Path) -> None:
-    for setting in TINY.settings():
-        history = saved(tiny.out, setting.slug, ADAPTIVE)
-        assert non_increasing(history["local_steps"]) == bool(
-            (np.diff(history["local_steps"]) <= 0).all()
-        )
+    iid = TINY.settings()[0]
+    history = saved(tiny.out, iid.slug, ADAPTIVE)
+    steps = history["local_steps"]
+    assert tiny.claims[3].passed == bool(steps.iloc[-1] < steps.iloc[0])
     copy = tmp_path / "copy"
     shutil.copytree(tiny.out, copy)
-    broken = TINY.settings()[1].slug
-    folder = copy / broken / ADAPTIVE
+    folder = copy / iid.slug / ADAPTIVE
     history = pd.read_parquet(folder / "history.parquet")
-    history.loc[history.index[-1], "local_steps"] = history["local_steps"].max() + 1
+    history["local_steps"] = float(TINY.adaptive_l0)  # the rule never fired
     history.to_parquet(folder / "history.parquet", index=False)
-    verdicts = [r.verdict for r in measure(TINY, copy).results]
-    assert [v.monotone for v in verdicts] == [True, False]
-    assert not verdicts[1].passed
+    found = measure(TINY, copy)
+    verdict = found.results[0].verdict
+    assert verdict.steps == (3.0, 3.0) and verdict.first_decrease is None
+    assert not found.claims[3].passed
+    assert found.claims[3].measured == "L 3 -> 3 (never lower)"
 
 
 def test_time_at_other_latencies_and_the_three_round_count_are_exact() -> None:
@@ -240,9 +248,37 @@ def test_comparison_when_giant_never_reaches_uses_its_last_row_as_a_bound() -> N
     assert (nobody.variant, nobody.holds, nobody.cell()) == ("", False, "- / >10")
 
 
-def test_non_increasing_and_sci() -> None:
-    assert non_increasing([8, 8, 7, 1, 1])
-    assert not non_increasing([8, 7, 8])
+def adaptive_history(steps: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"sync_rounds": np.arange(len(steps), dtype=float), "local_steps": steps})
+
+
+def test_verdict_per_split_and_per_target_on_hand_made_curves() -> None:
+    giant = frame([0, 2, 4, 6, 8, 10, 12], [1, 0.05, 5e-3, 2e-3, 5e-4, 5e-5, 5e-6])
+    # time = rounds here, so a target holds when LN / GIANT <= 0.4: 1e-2 in 1 round (GIANT 4:
+    # 0.25), 1e-3 in 3 (GIANT 8: 0.375), 1e-4 in 6 (GIANT 10: 0.6, rounds only); stalls at 9e-5
+    newton = frame([0, 1, 2, 3, 4, 5, 6], [1, 8e-3, 2e-3, 9e-4, 3e-4, 2e-4, 9e-5])
+    curves = {"a": newton, GIANT: giant, GIANT3: giant}
+    iid = Setting("synthetic-logistic:40,2", 4, "1/n", "iid", 0)
+    label_sorted = Setting("synthetic-logistic:40,2", 4, "1/n", "sorted", 0)
+    falling = adaptive_history([4, 4, 3, 3, 2, 2, 2])
+    verdict = judge(iid, curves, falling, ["a"])
+    assert verdict.holds == (True, True, False)
+    assert [c.ratio for c in verdict.rounds] == [0.25, 0.375, 0.6]
+    assert (verdict.steps, verdict.first_decrease) == ((4.0, 2.0), 2.0)
+    assert verdict.crossover_rounds == pytest.approx(10**-4)  # 6 / 10 = 0.6 still <= 0.6
+    assert verdict.crossover_time == pytest.approx(10**-3.5)  # 4 / 10 at 3.2e-4
+    claims = claims_of(verdict, with_seed=False)
+    assert [c.passed for c in claims] == [True, True, False, True]
+    assert "<= 1e-2 on synthetic, 4 workers" in claims[0].claim
+    assert "crossover: rounds 1e-4, time 3.2e-4" in claims[2].measured
+    # a flat adaptive L fails its claim; a label-sorted setting is never a claim
+    flat = judge(iid, curves, adaptive_history([4] * 7), ["a"])
+    assert not claims_of(flat, with_seed=False)[3].passed
+    sensitivity = judge(label_sorted, curves, falling, ["a"])
+    assert sensitivity.holds == verdict.holds and claims_of(sensitivity, False) == []
+
+
+def test_sci() -> None:
     assert [sci(1e-2), sci(10**-3.25), sci(None)] == ["1e-2", "5.6e-4", "none"]
 
 
@@ -287,4 +323,4 @@ def test_quick_through_the_command_line(tmp_path: Path) -> None:
     assert "Claims of localnewton" in result.stdout
     report = (out / "report.md").read_text()
     assert f"lowcomm reproduce localnewton --quick --out {out}" in report
-    assert len(table_rows(report, "## Claims table")) == 2
+    assert len(table_rows(report, "## Claims table")) == 4

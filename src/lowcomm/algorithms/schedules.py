@@ -7,6 +7,17 @@ Written as ``KIND:ARGS`` strings so that they travel through configs and command
 * step sizes on the global gradient count t: ``const:ETA``; ``inv:ETA0,T0``
   (eta_0 / (1 + t / t_0)); ``hogwild:ALPHA,MU,E`` (alpha / (mu (t + E)), the diminishing step of
   the Hogwild! analyses without bounded gradients, Nguyen et al., ICML 2018).
+
+The offset E of ``hogwild:`` has two documented choices (:func:`delay_aware_offset`):
+``classic`` E = 4 L alpha / mu, the offset of the delay-free SGD analysis (the step at t = 0 is
+1 / (4 L)); ``delay-aware``: a round of ``hogwild-ib`` applies tau_i = n s_i summed steps computed
+without the other workers' updates of that round, a Hogwild! delay of up to tau_i. The Hogwild!
+analyses (Nguyen et al., ICML 2018, Sec. 4) keep the SGD step condition for a delayed step only if
+E also grows with the delay ("E must exceed a multiple of the delay"; their exact constants were not
+available, ../shared/papers/hogwild-increasing-batch-and-async-msgd.md, A.3). The condition used
+here: a round's summed step is no longer than the classic first step, tau_i eta(t_i) <= 1 / (4 L)
+with t_i = n (s_0 + ... + s_{i-1}), for every round i < T, which holds iff
+E >= max_{i < T} (E_classic tau_i - t_i); with tau_0 >= 1 this is never below E_classic.
 """
 
 from __future__ import annotations
@@ -71,6 +82,18 @@ class SampleSizes:
             return int(v[0]) * rounds * (rounds - 1) // 2 + int(v[1]) * rounds
         sizes = np.maximum(1, np.round(np.arange(1, rounds + 1, dtype=float) ** v[0]))
         return int(sizes.sum())
+
+
+def delay_aware_offset(classic: float, sizes: SampleSizes, workers: int, rounds: int) -> float:
+    """E = max over rounds i < ``rounds`` of (``classic`` n s_i - n (s_0 + ... + s_{i-1})).
+
+    The smallest offset with tau_i eta(t_i) <= alpha / (mu ``classic``) for tau_i = n s_i (see
+    the module docstring); at least ``classic`` since tau_0 >= 1.
+    """
+    i = np.arange(max(1, rounds))
+    s = np.array([sizes(int(r)) for r in i], dtype=float)
+    done = np.concatenate(([0.0], np.cumsum(s)[:-1]))
+    return float(np.max(workers * (classic * s - done)))
 
 
 @dataclass(frozen=True)
