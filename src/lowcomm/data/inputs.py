@@ -24,7 +24,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.data.dataset import Dataset, TrainTest
-from lowcomm.data.loaders import _split, encode_labels
+from lowcomm.data.loaders import encode_labels, split_train_test
 from lowcomm.data.sparse import Features, fits_dense
 
 Examples: TypeAlias = tuple[Any, Any] | TorchDataset[Any]
@@ -91,7 +91,7 @@ class Supplied:
     def split(self, seed: int, test_fraction: float) -> TrainTest:
         """The training and test sets; without a test set, a seeded held-out split."""
         if self.test is None:
-            return _split(self.train, test_fraction, seed)
+            return split_train_test(self.train, test_fraction, seed)
         return TrainTest(self.train, self.test)
 
 

@@ -81,7 +81,7 @@ def load_libsvm(
     X, raw = _read_libsvm(Path(path), n_features)
     y, classes = encode_labels(raw, source=path)
     features = _features(X, X.shape[1], fits_dense(X.shape, dense_limit))
-    return Dataset(_stem(path), features, y, int(classes.size))
+    return Dataset(file_stem(path), features, y, int(classes.size))
 
 
 def load_libsvm_pair(
@@ -113,15 +113,15 @@ def load_libsvm_pair(
     y, classes = encode_labels(raw, source=train_path)
     if test_path is None:
         features = _features(X, X.shape[1], fits_dense(X.shape, dense_limit))
-        data = Dataset(_stem(train_path), features, y, int(classes.size))
-        return _split(data, test_fraction, seed)
+        data = Dataset(file_stem(train_path), features, y, int(classes.size))
+        return split_train_test(data, test_fraction, seed)
     X_test, raw_test = _read_libsvm(Path(test_path), n_features)
     y_test, _ = encode_labels(raw_test, classes, source=test_path)
     width = max(X.shape[1], X_test.shape[1])
     dense = fits_dense((X.shape[0] + X_test.shape[0], width), dense_limit)
     return TrainTest(
-        Dataset(_stem(train_path), _features(X, width, dense), y, int(classes.size)),
-        Dataset(_stem(test_path), _features(X_test, width, dense), y_test, int(classes.size)),
+        Dataset(file_stem(train_path), _features(X, width, dense), y, int(classes.size)),
+        Dataset(file_stem(test_path), _features(X_test, width, dense), y_test, int(classes.size)),
     )
 
 
@@ -145,8 +145,8 @@ def encode_labels(
     codes = np.minimum(np.searchsorted(classes, raw), classes.size - 1)
     unseen = classes[codes] != raw
     if unseen.any():
-        known = ", ".join(_number(c) for c in classes)
-        problem = f"label {_number(raw[unseen][0])} is not among the training labels ({known})"
+        known = ", ".join(number_text(c) for c in classes)
+        problem = f"label {number_text(raw[unseen][0])} is not among the training labels ({known})"
         raise DataError(source, problem)
     return codes.astype(np.int64), classes
 
@@ -155,7 +155,7 @@ def _read_libsvm(path: Path, n_features: int | None) -> tuple[sp.csr_matrix, np.
     """The CSR features (``n_features`` wide when given) and raw labels of one file."""
     if n_features is not None:
         at_least("load_libsvm", "n_features", n_features, 1)
-    data = _read_bytes(path)
+    data = read_bytes(path)
     n_lines = sum(1 for line in data.split(b"\n") if _content(line))
     if n_lines == 0:
         raise DataError(path, "expected LIBSVM lines 'label index:value ...', found none")
@@ -192,12 +192,12 @@ def _line_problem(line: str, n_features: int | None) -> str | None:
     if not line:
         return None
     label, *pairs = line.split()
-    if not _is_number(label):
+    if not is_number(label):
         return f"expected a numeric label, found {label!r}"
     previous = 0
     for pair in pairs:
         index, colon, value = pair.partition(":")
-        if not colon or not _is_number(value):
+        if not colon or not is_number(value):
             return f"expected 'index:value' pairs after the label, found {pair!r}"
         if not (index.isascii() and index.isdigit() and int(index) >= 1):
             return f"expected a positive integer feature index, found {index!r}"
@@ -209,7 +209,7 @@ def _line_problem(line: str, n_features: int | None) -> str | None:
     return None
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
     """Whether ``text`` parses as a float."""
     try:
         float(text)
@@ -218,7 +218,7 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _number(value: float) -> str:
+def number_text(value: float) -> str:
     """A label as written in a file: ``-1``, ``2``, ``0.5``."""
     return np.format_float_positional(float(value), trim="-")
 
@@ -229,14 +229,14 @@ def _features(X: sp.csr_matrix, width: int, dense: bool) -> Features:
     return wide.toarray() if dense else wide
 
 
-def _stem(path: str | Path) -> str:
+def file_stem(path: str | Path) -> str:
     """The file name without a compression suffix: ``a9a.t.gz`` -> ``a9a.t``."""
     name = Path(path).name
     suffix = Path(name).suffix
     return name[: -len(suffix)] if suffix in _DECOMPRESS else name
 
 
-def _read_bytes(path: Path) -> bytes:
+def read_bytes(path: Path) -> bytes:
     """The (decompressed) content of ``path``."""
     if not path.is_file():
         raise DataError(path, "file not found")
@@ -310,7 +310,7 @@ def _find(directory: Path, stem: str) -> Path | None:
 
 def _read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
     """A uint8 idx array: big-endian magic, ``ndim`` uint32 sizes, then the bytes."""
-    data = _read_bytes(path)
+    data = read_bytes(path)
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DataError(path, f"expected an idx header of {header} bytes, found {len(data)} bytes")
@@ -342,8 +342,10 @@ def load_sklearn(name: str, seed: int = 0, test_fraction: float = 0.25) -> Train
     X = np.asarray(bunch.data, dtype=np.float64)
     data = Dataset(name, X, bunch.target.astype(np.int64), len(bunch.target_names))
     if name == "digits":
-        return _split(Dataset(name, X / 16.0, data.y, data.n_classes), test_fraction, seed)
-    return _standardise(_split(data, test_fraction, seed))
+        return split_train_test(
+            Dataset(name, X / 16.0, data.y, data.n_classes), test_fraction, seed
+        )
+    return _standardise(split_train_test(data, test_fraction, seed))
 
 
 def synthetic_logistic_teacher(d: int = 20, seed: int = 0, teacher_norm: float = 2.0) -> np.ndarray:
@@ -378,13 +380,13 @@ def synthetic_logistic(
     X = streams.numpy("synthetic-features").standard_normal((n, d))
     chance = 1.0 / (1.0 + np.exp(-X @ teacher))
     y = (streams.numpy("synthetic-labels").random(n) < chance).astype(np.int64)
-    return _split(Dataset("synthetic-logistic", X, y, 2), test_fraction, seed)
+    return split_train_test(Dataset("synthetic-logistic", X, y, 2), test_fraction, seed)
 
 
 # --- splitting and scaling ---------------------------------------------------------------------
 
 
-def _split(data: Dataset, test_fraction: float, seed: int) -> TrainTest:
+def split_train_test(data: Dataset, test_fraction: float, seed: int) -> TrainTest:
     """A random train/test split: round(n * test_fraction) test examples, the rest train."""
     if not 0 < test_fraction < 1:
         raise InvalidConfigError(

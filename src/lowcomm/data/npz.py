@@ -19,7 +19,7 @@ import numpy as np
 
 from lowcomm.core.errors import DataError
 from lowcomm.data.dataset import Dataset, TrainTest
-from lowcomm.data.loaders import _number, _split, _stem, encode_labels
+from lowcomm.data.loaders import encode_labels, file_stem, number_text, split_train_test
 
 _SHOWN_LABELS = 10  # the training labels listed when a test label is not among them
 
@@ -43,7 +43,7 @@ def check_known(
 
 def label_text(value: Any) -> str:
     """A label as written: text quoted, numbers plain (``'yes'``, ``1``, ``0.5``)."""
-    return repr(str(value)) if isinstance(value, str | bytes) else _number(float(value))
+    return repr(str(value)) if isinstance(value, str | bytes) else number_text(float(value))
 
 
 def quoted_names(names: Iterable[object]) -> str:
@@ -69,9 +69,9 @@ def load_npz(path: str | Path, test_fraction: float = 0.25, seed: int = 0) -> Tr
     arrays = _read_npz(path)
     X = _examples(path, arrays["X"], "X", None)
     y, classes = encode_labels(_array_labels(path, arrays, "y", X.shape[0], None), source=path)
-    train = Dataset(_stem(path), X, y, int(classes.size))
+    train = Dataset(file_stem(path), X, y, int(classes.size))
     if "X_test" not in arrays:
-        return _split(train, test_fraction, seed)
+        return split_train_test(train, test_fraction, seed)
     X_test = _examples(path, arrays["X_test"], "X_test", X.shape[1:])
     raw = _array_labels(path, arrays, "y_test", X_test.shape[0], classes)
     y_test, _ = encode_labels(raw, classes, source=path)

@@ -27,7 +27,7 @@ from pandas.api.types import is_numeric_dtype, is_string_dtype
 from lowcomm.core.errors import DataError
 from lowcomm.core.validate import one_of
 from lowcomm.data.dataset import Dataset, TrainTest
-from lowcomm.data.loaders import _is_number, _read_bytes, _split, _stem, encode_labels
+from lowcomm.data.loaders import encode_labels, file_stem, is_number, read_bytes, split_train_test
 from lowcomm.data.npz import check_known, label_text, load_npz, quoted_names
 from lowcomm.data.spec import TABLE_KINDS, DataSpec
 
@@ -89,7 +89,7 @@ def load_table_pair(
         raise _header_error(table, f"found only the label column {label!r}; expected features too")
     train, classes = _table_dataset(table, label, features, None)
     if test_path is None:
-        return _split(train, test_fraction, seed)
+        return split_train_test(train, test_fraction, seed)
     test_table = _read_table(Path(test_path), kind)
     if sorted(test_table.frame.columns) != sorted(table.frame.columns):
         found, expected = quoted_names(test_table.frame.columns), quoted_names(table.frame.columns)
@@ -147,7 +147,7 @@ def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
 
 def _text(path: Path) -> str:
     """The (decompressed) UTF-8 text of ``path``, without a byte-order mark."""
-    data = _read_bytes(path)
+    data = read_bytes(path)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -187,7 +187,7 @@ def _table_dataset(
     """The examples of ``table`` and its classes (``classes``: the training file's)."""
     X = _features(table, features)
     y, classes = encode_labels(_table_labels(table, label, classes), classes, source=table.path)
-    return Dataset(_stem(table.path), X, y, int(classes.size)), classes
+    return Dataset(file_stem(table.path), X, y, int(classes.size)), classes
 
 
 def _features(table: _Table, names: list[str]) -> np.ndarray:
@@ -216,7 +216,7 @@ def _cell_problem(cell: object) -> str:
         return f"holds {found}; expected a finite number"
     if not cell.strip():
         return "is empty; expected a number"
-    return f"holds {cell!r}; expected {'a finite number' if _is_number(cell) else 'a number'}"
+    return f"holds {cell!r}; expected {'a finite number' if is_number(cell) else 'a number'}"
 
 
 def _table_labels(table: _Table, label: str, classes: np.ndarray | None) -> np.ndarray:
