@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from string import Template
-from typing import Any
+from typing import Any, TypeAlias
 
 import pandas as pd
 import torch
@@ -62,8 +62,8 @@ NOTES = Path(__file__).parent / "reproduce" / "notes"
 CALL_JSON = "call.json"
 CALL_TABLE = "table.parquet"
 
-Key = tuple[str, ...]
-Output = SavedRun | pd.DataFrame
+Key: TypeAlias = tuple[str, ...]
+Output: TypeAlias = SavedRun | pd.DataFrame
 
 
 def datasets_root() -> Path:
@@ -121,6 +121,7 @@ class Findings:
         tables: name -> (table, caption); written as ``OUT/<name>.csv`` and shown in the report.
         figures: name -> (figure, caption); written as ``OUT/<name>.png`` and shown.
         facts: values the notes' ``$name`` placeholders quote (added to the plan's).
+        files: name -> table written as ``OUT/<name>.csv`` only (too long to show).
     """
 
     claims: list[Claim]
@@ -128,6 +129,7 @@ class Findings:
     tables: dict[str, tuple[pd.DataFrame, str]] = field(default_factory=dict)
     figures: dict[str, tuple[Figure, str]] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -234,13 +236,12 @@ def summary_line(claims: Sequence[Claim]) -> str:
     return line + (f"; {unjudged} not judged at this size" if unjudged else "")
 
 
-def sections(
-    study: Study, plan: Plan, found: Findings, command: str, wall: float, out: Path
-) -> list[str]:
+def sections(study: Study, plan: Plan, found: Findings, request: Request, wall: float) -> list[str]:
     """The sections of ``report.md``: header, claims, sensitivity, notes, tables, figures."""
     facts = {**plan.facts, **found.facts}
+    runs = f"- Jobs: {len(plan.jobs)}, {request.jobs} at a time, one torch thread each"
     parts = [
-        header(study.title, command, wall),
+        header(study.title, request.command, wall) + "\n" + runs,
         f"## Claims\n\n{summary_line(found.claims)} (the paper's own setting). The paper-run "
         f"column is context from {study.paper_source}, not a measurement of this run.\n\n"
         + claims_table(found.claims),
@@ -256,6 +257,7 @@ def sections(
     for name, (table, caption) in found.tables.items():
         parts.append(f"## {caption}\n\n{frame_table(table)}\n\n(`{name}.csv`)")
     if found.figures:
+        out = request.out
         shown = [
             embed(out / f"{name}.png", caption, out) for name, (_, caption) in found.figures.items()
         ]
@@ -263,18 +265,18 @@ def sections(
     return parts
 
 
-def write_outputs(
-    study: Study, plan: Plan, found: Findings, command: str, wall: float, out: Path
-) -> Path:
+def write_outputs(study: Study, plan: Plan, found: Findings, request: Request, wall: float) -> Path:
     """Write the tables, figures, ``claims.json``, ``report.md`` and ``report.html``."""
-    for name, (table, _) in found.tables.items():
+    out = request.out
+    shown = {name: table for name, (table, _) in found.tables.items()}
+    for name, table in (shown | found.files).items():
         table.to_csv(out / f"{name}.csv", index=False)
     for name, (figure, _) in found.figures.items():
         save_figure(figure, out / f"{name}.png")
     extra = {"study": study.name, "facts": {**plan.facts, **found.facts}, "wall_time_s": wall}
     extra["sensitivity"] = [c.as_json() for c in found.sensitivity]
     write_claims(out / CLAIMS_JSON, found.claims, extra)
-    report = write_report(out / REPORT_MD, sections(study, plan, found, command, wall, out))
+    report = write_report(out / REPORT_MD, sections(study, plan, found, request, wall))
     write_html(report)
     return report
 
@@ -298,7 +300,7 @@ def run_study(study: Study, request: Request) -> Outcome:
     found = study.findings(plan, outputs)
     out.mkdir(parents=True, exist_ok=True)
     wall = time.perf_counter() - start
-    report = write_outputs(study, plan, found, request.command, wall, out)
+    report = write_outputs(study, plan, found, request, wall)
     return Outcome(
         out, report, tuple(found.claims), study.paper_source, wall, tuple(found.sensitivity)
     )

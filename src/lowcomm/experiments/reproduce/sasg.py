@@ -8,7 +8,7 @@ over seeds; the thresholds are the constants below, fixed before measuring.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -306,6 +306,12 @@ def skip_figure(skips: pd.DataFrame, title: str) -> Figure:
     return figure
 
 
+def sampled(epochs: Sequence[int], most: int = 20) -> list[int]:
+    """At most about ``most`` evenly spaced epochs, the first and the last included."""
+    picked = list(epochs[:: math.ceil(len(epochs) / most)])
+    return picked if picked[-1] == epochs[-1] else [*picked, epochs[-1]]
+
+
 def findings(plan: Plan, outputs: Mapping[Key, Output]) -> Findings:
     """Target, costs to target, skip ratios, the four claims and the figures."""
     facts = plan.facts
@@ -342,13 +348,14 @@ def findings(plan: Plan, outputs: Mapping[Key, Output]) -> Findings:
         tables={
             "summary": (results(table, mean), "Results per method (mean ± std over seeds)"),
             "per_seed": (table, "Per run"),
-            "skip_ratio": (
-                by_epoch.reset_index().rename(columns=LABELS),
+            "skip_ratio_by_epoch": (
+                by_epoch.loc[sampled(by_epoch.index.tolist())].reset_index().rename(columns=LABELS),
                 "Skip ratio by epoch (% of worker-iterations without upload)",
             ),
         },
         figures=figures,
         facts={"target": f"{100 * target:.2f}"},
+        files={"skip_ratio": skips},
     )
 
 
