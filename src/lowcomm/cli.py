@@ -88,7 +88,8 @@ ConfigFile = Annotated[
 Data = Annotated[str | None, _opt("Data set, e.g. digits or libsvm:a9a,a9a.t.", "data")]
 Workers = Annotated[int | None, _opt("Number of workers.", "workers")]
 Partition = Annotated[
-    str | None, _opt("iid, sorted, classes:K, dirichlet:ALPHA, size-skew:POWER or contiguous.", "partition")
+    str | None,
+    _opt("iid, sorted, classes:K, dirichlet:ALPHA, size-skew:POWER or contiguous.", "partition"),
 ]
 Rounds = Annotated[int | None, _opt("Rounds to run (aggregator updates if async).", "rounds")]
 Epochs = Annotated[
