@@ -227,8 +227,10 @@ def plan(request: Request, sizes: Sizes | None = None) -> Plan:
     if z.lstm_epochs and (datasets_root() / "wikitext-2" / "valid.txt").is_file():
         end = z.lstm_epochs * steps_per_epoch(datasets_root())  # evaluated at the start and end
         for o, s in product(PAIR, z.lstm_seeds):
-            c = lstm_config(o, s, z.lstm_epochs, datasets_root())
-            jobs.append(Job(("D", "m4", o, f"seed{s}"), c.model_copy(update={"eval_every": end})))
+            lstm = lstm_config(o, s, z.lstm_epochs, datasets_root())
+            jobs.append(
+                Job(("D", "m4", o, f"seed{s}"), lstm.model_copy(update={"eval_every": end}))
+            )
     cases = {case(c): c for j in jobs if (c := j.config) and c.l2 > 0}
     jobs.append(Job(("optima",), call=optima, args=(tuple(sorted(cases.values(), key=case)),)))
     facts: dict[str, Any] = {k: str(v).strip("(,)") for k, v in vars(z).items()}
