@@ -189,8 +189,7 @@ def environment() -> dict[str, str]:
         "numpy": np.__version__,
         "pandas": pd.__version__,
         "python": platform.python_version(),
-        "machine": f"{platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"{torch.get_num_threads()} torch threads",
+        "machine": f"{platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs",
     }
 
 
