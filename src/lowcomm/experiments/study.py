@@ -10,7 +10,8 @@ run, run or resume the jobs (``jobs`` at a time, each in its own process), judge
 
 **Determinism across ``--jobs``.** Every job runs with one torch thread (restored afterwards)
 whether the study runs serially or in parallel, so a job's output does not depend on how many
-run beside it: ``--jobs 1`` and ``--jobs 8`` write the same numbers.
+run beside it: ``--jobs 1`` and ``--jobs 8`` write the same numbers (wall-clock columns and the
+header's wall time aside).
 
 **Resume.** An engine run is read back when its folder holds a finished run of the same config
 (:func:`~lowcomm.experiments.reproduce.runs.run_or_resume`); a call is read back when its folder
@@ -34,6 +35,7 @@ from typing import Any, TypeAlias
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from rich.console import Console
 from rich.progress import Progress
 
 import lowcomm
@@ -187,7 +189,7 @@ def call_or_resume(job: Job, folder: Path, resume: bool) -> pd.DataFrame:
     folder.mkdir(parents=True, exist_ok=True)
     result.to_parquet(table)
     stamp.write_text(job.fingerprint())
-    return result
+    return pd.read_parquet(table)  # what a resumed study reads back, dtypes included
 
 
 def run_jobs(
@@ -196,7 +198,8 @@ def run_jobs(
     """Every job's output by key: ``workers`` processes at a time (in this process for 1)."""
     folders = [out.joinpath(*job.key) for job in jobs]
     outputs: dict[Key, Output] = {}
-    with Progress(disable=not progress, transient=True) as bar:
+    console = Console(stderr=True)
+    with Progress(console=console, disable=not progress, transient=True) as bar:
         task = bar.add_task("runs", total=len(jobs))
         if workers <= 1:
             for job, folder in zip(jobs, folders, strict=True):
@@ -208,9 +211,13 @@ def run_jobs(
                 pool.submit(run_job, job, folder, resume): job.key
                 for job, folder in zip(jobs, folders, strict=True)
             }
-            for done in as_completed(pending):
-                outputs[pending[done]] = done.result()
-                bar.advance(task)
+            try:
+                for done in as_completed(pending):
+                    outputs[pending[done]] = done.result()
+                    bar.advance(task)
+            except BaseException:
+                pool.shutdown(cancel_futures=True)
+                raise
     return {job.key: outputs[job.key] for job in jobs}
 
 
@@ -292,7 +299,7 @@ def run_study(study: Study, request: Request) -> Outcome:
         raise DataError(out, "exists and is not a folder")
     plan = study.plan(request)
     if plan.note and request.progress:
-        print(f"note: {plan.note}", flush=True)
+        Console(stderr=True).print(f"note: {plan.note}", highlight=False)
     keys = [job.key for job in plan.jobs]
     if len(set(keys)) < len(keys):
         raise ValueError(f"study {study.name}: two jobs share a key")

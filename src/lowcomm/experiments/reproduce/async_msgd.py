@@ -24,7 +24,7 @@ from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.rng import Streams
 from lowcomm.data.synthetic_pca import pca_spectrum
 from lowcomm.experiments.config import RunConfig, make_config
-from lowcomm.experiments.measures import decreased, loglog_slope, non_increasing
+from lowcomm.experiments.measures import decreased, loglog_slope, non_increasing, seed_mean
 from lowcomm.experiments.measures import pooled_loglog_slope as pooled
 from lowcomm.experiments.reproduce.report import Claim, Request, mean_std, number, unjudged
 from lowcomm.experiments.reproduce.runs import SavedRun
@@ -255,8 +255,8 @@ def slope_claims(cells: pd.DataFrame) -> list[Claim]:
     """Claims 1-2: at tau = 0, first hit ~ (1-mu) and stationary error ~ 1/(1-mu)."""
     hit, err = {}, {}
     for key, g in cells[cells["tau"] == 0].groupby(["d", "eta"]):
-        ok = g[np.isfinite(g["first_hit"])]
-        hit[key] = loglog_slope(1 - ok["mu"], ok["first_hit"])
+        ok = g[np.isfinite(g["first_hit"])]  # a mu that never hits leaves the fit: claim FAILs
+        hit[key] = loglog_slope(1 - ok["mu"], ok["first_hit"]) if len(ok) == len(g) else math.nan
         err[key] = loglog_slope(1 - g["mu"], g["stationary"])
     text = lambda slopes: "; ".join(f"{_name(k)}: {v:.2f}" for k, v in slopes.items())  # noqa: E731
     return [
@@ -380,7 +380,7 @@ def findings(plan: Plan, outputs: Mapping[Key, Output]) -> Findings:
     cells = cell_table(pd.concat([o for o in outputs.values() if isinstance(o, pd.DataFrame)]))
     stars, bests = per_group(cells, "mu", tau_star), per_group(cells, "tau", best_mu)
     net = network_losses(outputs)
-    mean = net.pivot_table("train_loss", "mu", "tau", aggfunc="mean", dropna=False)
+    mean = net.pivot_table("train_loss", "mu", "tau", aggfunc=seed_mean, dropna=False)
     found = slope_claims(cells) + tau_claims(stars, plan.facts["top"]) + mu_claims(bests, cells)
     named = lambda t: t.set_axis([_name(k) for k in t.index]).rename_axis("(d, eta)")  # noqa: E731
     labelled = lambda t: t.rename(columns=lambda c: f"{c:g}")  # noqa: E731

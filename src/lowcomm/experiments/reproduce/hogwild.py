@@ -32,7 +32,7 @@ from matplotlib.figure import Figure
 from lowcomm.algorithms.hogwild_ib import HogwildIB, HogwildIBConfig
 from lowcomm.algorithms.schedules import SampleSizes, delay_aware_offset
 from lowcomm.experiments.config import RunConfig, make_config
-from lowcomm.experiments.measures import exact_optimum, loglog_slope, reach
+from lowcomm.experiments.measures import exact_optimum, loglog_slope, reach, seed_mean
 from lowcomm.experiments.plots import seed_band
 from lowcomm.experiments.reproduce.report import Claim, Request, unjudged
 from lowcomm.experiments.reproduce.runs import SavedRun
@@ -391,7 +391,7 @@ def findings(plan: Plan, outputs: Mapping[Key, Output]) -> Findings:
     f_star = plan.facts["f_star"]
     runs = [(job, run) for job in plan.jobs if isinstance(run := outputs[job.key], SavedRun)]
     table = pd.DataFrame([run_row(job, run, f_star) for job, run in runs])
-    mean = dict.fromkeys(("K", "rounds", "gap", "test_metric", "slope"), "mean")
+    mean = dict.fromkeys(("K", "rounds", "gap", "test_metric", "slope"), seed_mean)
     grouped = table.groupby(KEYS, sort=False, as_index=False)
     means = grouped.agg(mean | {"step": "first", "wall_time": "sum"})
     lin, quad = ratios(means, LINEAR, CONSTANT), ratios(means, (QUADRATIC,), LINEAR)

@@ -40,7 +40,7 @@ class Request:
         quick: the small version (minutes), on the embedded default data.
         data: a ``--data`` spec; None for the reproduction's default.
         seeds: the seeds; None for the reproduction's default.
-        progress: show a progress display per run on stderr.
+        progress: show a progress bar of finished runs on stderr.
         command: the command line that asked for it, quoted in the report.
         resume: read back runs already saved in ``out`` with the same config instead of
             running them again.

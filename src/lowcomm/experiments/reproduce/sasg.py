@@ -52,9 +52,9 @@ FULL = Sizes()
 QUICK = Sizes(mnist_epochs=3, small_epochs=100)
 
 
-def options(method: str, lr: float = 0.005) -> dict[str, Any]:
+def options(method: str, batch_size: int = 10) -> dict[str, Any]:
     """The authors' notebook: step 0.005, window D = 10, c = 1/2, density 1%, summed messages."""
-    common: dict[str, Any] = {"lr": lr, "batch_size": 10, "sampling": "reshuffle"}
+    common: dict[str, Any] = {"lr": 0.005, "batch_size": batch_size, "sampling": "reshuffle"}
     lazy = {"window": 10, "threshold": 0.5, "reference": "last-upload"}
     sparse = {"density": 0.01}
     return {
@@ -92,9 +92,9 @@ def plan(request: Request, sizes: Sizes | None = None) -> Plan:
     jobs = [
         Job(
             (m, f"seed{s}"),
-            make_config(base | {"algorithm": m, "options": options(m)}).model_copy(
-                update={"seed": s, "rounds": rounds}
-            ),
+            make_config(
+                base | {"algorithm": m, "options": options(m, sizes.batch_size)}
+            ).model_copy(update={"seed": s, "rounds": rounds}),
         )
         for m in LABELS
         for s in seeds
@@ -155,7 +155,9 @@ def skip_by_epoch(uploads: pd.Series, workers: int, batch_size: int, n_train: in
     return pd.Series(skips, index=pd.Index(epochs, name="epoch")).groupby(level=0).mean()
 
 
-def per_seed(outputs: Mapping[Key, Output], target: float, facts: dict[str, Any]) -> pd.DataFrame:
+def per_seed(
+    outputs: Mapping[Key, Output], target: float, facts: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per run: its costs to reach ``target``, final state and skip ratio."""
     rows, skips = [], []
     for (method, seed), run in outputs.items():
@@ -188,6 +190,12 @@ def per_seed(outputs: Mapping[Key, Output], target: float, facts: dict[str, Any]
             )
     skip = pd.concat(skips, ignore_index=True)[["method", "seed", "epoch", "skip_ratio"]]
     return pd.DataFrame(rows), skip
+
+
+def seed_means(table: pd.DataFrame) -> pd.DataFrame:
+    """Per method, the mean over seeds of every measure; NaN if any seed has none (no target)."""
+    numeric = table.drop(columns=["seed", "diverged"]).groupby("method", sort=False)
+    return numeric.agg(lambda column: column.mean(skipna=False))
 
 
 def claims(mean: pd.DataFrame) -> list[Claim]:
@@ -323,7 +331,7 @@ def findings(plan: Plan, outputs: Mapping[Key, Output]) -> Findings:
     ]
     target = float(np.mean(sgd))
     table, skips = per_seed(outputs, target, facts)
-    mean = table.drop(columns=["seed", "diverged"]).groupby("method", sort=False).mean()
+    mean = seed_means(table)
     title = (
         f"{parse_data_spec(facts['data']).kind}, MLP {facts['hidden']}, {facts['workers']} workers"
     )
