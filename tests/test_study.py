@@ -208,6 +208,23 @@ def test_reproduce_all_writes_an_index_with_each_studys_verdicts(
     assert 'href="toy/report.html"' in (tmp_path / "all" / "index.html").read_text()
 
 
+def test_reproduce_all_plans_every_study_before_the_first_run(
+    tmp_path: Path, notes: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lowcomm.experiments.reproduce as reproduce_package
+
+    def refuse(request: Request) -> Plan:
+        raise InvalidConfigError("data", "bad", "something else", "x")
+
+    bad = Study("bad", "Bad", "nowhere", refuse, findings)
+    monkeypatch.setattr(reproduce_package, "REPRODUCTIONS", {"toy": "toy", "bad": "bad"})
+    monkeypatch.setattr(reproduce_package, "study_of", {"toy": TOY, "bad": bad}.get)
+    request = make_request("all", True, tmp_path / "all", None, None, progress=False, jobs=1)
+    with pytest.raises(InvalidConfigError):
+        reproduce_all(request)
+    assert not (tmp_path / "all" / "toy").exists()
+
+
 def test_requests_refuse_bad_jobs_and_data_for_all() -> None:
     assert make_request("sasg", True, None, None, None, False, jobs=3).jobs == 3
     for name, data, jobs in (("sasg", None, 0), ("all", "digits", 1), ("nope", None, 1)):

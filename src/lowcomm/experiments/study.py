@@ -288,26 +288,34 @@ def write_outputs(study: Study, plan: Plan, found: Findings, request: Request, w
     return report
 
 
-def run_study(study: Study, request: Request) -> Outcome:
-    """Plan (validating everything), run or resume the jobs, judge, and write the report.
-
-    The wall time in the report's header covers the whole study, runs and report included.
-    """
+def planned(study: Study, request: Request) -> tuple[Plan, float]:
+    """The study's plan, validated (nothing runs), and the seconds planning took."""
     start = time.perf_counter()
-    out = request.out
-    if out.exists() and not out.is_dir():
-        raise DataError(out, "exists and is not a folder")
+    if request.out.exists() and not request.out.is_dir():
+        raise DataError(request.out, "exists and is not a folder")
     plan = study.plan(request)
-    if plan.note and request.progress:
-        Console(stderr=True).print(f"note: {plan.note}", highlight=False)
     keys = [job.key for job in plan.jobs]
     if len(set(keys)) < len(keys):
         raise ValueError(f"study {study.name}: two jobs share a key")
-    outputs = run_jobs(plan.jobs, out, request.jobs, request.progress, request.resume)
-    found = study.findings(plan, outputs)
-    out.mkdir(parents=True, exist_ok=True)
-    wall = time.perf_counter() - start
-    report = write_outputs(study, plan, found, request, wall)
+    return plan, time.perf_counter() - start
+
+
+def run_study(study: Study, request: Request, plan: tuple[Plan, float] | None = None) -> Outcome:
+    """Plan (validating everything), run or resume the jobs, judge, and write the report.
+
+    ``plan``: the study's plan and its planning time, when made beforehand (``reproduce all``
+    plans every study before the first runs). The wall time in the report's header covers the
+    whole study: planning, runs and report.
+    """
+    start = time.perf_counter()
+    made, planning = plan or planned(study, request)
+    if made.note and request.progress:
+        Console(stderr=True).print(f"note: {made.note}", highlight=False)
+    outputs = run_jobs(made.jobs, request.out, request.jobs, request.progress, request.resume)
+    found = study.findings(made, outputs)
+    request.out.mkdir(parents=True, exist_ok=True)
+    wall = time.perf_counter() - start + (planning if plan else 0.0)
+    report = write_outputs(study, made, found, request, wall)
     return Outcome(
-        out, report, tuple(found.claims), study.paper_source, wall, tuple(found.sensitivity)
+        request.out, report, tuple(found.claims), study.paper_source, wall, tuple(found.sensitivity)
     )

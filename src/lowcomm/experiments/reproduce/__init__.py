@@ -129,13 +129,21 @@ def reproduce(name: str, request: Request) -> Outcome:
 
 
 def reproduce_all(request: Request) -> dict[str, Outcome]:
-    """Run every reproduction into ``OUT/<name>/`` and write ``OUT/index.md`` and ``index.html``."""
+    """Run every reproduction into ``OUT/<name>/`` and write ``OUT/index.md`` and ``index.html``.
+
+    Every study is planned (and so validated) before the first one runs.
+    """
+    from lowcomm.experiments.study import planned, run_study
+
     start = time.perf_counter()
-    outcomes = {}
+    requests = {}
     for name in REPRODUCTIONS:
         command = request.command.replace(f" {ALL}", f" {name}", 1)
-        one = Request(**(vars(request) | {"out": request.out / name, "command": command}))
-        outcomes[name] = reproduce(name, one)
+        requests[name] = Request(
+            **(vars(request) | {"out": request.out / name, "command": command})
+        )
+    plans = {name: planned(study_of(name), one) for name, one in requests.items()}  # all first
+    outcomes = {name: run_study(study_of(name), one, plans[name]) for name, one in requests.items()}
     write_index(request, outcomes, time.perf_counter() - start)
     return outcomes
 
