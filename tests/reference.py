@@ -158,7 +158,8 @@ def hogwild_ib(shards, l2, seed, rounds, sizes, step, minibatch=False):
     """Synchronous rounds: every worker starts round i from v; the aggregator adds the updates.
 
     ``sizes(i)`` is s_i and ``step(t)`` eta(t), with t_i = n (s_0 + ... + s_{i-1}); worker c's
-    gradients are those of its share of the total, share_c * f_c^mean.
+    gradients are those of its share of the total, share_c * f_c^mean. Local step j uses the
+    j-th of the round's s_i positions (one draw per worker and round, as in the mini-batch mode).
     """
     n, share = len(shards), shares(shards)
     v = np.zeros(shards[0][0].shape[1])
@@ -166,13 +167,13 @@ def hogwild_ib(shards, l2, seed, rounds, sizes, step, minibatch=False):
     for i in range(rounds):
         eta, total = step(n * done), np.zeros_like(v)
         for w, (A, y) in enumerate(shards):
+            drawn = batch(seed, w, i, sizes(i), len(y))  # the round's s_i positions, both modes
             if minibatch:
-                idx = batch(seed, w, i, sizes(i), len(y))
-                total += eta * sizes(i) * share[w] * logistic_grad(v, A[idx], y[idx], l2)
+                total += eta * sizes(i) * share[w] * logistic_grad(v, A[drawn], y[drawn], l2)
                 continue
             z = v.copy()
             for j in range(sizes(i)):
-                idx = batch(seed, w, i, 1, len(y), j)
+                idx = drawn[j : j + 1]
                 z = z - eta * share[w] * logistic_grad(z, A[idx], y[idx], l2)
             total += v - z
         v = v - total

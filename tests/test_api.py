@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -92,8 +91,10 @@ def test_own_module_loss_and_arrays_agree_on_both_engines(tmp_path: Path) -> Non
         torch.testing.assert_close(distributed["params"], simulated.params, rtol=0, atol=1e-5)
 
 
-def test_run_trains_the_users_module_and_returns_its_state_dict(tmp_path: Path) -> None:
-    os.chdir(tmp_path)
+def test_run_trains_the_users_module_and_returns_its_state_dict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     result = user_run("sasg")
     assert result is not None
     assert list(tmp_path.iterdir()) == [], "out=None writes nothing"
@@ -170,8 +171,10 @@ def test_batch_norm_module_returns_training_set_statistics() -> None:
     assert float(loss) == pytest.approx(reported, abs=1e-3)
 
 
-def test_compare_shares_data_and_seeds_and_writes_nothing_without_out(tmp_path: Path) -> None:
-    os.chdir(tmp_path)
+def test_compare_shares_data_and_seeds_and_writes_nothing_without_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     X, y = arrays()
     comparison = lowcomm.compare(
         ["sgd", "local-sgd"],

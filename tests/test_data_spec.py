@@ -8,7 +8,8 @@ from lowcomm.data.spec import DataSpec, PartitionSpec, parse_data_spec, parse_pa
 DATA_ALLOWED = (
     "one of libsvm:TRAIN[,TEST][,n_features=N], csv:TRAIN[,TEST][,label=NAME], "
     "parquet:TRAIN[,TEST][,label=NAME], npz:PATH, mnist:DIR, digits, breast-cancer, wine, iris, "
-    "synthetic-logistic[:N,D], synthetic-pca[:N,D]"
+    "synthetic-logistic[:N,D], synthetic-pca[:N,D], "
+    "text:TRAIN[,TEST][,streams=S][,bptt=T][,group=G]"
 )
 
 
@@ -85,9 +86,9 @@ def test_parse_partition_spec_valid(text: str, expected: PartitionSpec, canonica
 @pytest.mark.parametrize(
     ("text", "allowed"),
     [
-        ("shuffle", "one of iid, sorted, classes:K, dirichlet:ALPHA, size-skew:POWER"),
-        ("iid:2", "one of iid, sorted, classes:K, dirichlet:ALPHA, size-skew:POWER"),
-        ("", "one of iid, sorted, classes:K, dirichlet:ALPHA, size-skew:POWER"),
+        ("shuffle", "one of iid, sorted, classes:K, dirichlet:ALPHA, size-skew:POWER, contiguous"),
+        ("iid:2", "one of iid, sorted, classes:K, dirichlet:ALPHA, size-skew:POWER, contiguous"),
+        ("", "one of iid, sorted, classes:K, dirichlet:ALPHA, size-skew:POWER, contiguous"),
         ("classes", "classes:K with an integer K >= 1"),
         ("classes:0", "classes:K with an integer K >= 1"),
         ("classes:1.5", "classes:K with an integer K >= 1"),

@@ -17,6 +17,7 @@ from lowcomm.experiments.measures import (
     non_increasing,
     pooled_loglog_slope,
     reach,
+    seed_mean,
     suboptimality,
 )
 from lowcomm.problems.logistic import LogisticRegression
@@ -99,3 +100,11 @@ def test_decreased_compares_last_with_first() -> None:
     assert decreased([128, 256, 64])
     assert not decreased([16, 8, 16])
     assert not decreased([5.0])
+
+
+def test_seed_mean_has_no_value_when_a_seed_has_none() -> None:
+    assert seed_mean([1.0, 3.0]) == 2.0
+    assert math.isnan(seed_mean([1.0, math.nan]))
+    frame = pd.DataFrame({"m": [1, 1, 2, 2], "v": [1.0, 2.0, 4.0, math.nan]})
+    means = frame.groupby("m")["v"].agg(seed_mean)
+    assert means[1] == 1.5 and math.isnan(means[2])

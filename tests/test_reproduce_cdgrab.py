@@ -1,59 +1,43 @@
-"""``lowcomm reproduce cdgrab``: the study's pieces, its claims, and its report against the runs."""
+"""``lowcomm reproduce cdgrab``: its measures on hand-made numbers, and its report recomputed."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+from scipy.optimize import minimize
 
-from lowcomm.data.loaders import load_data
-from lowcomm.data.spec import parse_data_spec
 from lowcomm.experiments.config import make_config
 from lowcomm.experiments.reproduce import REPRODUCTIONS
 from lowcomm.experiments.reproduce.cdgrab import (
-    FIGURES,
-    HerdingStudy,
-    LenetStudy,
-    LogisticStudy,
-    SignStudy,
-    SpeedupStudy,
-    Study,
-    agreement,
-    herding_claims,
-    herding_trial,
-    lenet_claim,
-    logistic_claims,
-    run_study,
-    speedup_claims,
-    study_for,
-    synthetic_data,
-    unit_vectors,
-    visited,
+    CLAIMS,
+    QUICK,
+    STUDY,
+    calibration_measures,
+    epoch_steps,
+    herding,
+    herding_measures,
+    hmda_measures,
+    lstm_measures,
+    plan,
+    run,
+    speedup_measures,
+    verdicts,
 )
-from lowcomm.experiments.reproduce.report import Outcome, Request, mean_std
-from lowcomm.experiments.runner import prepare
-from lowcomm.ordering.balance import coordinated_pair_balance
-from lowcomm.problems.logistic import newton_optimum
-
-TINY_DATA = synthetic_data(128)
-TINY = Study(
-    HerdingStudy(256, (2, 4, 8), 10, 1),
-    (LogisticStudy("synthetic", TINY_DATA, 0.25, 3, (0, 1), workers=(1, 2, 4)),),
-    SpeedupStudy(TINY_DATA, 0.25, 3, 0, workers=(1, 2, 4)),
-    SignStudy(workers=4, offline=(4, 16)),
-    LenetStudy("digits", 2, (0,), workers=4, batch_size=8),
-)
+from lowcomm.experiments.reproduce.report import Outcome, Request, number
+from lowcomm.experiments.runner import execute, prepare
+from lowcomm.experiments.study import datasets_root, run_study
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
-    """The whole study at a tiny size (LeNet on digits); about 15 s."""
+def quick(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
+    """The quick study as ``lowcomm reproduce cdgrab --quick`` runs it, one job at a time."""
     out = tmp_path_factory.mktemp("reproduce") / "cdgrab"
-    return run_study(TINY, out, "lowcomm reproduce cdgrab --test")
+    return run_study(STUDY, Request(out=out, quick=True, command="lowcomm reproduce cdgrab --t"))
 
 
 def table_rows(report: str, heading: str) -> list[list[str]]:
@@ -64,81 +48,124 @@ def table_rows(report: str, heading: str) -> list[list[str]]:
     return [[cell.strip() for cell in line[2:-2].split(" | ")] for line in lines[start + 2 : end]]
 
 
-def final_suboptimality(folder: Path) -> float:
-    """A saved run's last training loss minus f*, f* recomputed by Newton from its config."""
-    config = json.loads((folder / "run.json").read_text())["config"]
-    prepared = prepare(make_config(config))
-    train = prepared.data.train
-    _, fstar = newton_optimum(prepared.problem, torch.as_tensor(train.X), torch.as_tensor(train.y))
-    history = pd.read_csv(folder / "history.csv")
-    return float(history["train_loss"].iloc[-1]) - fstar
+def hand_fstar(folder: Path) -> float:
+    """f* of a saved run's kept training set, by SciPy's BFGS on the objective written here."""
+    config = make_config(json.loads((folder / "run.json").read_text())["config"])
+    train = prepare(config).data.train
+    X, s = np.asarray(train.X, dtype=float).reshape(train.n, -1), 2.0 * np.asarray(train.y) - 1
+    l2 = config.l2
+
+    def f(w: np.ndarray) -> tuple[float, np.ndarray]:
+        margin = s * (X @ w)
+        loss = np.logaddexp(0.0, -margin).mean() + 0.5 * l2 * w @ w
+        grad = -(X.T @ (s / (1.0 + np.exp(margin)))) / len(s) + l2 * w
+        return float(loss), grad
+
+    found = minimize(f, np.zeros(X.shape[1]), jac=True, method="BFGS", options={"gtol": 1e-13})
+    return float(found.fun)
 
 
-# --- pieces ------------------------------------------------------------------------------------
+def final_loss(folder: Path) -> float:
+    return float(pd.read_parquet(folder / "history.parquet")["train_loss"].iloc[-1])
 
 
-def test_registered() -> None:
-    assert "cdgrab" in REPRODUCTIONS
+# --- the quick study, recomputed from what it saved ---------------------------------------------
 
 
-def test_synthetic_data_leaves_exactly_the_training_examples_asked_for() -> None:
-    for train in (128, 1024, 4096):
-        loaded = load_data(parse_data_spec(synthetic_data(train)), 0, 0.25)
-        assert loaded.train.n == train
+def test_quick_claims_table_and_claims_json_agree(quick: Outcome) -> None:
+    rows = table_rows(quick.report.read_text(), "## Claims")
+    assert (
+        [row[1] for row in rows] == [c.claim for c in quick.claims] == [c[0] for c in CLAIMS[:11]]
+    )
+    assert [row[-1] for row in rows] == [f"**{c.verdict}**" for c in quick.claims]
+    listed = json.loads((quick.out / "claims.json").read_text())
+    assert [c["result"] for c in listed["claims"]] == [c.verdict for c in quick.claims]
+    # judged: A and C's speedup and D-RR claims; never a FAIL from the small size
+    assert [c.passed for c in quick.claims] == [True] * 4 + [
+        None,
+        None,
+        True,
+        None,
+        True,
+        None,
+        None,
+    ]
+    assert all(c["result"] == "not judged" for c in listed["sensitivity"])
 
 
-def test_quick_study_needs_no_shared_data_and_says_what_it_skips() -> None:
-    study = study_for(Request(out=Path("x"), quick=True))
-    assert [s.name for s in study.logistic] == ["synthetic"]
-    assert study.lenet is None
-    assert len(study.notes) == 2
-    assert all("shared" not in s.data for s in study.logistic)
+def test_quick_herding_claims_equal_a_recomputation_from_the_saved_bounds(quick: Outcome) -> None:
+    bounds = pd.concat(
+        [pd.read_parquet(quick.out / "A" / f"m{m}" / "table.parquet") for m in (2, 4, 8, 16, 32)]
+    )
+    last = bounds[bounds["round"] == QUICK.herding_rounds]
+    cd = {
+        m: last[(last.m == m) & (last.method == "cd-grab")]["bound"].mean()
+        for m in (2, 4, 8, 16, 32)
+    }
+    flat = max(cd.values()) / min(cd.values())
+    assert f"({flat:.2f}x)" in quick.claims[0].measured
+    assert quick.claims[0].passed == (flat <= 1.5)
+    below = min(
+        last[(last.m == m) & (last.method == i)]["bound"].mean() / cd[m]
+        for m in (8, 16, 32)
+        for i in ("id-grab-mean", "id-grab")
+    )
+    assert f">= {below:.2f}x" in quick.claims[1].measured
+    start = bounds[(bounds["round"] == 0) & (bounds.method == "d-rr")].groupby("m")["bound"].mean()
+    drr = last[last.method == "d-rr"].groupby("m")["bound"].mean() / start
+    assert quick.claims[3].passed == bool(((drr >= 0.5) & (drr <= 2)).all())
 
 
-def test_unit_vectors_are_centred_per_worker() -> None:
-    vectors = unit_vectors(np.random.default_rng(0), 3, 10, 4)
-    assert np.allclose(vectors.mean(axis=1), 0.0)
+def test_quick_speedup_claims_equal_a_recomputation_from_the_histories(quick: Outcome) -> None:
+    folder = quick.out / "C"
+    sub = {
+        (m, o): final_loss(folder / f"m{m}" / o / "seed0")
+        - hand_fstar(folder / f"m{m}" / o / "seed0")
+        for m in (1, 2, 4, 8, 16)
+        for o in ("d-rr", "cd-grab")
+    }
+    assert quick.claims[6].measured.startswith(f"m = 1: {number(sub[1, 'cd-grab'], 3)};")
+    ratios = [sub[m, "cd-grab"] / sub[1, "cd-grab"] for m in (2, 4, 8, 16)]
+    assert f"{number(min(ratios), 3)}-{number(max(ratios), 3)}x" in quick.claims[6].measured
+    assert quick.claims[6].passed == (max(ratios) <= 3)
+    drr = [sub[m, "d-rr"] / sub[1, "d-rr"] for m in (1, 2, 4, 8, 16)]
+    assert quick.claims[8].passed == all(1 / 3 <= r <= 3 for r in drr)
 
 
-def test_identity_projection_agrees_with_the_faithful_server_everywhere() -> None:
-    rng = np.random.default_rng(1)
-    grads = rng.normal(size=(3, 8, 5))
-    order = np.stack([rng.permutation(8) for _ in range(3)])
-    faithful, signs, _ = coordinated_pair_balance(order, grads)
-    following, shares = agreement(order, grads, signs, np.eye(5))
-    assert shares == {"decisions": 1.0, "walks": 1.0}
-    assert np.array_equal(following, faithful)
+def test_quick_sign_mode_runs_beside_the_faithful_server(quick: Outcome) -> None:
+    folder = quick.out / "B-synthetic" / "m16"
+    faithful = pd.read_parquet(folder / "cd-grab" / "seed0" / "history.parquet")
+    k4 = pd.read_parquet(folder / "cd-grab-signs-k4" / "seed0" / "history.parquet")
+    assert len(k4) == len(faithful) and not np.array_equal(faithful["train_loss"], k4["train_loss"])
 
 
-def test_herding_trial_balances_cd_grab_and_not_d_rr() -> None:
-    study = HerdingStudy(512, (4,), 8, 1)
-    bounds, shares = herding_trial(study, 4, 0)
-    table = pd.DataFrame(bounds).set_index(["method", "round"])["bound"]
-    assert table["cd-grab", 8] < table["cd-grab", 0] / 3
-    assert table["d-rr", 8] > table["d-rr", 0] / 3
-    assert len(shares) == study.rounds * len(study.projections)
-    assert all(0.0 <= s["decisions"] <= 1.0 for s in shares)
+def test_sign_mode_without_projection_is_cd_grab() -> None:
+    runs = [
+        execute(prepare(run("B", "synthetic-logistic:200,5", 4, o, 0, 2, lr=0.1).config), False)
+        for o in ("cd-grab", "cd-grab-signs-k0")
+    ]
+    assert np.array_equal(runs[0].history["train_loss"], runs[1].history["train_loss"])
 
 
-def test_visited_reads_vectors_in_visiting_order() -> None:
-    vectors = np.arange(12.0).reshape(1, 6, 2)
-    order = np.array([[5, 0, 1, 2, 3, 4]])
-    assert np.array_equal(visited(vectors, order)[0, 0], vectors[0, 5])
+def test_quick_report_has_its_tables_figures_and_notes(quick: Outcome) -> None:
+    report = quick.report.read_text()
+    for name in ("herding", "c", "b-synthetic"):
+        assert (quick.out / f"{name}.csv").is_file() and (quick.out / f"{name}.png").is_file()
+    assert "## Sensitivity results" in report and "## Setup" in report and "$" not in report
 
 
-# --- claims on hand-made measurements ------------------------------------------------------------
+# --- measures on hand-made numbers ---------------------------------------------------------------
 
 
-def herding_table(final: dict[str, list[float]], ms: list[int], start: float) -> pd.DataFrame:
+def herding_rows(final: dict[str, list[float]], ms: list[int], start: float) -> pd.DataFrame:
     rows = []
     for method, values in final.items():
         for m, value in zip(ms, values, strict=True):
-            rows.append({"m": m, "trial": 0, "method": method, "round": 0, "bound": start})
-            rows.append({"m": m, "trial": 0, "method": method, "round": 5, "bound": value})
-    return pd.DataFrame(rows)
+            rows += [(m, 0, method, 0, start), (m, 0, method, 5, value)]
+    return pd.DataFrame(rows, columns=["m", "trial", "method", "round", "bound"])
 
 
-def test_herding_claims_pass_on_the_papers_shape_and_fail_otherwise() -> None:
+def test_herding_measures_pass_on_the_papers_shape_and_fail_otherwise() -> None:
     ms = [2, 8, 32]
     good = {
         "cd-grab": [2.4, 2.2, 2.1],
@@ -146,115 +173,161 @@ def test_herding_claims_pass_on_the_papers_shape_and_fail_otherwise() -> None:
         "id-grab": [3.5, 7.0, 14.0],
         "d-rr": [50.0, 48.0, 55.0],
     }
-    assert [c.passed for c in herding_claims(herding_table(good, ms, 50.0), 5)] == [True] * 4
-    bad = {**good, "cd-grab": [2.0, 4.0, 8.0], "d-rr": [10.0, 10.0, 10.0]}
-    assert [c.passed for c in herding_claims(herding_table(bad, ms, 50.0), 5)] == [
+    assert [ok for _, ok in herding_measures(herding_rows(good, ms, 50.0))] == [True] * 4
+    bad = good | {"cd-grab": [2.0, 4.0, 8.0], "d-rr": [10.0, 10.0, 10.0]}
+    assert [ok for _, ok in herding_measures(herding_rows(bad, ms, 50.0))] == [
         False,
         False,
         True,
         False,
     ]
+    flat = good | {"id-grab": [3.5, 3.6, 3.7]}  # no sqrt(m) growth
+    assert [ok for _, ok in herding_measures(herding_rows(flat, ms, 50.0))][2] is False
 
 
-def run_rows(part: str, finals: dict[tuple[int, str, int], tuple[float, float]]) -> pd.DataFrame:
-    """Per-epoch rows with the given (loss, suboptimality) at the last epoch."""
-    rows = []
-    for (m, method, seed), (loss, sub) in finals.items():
-        for epoch, scale in ((0, 10.0), (2, 1.0)):
-            row = {"part": part, "m": m, "method": method, "seed": seed, "epoch": epoch}
-            rows.append(row | {"train_loss": loss * scale, "suboptimality": sub * scale})
+def finals(values: dict[tuple[int, str, int], tuple[float, float]], **extra: float) -> pd.DataFrame:
+    """Last-epoch rows with the given (train loss, f - f*) per (m, method, seed)."""
+    rows = [
+        {"m": m, "method": o, "seed": s, "train_loss": loss, "suboptimality": sub} | extra
+        for (m, o, s), (loss, sub) in values.items()
+    ]
     return pd.DataFrame(rows)
 
 
-def test_logistic_claims_follow_the_spec_criteria() -> None:
+def test_calibration_measures_follow_the_spec_criteria() -> None:
     subs = {
-        1: {"d-rr": 1e-1, "cd-grab": 1e-2},
         4: {"d-rr": 2e-2, "id-grab-mean": 9e-4, "id-grab": 2e-3, "cd-grab": 3e-4},
         16: {"d-rr": 3e-3, "id-grab-mean": 3e-4, "id-grab": 3e-4, "cd-grab": 4e-6},
     }
-    finals = {
-        (m, method, seed): (0.4 + sub, sub)
-        for m, row in subs.items()
-        for method, sub in row.items()
-        for seed in (0, 1)
+    values = {
+        (m, o, s): (0.4 + v, v) for m, row in subs.items() for o, v in row.items() for s in (0, 1)
     }
-    claims = logistic_claims(run_rows("B-x", finals), "B-x", "x")
-    assert [c.passed for c in claims] == [True, True, True]
-    assert "m = 4: 66.7x" in claims[1].measured
-    finals[4, "cd-grab", 1] = (0.5, 3e-4)  # one seed where CD-GraB's loss is higher
-    assert not logistic_claims(run_rows("B-x", finals), "B-x", "x")[0].passed
+    measured = calibration_measures(finals(values))
+    assert [ok for _, ok in measured] == [True, True, True]
+    assert measured[1][0] == "m = 4: 66.7x, m = 16: 750x"
+    values[4, "cd-grab", 1] = (0.5, 3e-4)  # one seed where CD-GraB's loss is higher
+    assert not calibration_measures(finals(values))[0][1]
+    values[16, "cd-grab", 0] = values[16, "cd-grab", 1] = (0.4, 1e-3)  # gap shrinks with m
+    assert [ok for _, ok in calibration_measures(finals(values))][1:] == [False, False]
 
 
-def test_speedup_claims_follow_the_spec_criteria() -> None:
-    subs = {
-        1: {"d-rr": 6e-3, "cd-grab": 1e-5},
-        2: {"d-rr": 3e-3, "cd-grab": 8e-6, "id-grab-mean": 3e-5},
-        16: {"d-rr": 3e-3, "cd-grab": 2e-5, "id-grab-mean": 7e-4},
-    }
-    finals = {(m, o, 0): (0.4 + v, v) for m, row in subs.items() for o, v in row.items()}
-    assert [c.passed for c in speedup_claims(run_rows("C", finals))] == [True, True, True]
-    finals[16, "cd-grab", 0] = (0.4, 4e-5)
-    assert [c.passed for c in speedup_claims(run_rows("C", finals))] == [False, True, True]
+def test_speedup_measures_follow_the_spec_criteria() -> None:
+    subs = {1: {"d-rr": 6e-3, "cd-grab": 1e-5}}
+    subs |= {2: {"d-rr": 3e-3, "cd-grab": 8e-6, "id-grab-mean": 3e-5}}
+    subs |= {16: {"d-rr": 3e-3, "cd-grab": 2e-5, "id-grab-mean": 7e-4}}
+    values = {(m, o, 0): (0.4 + v, v) for m, row in subs.items() for o, v in row.items()}
+    assert [ok for _, ok in speedup_measures(finals(values))] == [True, True, True]
+    values[16, "cd-grab", 0] = (0.4, 4e-5)
+    values[16, "id-grab-mean", 0] = (0.4, 2e-4)
+    values[16, "d-rr", 0] = (0.4, 6e-2)
+    assert [ok for _, ok in speedup_measures(finals(values))] == [False, False, False]
 
 
-def test_lenet_claim_states_the_noise() -> None:
-    finals = {(8, "d-rr", 0): (0.30, np.nan), (8, "d-rr", 1): (0.34, np.nan)}
-    finals |= {(8, "cd-grab", 0): (0.29, np.nan), (8, "cd-grab", 1): (0.33, np.nan)}
-    claim = lenet_claim(run_rows("D", finals))
-    assert claim.passed
-    assert "lower on 2 of 2 seeds" in claim.measured and "within the seed spread" in claim.measured
+def test_hmda_measures_compare_means_over_seeds() -> None:
+    values = {(4, "cd-grab", 0): (0.30, math.nan), (4, "cd-grab", 1): (0.34, math.nan)}
+    values |= {(4, "d-rr", 0): (0.25, math.nan), (4, "d-rr", 1): (0.41, math.nan)}
+    table = finals(values, test_metric=0.8)
+    measured = hmda_measures(table)
+    text = "CD-GraB 0.320000 vs D-RR 0.330000 (-0.01; lower on 1 of 2 seeds, std 0.085)"
+    assert measured == [(text, True), ("CD-GraB 80.00% vs D-RR 80.00%", True)]
+    table.loc[table["method"] == "cd-grab", "train_loss"] += 0.02
+    table.loc[table["method"] == "cd-grab", "test_metric"] -= 0.01
+    assert [ok for _, ok in hmda_measures(table)] == [False, False]
 
 
-# --- end to end on the tiny study ----------------------------------------------------------------
+def test_verdicts_with_a_reason_are_not_judged_and_never_measure() -> None:
+    def fail() -> list[tuple[str, bool]]:
+        raise AssertionError("measured")
+
+    claims = verdicts(CLAIMS[4:6], fail, "not judged at quick size: why")
+    assert [(c.passed, c.measured) for c in claims] == [(None, "not judged at quick size: why")] * 2
 
 
-@pytest.mark.slow
-def test_writes_report_figures_tables_and_every_run(tiny: Outcome) -> None:
-    out, report = tiny.out, tiny.report.read_text()
-    assert report.startswith("# Reproduction: CD-GraB")
-    for name in (*FIGURES, "suboptimality-synthetic"):
-        assert (out / f"{name}.png").stat().st_size > 0
-        assert f"]({name}.png)" in report
-    for name in ("herding.csv", "agreement.csv", "runs.csv", "optima.csv", "streams.csv"):
-        assert (out / name).is_file()
-    files = {p.name for p in (out / "B-synthetic" / "m4" / "cd-grab" / "seed1").iterdir()}
-    assert files == {"history.csv", "history.parquet", "run.json"}
-    assert (out / "signs" / "m4" / "cd-grab-signs-k0" / "seed0" / "run.json").is_file()
+# --- pieces --------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_claims_of_every_experiment_with_a_verdict(tiny: Outcome) -> None:
-    rows = table_rows(tiny.report.read_text(), "## Claims")
-    assert len(rows) == len(tiny.claims) == 4 + 3 + 3 + 1
-    assert [row[1][:2] for row in rows] == ["A."] * 4 + ["B "] * 3 + ["C."] * 3 + ["D."]
-    assert [row[-1] for row in rows] == [f"**{c.verdict}**" for c in tiny.claims]
-    listed = json.loads((tiny.out / "claims.json").read_text())["claims"]
-    assert [c["result"] for c in listed] == [c.verdict for c in tiny.claims]
+def test_registered_and_quick_plan_needs_no_shared_data() -> None:
+    assert "cdgrab" in REPRODUCTIONS
+    jobs = plan(Request(out=Path("x"), quick=True)).jobs
+    assert {j.key[0] for j in jobs} == {"A", "C", "B-synthetic", "optima"}
+    assert all("shared" not in (j.config.data if j.config else "") for j in jobs)
 
 
-@pytest.mark.slow
-def test_suboptimality_in_the_report_equals_a_recomputation_from_the_saved_runs(
-    tiny: Outcome,
+def test_hmda_configuration_is_the_authors_script() -> None:
+    jobs = plan(Request(out=Path("x"), quick=True, data="synthetic-logistic:400,6")).jobs
+    hmda = [j.config for j in jobs if j.key[0] == "B-hmda" and j.config]
+    assert len(hmda) == 2 * len(QUICK.hmda_seeds)
+    for c in hmda:
+        assert (c.workers, c.epochs, c.l2, c.intercept, c.test_fraction) == (4, 50, 0.0, True, 0.2)
+        assert (c.options["batch_size"], c.options["momentum"], c.options["lr"]) == (4, 0.9, 5e-3)
+        assert c.eval_every == epoch_steps(c.data, 0.2, 4, 4)[0]
+
+
+def test_intercept_adds_a_bias_to_logistic_and_softmax() -> None:
+    for data, dim in (("synthetic-logistic:200,5", 5), ("iris", 3 * 4)):
+        base = {"data": data, "model": "auto", "rounds": 2}
+        assert prepare(make_config(base)).problem.dim == dim
+        classes = 1 if dim == 5 else 3
+        biased = prepare(make_config(base | {"intercept": True})).problem
+        assert biased.dim == dim + classes and biased.fit_intercept  # type: ignore[attr-defined]
+
+
+def test_herding_balances_cd_grab_and_not_d_rr() -> None:
+    table = herding(QUICK.__class__(herding_total=512, herding_rounds=8, herding_trials=1), 4)
+    final = table.set_index(["method", "round"])["bound"]
+    assert final["cd-grab", 8] < final["cd-grab", 0] / 3
+    assert final["d-rr", 8] > final["d-rr", 0] / 3
+    assert set(table["method"]) == {"d-rr", "id-grab-mean", "id-grab", "cd-grab"}
+
+
+def test_full_plan_without_phishing_says_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    out = tiny.out
-    rows = table_rows(tiny.report.read_text(), "## B. Logistic regression, synthetic")
-    cells = {(row[0], row[1]): row for row in rows}
-    subs = {
-        order: [
-            final_suboptimality(out / "B-synthetic" / "m2" / order / f"seed{k}") for k in (0, 1)
-        ]
-        for order in ("cd-grab", "d-rr")
-    }
-    assert cells["2", "CD-GraB"][4] == mean_std(subs["cd-grab"], 3)
-    assert cells["2", "D-RR"][4] == mean_std(subs["d-rr"], 3)
-    ratio = np.mean(subs["d-rr"]) / np.mean(subs["cd-grab"])
-    assert cells["2", "CD-GraB"][5] == f"{ratio:.3g}x"
-    assert f"m = 2: {ratio:.3g}x" in tiny.claims[5].measured
+    monkeypatch.setenv("LOWCOMM_DATASETS", str(tmp_path))
+    built = plan(Request(out=tmp_path / "out"))
+    assert "phishing not found" in built.note
+    assert {j.key[0] for j in built.jobs} == {"A", "C", "B-synthetic", "optima"}
 
 
-@pytest.mark.slow
-def test_sign_mode_without_projection_equals_cd_grab_in_the_runs(tiny: Outcome) -> None:
-    rows = table_rows(tiny.report.read_text(), "Runs at m = 4")
-    by_server = {row[0]: row for row in rows}
-    assert by_server["CD-GraB signs, k = d"][1] == by_server["CD-GraB"][1]
-    assert by_server["CD-GraB signs, k = d"][4] == "0"
+@pytest.mark.shared_data
+def test_full_plan_runs_the_hmda_configuration_on_phishing() -> None:
+    phishing = datasets_root() / "phishing" / "phishing.gz"
+    if not phishing.is_file():
+        pytest.skip(f"{phishing} not found")
+    built = plan(Request(out=Path("x")))
+    assert not built.note
+    hmda = [j for j in built.jobs if j.key[0] == "B-hmda"]
+    assert {j.config.data for j in hmda if j.config} == {f"libsvm:{phishing}"}
+    assert len(hmda) == 6 and built.facts["name"] == "phishing"
+
+
+def test_lstm_measures_pass_and_fail_on_the_papers_numbers() -> None:
+    paper = pd.DataFrame(
+        {"method": ["d-rr", "cd-grab"], "seed": [0, 0], "train_loss": [5.36, 5.31]}
+        | {"test_metric": [232.0, 223.0]}
+    )
+    assert [ok for _, ok in lstm_measures(paper)] == [True, True]
+    assert lstm_measures(paper)[1][0] == "CD-GraB 223.0 vs D-RR 232.0"
+    worse = paper.assign(train_loss=[5.30, 5.31], test_metric=[220.0, 223.0])
+    assert [ok for _, ok in lstm_measures(worse)] == [False, False]
+
+
+def test_the_full_plan_runs_the_lstm_when_wikitext_is_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "wikitext-2"
+    folder.mkdir()
+    words = " ".join(f"w{i % 50}" for i in range(3000))
+    for name in ("valid.txt", "test.txt"):
+        (folder / name).write_text(words + "\n")
+    monkeypatch.setenv("LOWCOMM_DATASETS", str(tmp_path))
+    lstm = [job for job in plan(Request(out=tmp_path)).jobs if job.key[0] == "D"]
+    assert [job.key for job in lstm] == [
+        ("D", "m4", "d-rr", "seed0"),
+        ("D", "m4", "cd-grab", "seed0"),
+    ]
+    config = lstm[1].config
+    assert config is not None and config.model == "lstm-lm" and config.order == "cd-grab"
+    # 3,001 tokens in 16 streams of 187, 5 chunks of 35, cut to an even 4 steps; 2 epochs
+    assert config.eval_every == 2 * 4 and config.options["unit"] == "minibatch"
+    assert not [job for job in plan(Request(out=tmp_path, quick=True)).jobs if job.key[0] == "D"]

@@ -1,81 +1,62 @@
-"""``lowcomm reproduce localnewton``: its measurements, checked by hand against the saved runs."""
+"""``lowcomm reproduce localnewton``: the quick study's claims against a recomputation from its
+saved histories, the claim functions on hand-made curves, and the invariants they rely on."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner, Result
+import torch
 
-from lowcomm.cli import app
-from lowcomm.core.errors import InvalidConfigError
+from lowcomm.algorithms.line_search import ArmijoGrid
 from lowcomm.experiments.config import make_config
-from lowcomm.experiments.reproduce import REPRODUCTIONS, make_request
 from lowcomm.experiments.reproduce.localnewton import (
     ADAPTIVE,
     ADAPTIVE_GIANT,
     GIANT,
     GIANT3,
+    QUICK,
     SCAN,
-    SYNTHETIC,
+    STUDY,
     TARGETS,
     Setting,
-    Study,
-    claims_of,
-    compare,
-    crossover,
+    Sizes,
     curve,
+    history,
     judge,
-    measure,
-    rounds_holds,
-    run_study,
+    plan,
     sci,
-    study_for,
-    time_holds,
-    within,
 )
-from lowcomm.experiments.reproduce.report import Outcome, Request
-from lowcomm.experiments.runner import execute, prepare
+from lowcomm.experiments.reproduce.report import Request
+from lowcomm.experiments.study import DATASETS_ENV, run_study
+from lowcomm.problems import linear
 
-TINY = Study(
-    ("synthetic-logistic:400,6",),
+IID = Setting("toy", 8, "1/n", "iid", 0)
+SORTED = Setting("toy", 8, "1/n", "sorted", 0)
+TINY = Sizes(
+    data=("phishing",),
     workers=(4,),
     gammas=("1/n",),
-    splits=("iid", "sorted"),
+    stress=(4, "1/n"),
     sync_rounds=8,
     local_steps=(1, 2),
     adaptive_l0=3,
-    sgd_lrs=(0.5,),
+    sgd_lrs=(1.0,),
 )
-LABELS = {m.key: m.label for m in TINY.methods()} | {GIANT3: "GIANT (3 rounds/iteration)"}
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
-    """The study at a tiny size: 2 settings, 8 sync rounds."""
+def quick(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The QUICK study, run once, serially."""
     out = tmp_path_factory.mktemp("reproduce") / "localnewton"
-    return run_study(TINY, out, "lowcomm reproduce localnewton --test")
-
-
-def saved(out: Path, slug: str, key: str) -> pd.DataFrame:
-    return pd.read_csv(out / slug / key / "history.csv")
-
-
-def f_star(out: Path, slug: str) -> float:
-    return float(json.loads((out / slug / "setting.json").read_text())["f_star"])
-
-
-def hand_reach(history: pd.DataFrame, fstar: float, target: float, column: str) -> float:
-    """``column`` at the first saved row whose (F - F*) / F* <= target, by a plain loop."""
-    for _, row in history.iterrows():
-        if (row["train_loss"] - fstar) / fstar <= target:
-            return float(row[column])
-    return math.nan
+    request = Request(out=out, quick=True, command="lowcomm reproduce localnewton --quick")
+    run_study(STUDY, request)
+    return out
 
 
 def table_rows(report: str, heading: str) -> list[list[str]]:
@@ -86,241 +67,235 @@ def table_rows(report: str, heading: str) -> list[list[str]]:
     return [[cell.strip() for cell in line[2:-2].split(" | ")] for line in lines[start + 2 : end]]
 
 
-def cell(value: float) -> str:
-    return "-" if math.isnan(value) else f"{value:.3g}"
+def first(history: pd.DataFrame, f_star: float, target: float, column: str) -> float:
+    """``column`` at the first row whose (F - F*)/F* <= target, by a plain loop; NaN if none."""
+    for _, row in history.iterrows():
+        if (row["train_loss"] - f_star) / f_star <= target:
+            return float(row[column])
+    return math.nan
 
 
-# --- end to end on the tiny study ---------------------------------------------------------------
+def hand_claims(out: Path, setting: str, f_star: float, budget: int) -> list[tuple[str, bool]]:
+    """Per target: the rounds cell and the verdict; then the adaptive L text and verdict."""
+    runs = {}
+    for folder in (out / setting).iterdir():
+        table = pd.read_parquet(folder / "table.parquet")
+        runs[folder.name] = table[table["sync_rounds"] <= budget]
+    newton = sorted(  # the plan's order (ties go to the first): L1, L2, ..., adaptive, +GIANT
+        (k for k in runs if k.startswith("local-newton")),
+        key=lambda k: (0, int(k[14:])) if k[13] == "L" else (1, len(k)),
+    )
+    found = []
+    for t in TARGETS:
+        giant = runs[GIANT]
+
+        def bound(column: str, giant: pd.DataFrame = giant, t: float = t) -> float:
+            cost = first(giant, f_star, t, column)
+            return float(giant[column].iloc[-1]) if math.isnan(cost) else cost
+
+        def best(costs: dict[str, float]) -> tuple[str, float]:
+            reached = {k: v for k, v in costs.items() if not math.isnan(v)}
+            if not reached:
+                return "", math.nan
+            low = min(reached.values())
+            return next(k for k in newton if reached.get(k) == low), low
+
+        variant, rounds = best({k: first(runs[k], f_star, t, "sync_rounds") for k in newton})
+        ok = not math.isnan(rounds) and rounds <= 0.6 * bound("sync_rounds")
+        for tau in (1.0, 3.0):
+            timed = {}
+            for k in [*newton, GIANT]:
+                frame = runs[k].assign(at=runs[k]["sim_time"] + (tau - 1) * runs[k]["sync_rounds"])
+                timed[k] = frame
+            ln = best({k: first(timed[k], f_star, t, "at") for k in newton})[1]
+            cost = first(timed[GIANT], f_star, t, "at")
+            gb = float(timed[GIANT]["at"].iloc[-1]) if math.isnan(cost) else cost
+            ok = ok and not math.isnan(ln) and ln <= 0.4 * gb
+        name = variant.removeprefix("local-newton-").replace("-giant", "+GIANT")
+        reached = first(giant, f_star, t, "sync_rounds")
+        shown = f"{reached:g}" if not math.isnan(reached) else f">{bound('sync_rounds'):g}"
+        cell = (
+            f"- / {shown}"
+            if not variant
+            else (f"{rounds:g} / {shown} = {rounds / bound('sync_rounds'):.2f} ({name})")
+        )
+        found.append((cell, ok))
+    steps = runs[ADAPTIVE]["local_steps"].tolist()
+    found.append((f"L {steps[0]:g} -> {steps[-1]:g}", steps[-1] < steps[0]))
+    return found
 
 
-def test_writes_report_figures_claims_and_every_run(tiny: Outcome) -> None:
-    out, report = tiny.out, tiny.report.read_text()
-    assert tiny.report == out / "report.md"
-    assert report.startswith("# Reproduction: LocalNewton")
-    assert "lowcomm reproduce localnewton --test" in report
-    for name in ("subopt-rounds-w4-g1n", "subopt-time-w4-g1n", "adaptive-L"):
-        assert (out / f"{name}.png").stat().st_size > 0
-        assert f"]({name}.png)" in report
-    for setting in TINY.settings():
-        assert (out / setting.slug / "setting.json").is_file()
-        for method in TINY.methods():
-            files = {p.name for p in (out / setting.slug / method.key).iterdir()}
-            assert files == {"history.csv", "history.parquet", "run.json", "ledger.csv"}
-            rounds = saved(out, setting.slug, method.key)["sync_rounds"]
-            # a run that switches to GIANT may overshoot the budget; it is measured up to it
-            assert rounds.iloc[-1] == 8 if method.key != ADAPTIVE_GIANT else rounds.iloc[-1] >= 8
-            assert within(saved(out, setting.slug, method.key), TINY)["sync_rounds"].max() == 8
-    for name in ("claims.json", "targets.csv", "tuning.csv", "study.json"):
-        assert (out / name).is_file()
+# --- the quick study ---------------------------------------------------------------------------
 
 
-def test_claims_are_the_iid_settings_per_target_and_the_adaptive_rule(tiny: Outcome) -> None:
-    report = tiny.report.read_text()
-    rows = table_rows(report, "## Claims table")
-    assert [row[0] for row in rows] == ["1", "2", "3", "4"]  # 3 targets + adaptive, iid only
-    assert [row[-1] for row in rows] == [f"**{c.verdict}**" for c in tiny.claims]
-    assert all("iid" in c.claim and "sorted" not in c.claim for c in tiny.claims)
-    listed = json.loads((tiny.out / "claims.json").read_text())
-    assert [c["result"] for c in listed["claims"]] == [c.verdict for c in tiny.claims]
-    iid, sorted_ = listed["verdicts"]
-    assert (iid["judged"], sorted_["judged"]) == ("claim", "sensitivity")
-    assert iid["holds"] == [c.passed for c in tiny.claims[:3]]
-    assert iid["adaptive_decreased"] == tiny.claims[3].passed
-    assert listed["summary"].startswith("iid split (the paper's setting, the verdict): ")
-    assert "Other splits (sensitivity, not in the verdict)" in listed["summary"]
-    assert listed["summary"] in report
+@pytest.mark.shared_data
+def test_quick_claims_equal_a_recomputation_from_the_saved_histories(quick: Path) -> None:
+    saved = json.loads((quick / "claims.json").read_text())
+    report = (quick / "report.md").read_text()
+    facts = saved["facts"]
+    iid = [Setting(**s) for s in facts["settings"] if s["split"] == "iid"]
+    stress = [Setting(**s) for s in facts["settings"] if s["split"] != "iid"]
+    assert len(iid) == len(stress) == 1  # the quick size: one iid setting and its stress test
+    for listed, settings, heading in (
+        (saved["claims"], iid, "## Claims"),
+        (saved["sensitivity"], stress, "## Sensitivity results"),
+    ):
+        rows = table_rows(report, heading)
+        assert [row[-1] for row in rows] == [f"**{c['result']}**" for c in listed]
+        expected = []
+        for s in settings:
+            gamma = s.gamma.replace("/", "")
+            optimum = pd.read_parquet(
+                quick / "optimum" / s.data / gamma / f"s{s.seed}" / "table.parquet"
+            )
+            expected += hand_claims(
+                quick, s.slug, float(optimum["f_star"].iloc[0]), facts["sync_rounds"]
+            )
+        assert len(listed) == len(expected) == 4 * len(settings)
+        for claim, row, (text, ok) in zip(listed, rows, expected, strict=True):
+            assert text in claim["measured"] and text in row[4]
+            assert claim["passed"] is ok
+    assert "not judged" not in report  # every claim is judged at the quick size
 
 
-def test_rounds_and_time_to_target_equal_a_hand_computation(tiny: Outcome) -> None:
-    out = tiny.out
-    rows = table_rows(tiny.report.read_text(), "### synthetic")
-    keys = [*TINY.newton_keys(), GIANT, GIANT3]
-    by_label = {(row[0], row[1]): row for row in rows}
-    for setting in TINY.settings():
-        fstar = f_star(out, setting.slug)
-        short = setting.label().split(", ", 1)[1]
-        for key in keys:
-            history = saved(out, setting.slug, GIANT if key == GIANT3 else key)
-            column = "round" if key == GIANT3 else "sync_rounds"
-            # tau = 1 s in the run; GIANT's 3-round count pays it on line-search rounds too
-            extra = history[column] - history["sync_rounds"]
-            history = history.assign(time=history["sim_time"] + extra)
-            rounds = [hand_reach(history, fstar, t, column) for t in TARGETS]
-            times = [hand_reach(history, fstar, t, "time") for t in TARGETS]
-            assert by_label[short, LABELS[key]][2:8] == [cell(v) for v in rounds + times]
+@pytest.mark.shared_data
+def test_quick_writes_every_run_the_tables_and_figures(quick: Path) -> None:
+    facts = json.loads((quick / "claims.json").read_text())["facts"]
+    for s in facts["settings"]:
+        slug = Setting(**s).slug
+        runs = {p.name for p in (quick / slug).iterdir()}
+        assert {ADAPTIVE, ADAPTIVE_GIANT, GIANT, "gd"} <= runs
+        assert len(runs) == 4 + len(QUICK.local_steps) * (1 + len(QUICK.sgd_lrs))
+    for name in ("verdicts", "targets", "optima", "tuning"):
+        assert (quick / f"{name}.csv").is_file()
+    for name in ("subopt-rounds", "subopt-time", "adaptive-L"):
+        assert (quick / f"{name}.png").stat().st_size > 0
 
 
-def test_claim_cells_equal_a_hand_computation(tiny: Outcome) -> None:
-    out = tiny.out
-    report = tiny.report.read_text()
-    rows = table_rows(report, "## Claims per setting") + table_rows(report, "## Sensitivity")
-    for setting, row in zip(TINY.settings(), rows, strict=True):
-        fstar = f_star(out, setting.slug)
-        giant = saved(out, setting.slug, GIANT)
-        for i, target in enumerate(TARGETS):
-            costs = [
-                hand_reach(saved(out, setting.slug, k), fstar, target, "sync_rounds")
-                for k in TINY.newton_keys()
-            ]
-            best = min((c for c in costs if not math.isnan(c)), default=math.nan)
-            theirs = hand_reach(giant, fstar, target, "sync_rounds")
-            shown = row[1 + 2 * i].split(" (")[0]
-            assert shown.startswith(f"{cell(best)} / ")
-            denominator = theirs if not math.isnan(theirs) else giant["sync_rounds"].iloc[-1]
-            expected = "-" if math.isnan(theirs) else cell(theirs)
-            assert shown.split(" / ")[1].startswith(expected if expected != "-" else ">")
-            if not math.isnan(best):
-                assert shown.endswith(f"= {best / denominator:.2f}")
+# --- the claim functions on hand-made curves ---------------------------------------------------
 
 
-def test_adaptive_check_reads_the_saved_local_steps_column(tiny: Outcome, tmp_path: Path) -> None:
-    iid = TINY.settings()[0]
-    history = saved(tiny.out, iid.slug, ADAPTIVE)
-    steps = history["local_steps"]
-    assert tiny.claims[3].passed == bool(steps.iloc[-1] < steps.iloc[0])
-    copy = tmp_path / "copy"
-    shutil.copytree(tiny.out, copy)
-    folder = copy / iid.slug / ADAPTIVE
-    history = pd.read_parquet(folder / "history.parquet")
-    history["local_steps"] = float(TINY.adaptive_l0)  # the rule never fired
-    history.to_parquet(folder / "history.parquet", index=False)
-    found = measure(TINY, copy)
-    verdict = found.results[0].verdict
-    assert verdict.steps == (3.0, 3.0) and verdict.first_decrease is None
-    assert not found.claims[3].passed
-    assert found.claims[3].measured == "L 3 -> 3 (never lower)"
+def made(
+    rel: list[float], steps: list[float] | None = None, per_round: float = 1.0
+) -> pd.DataFrame:
+    """A history whose (F - F*)/F* is ``rel`` (F* = 1), one sync round per row."""
+    n = len(rel)
+    frame = pd.DataFrame(
+        {
+            "round": np.arange(n),
+            "sync_rounds": np.arange(n),
+            "sim_time": np.arange(n) * per_round,
+            "train_loss": 1.0 + np.asarray(rel),
+        }
+    )
+    return frame.assign(local_steps=steps if steps is not None else np.nan)
 
 
-def test_time_at_other_latencies_and_the_three_round_count_are_exact() -> None:
-    base = {"data": "synthetic-logistic:300,5", "workers": 3, "dtype": "float64", "rounds": 6}
-
-    def run(algorithm: str, options: dict[str, str], latency: float) -> pd.DataFrame:
-        values = {"algorithm": algorithm, "options": options, "round_latency": latency}
-        result = execute(prepare(make_config(base | values | {"seconds_per_grad": 1e-4})))
-        assert result is not None
-        return result.history
-
-    giant = run("giant", {}, 1.0)
-    third = run("giant", {"line_search": "third-round"}, 3.0)
-    counted = curve(giant, 0.5, "round")
-    np.testing.assert_array_equal(counted["rounds"], third["sync_rounds"])
-    np.testing.assert_allclose(counted["time_3"], third["sim_time"])
-    np.testing.assert_allclose(curve(giant, 0.5)["time_0.1"], run("giant", {}, 0.1)["sim_time"])
-    newton = curve(run("local-newton", {}, 1.0), 0.5)
-    np.testing.assert_allclose(newton["time_3"], run("local-newton", {}, 3.0)["sim_time"])
+def curves(newton: list[float], giant: list[float], steps: list[float]) -> dict[str, pd.DataFrame]:
+    found = {
+        "local-newton-L2": curve(made(newton), 1.0),
+        ADAPTIVE: curve(made([1.0] * len(steps), steps), 1.0),
+    }
+    found[GIANT] = curve(made(giant), 1.0)
+    found[GIANT3] = curve(made(giant), 1.0, rounds="round")
+    return found
 
 
-# --- the pieces ---------------------------------------------------------------------------------
+def test_claims_pass_and_fail_on_hand_made_curves() -> None:
+    # LN reaches 1e-2 at round 1, 1e-3 at round 4; GIANT at rounds 6 and 6; LN never 1e-4
+    newton = [1.0, 5e-3, 5e-3, 5e-3, 5e-4, 5e-4, 5e-4, 5e-4, 5e-4, 5e-4]
+    giant = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 5e-5, 5e-5, 5e-5, 5e-5]
+    row, claims = judge(IID, curves(newton, giant, [8, 8, 7, 7, 7, 7, 7, 7, 7, 7]))
+    assert [c.passed for c in claims] == [True, False, False, True]
+    assert "1 / 6 = 0.17 (L2)" in claims[0].measured
+    assert "4 / 6 = 0.67 (L2)" in claims[1].measured  # 0.67 > 0.6: FAIL on rounds alone
+    assert "- / 6" in claims[2].measured
+    assert claims[3].measured == "L 8 -> 7 (first lower at sync round 2)"
+    assert row["holds at"] == "1e-2" and row["judged as"] == "claim"
+    # the crossover: the rounds criterion holds down to 5.6e-3 (LN reaches it at round 1)
+    assert "crossover: rounds 5.6e-3, time 5.6e-3" in claims[0].measured
+    _, never = judge(SORTED, curves(newton, giant, [8.0] * 10))
+    assert not never[3].passed and never[3].measured.endswith("(never lower)")
 
 
-def frame(rounds: list[float], rel: list[float]) -> pd.DataFrame:
-    """A hand-made curve whose time at latency tau is tau x rounds (free compute)."""
-    r = np.asarray(rounds, dtype=float)
-    times = {f"time_{tau:g}": tau * r for tau in (0.1, 1.0, 3.0)}
-    return pd.DataFrame({"rounds": r, "rel": rel} | times)
+def test_time_criterion_fails_where_rounds_hold_and_giant_never_reaching_is_a_bound() -> None:
+    newton = [1.0, 1.0, 1.0, 5e-3]  # 3 rounds
+    giant = [1.0] * 6 + [5e-3]  # 6 rounds: 0.5x rounds (PASS), but time...
+    found = curves(newton, giant, [3.0, 2.0])
+    found["local-newton-L2"] = curve(made(newton, per_round=4.0), 1.0)  # costly local rounds
+    _, claims = judge(IID, found)
+    assert "3 / 6 = 0.50" in claims[0].measured and not claims[0].passed
+    # GIANT never reaches 1e-2 in 4 rounds: its 4 rounds are a lower bound on its cost
+    _, bounded = judge(IID, curves([1.0, 5e-3], [1.0] * 5, [3.0, 2.0]))
+    assert "1 / >4 = 0.25 (L2)" in bounded[0].measured and bounded[0].passed
 
 
-def test_crossover_on_hand_made_histories() -> None:
-    giant = frame([0, 2, 4, 6, 8, 10, 12], [1, 0.05, 0.02, 5e-3, 5e-4, 5e-5, 5e-6])
-    stalls = frame([0, 1, 2, 3], [1, 4e-4, 3e-4, 3e-4])  # stalls at 3e-4
-    slow = frame([0, 1, 2, 3], [1, 0.5, 0.2, 0.1])
-    curves = {"a": stalls, "b": slow, GIANT: giant}
-    # rounds: 1 / 2 = 0.5 <= 0.6 down to 3e-4; time: 1 / 2 fails at loose targets
-    assert crossover(rounds_holds(curves, ["a", "b"])) == pytest.approx(10 ** (-14 / 4))
-    assert crossover(time_holds(curves, ["a", "b"])) == pytest.approx(10 ** (-14 / 4))
-    assert not time_holds(curves, ["a", "b"])(SCAN[0])
-    assert crossover(rounds_holds(curves, ["b"])) is None
-    best = compare(curves, ["a", "b"], GIANT, 1e-3, "rounds", 0.6)
-    assert (best.variant, best.local_newton, best.giant, best.ratio) == ("a", 1.0, 8.0, 0.125)
-    assert best.cell() == "1 / 8 = 0.12"
+def test_times_at_other_latencies_are_exact(tmp_path: Path) -> None:
+    base = {"data": "synthetic-logistic:300,5", "model": "logistic", "workers": 3, "rounds": 9}
+    base |= {"algorithm": "giant", "dtype": "float64", "seconds_per_grad": 1e-3}
+    at = {tau: history(make_config(base | {"round_latency": tau})) for tau in (1.0, 3.0)}
+    derived = curve(at[1.0], 1.0)
+    np.testing.assert_allclose(derived["time_3"], at[3.0]["sim_time"], rtol=1e-12)
+    three = curve(at[1.0], 1.0, rounds="round")  # the 3-round count pays every engine round
+    third = make_config(base | {"round_latency": 3.0, "options": {"line_search": "third-round"}})
+    np.testing.assert_allclose(three["time_3"], history(third)["sim_time"], rtol=1e-12)
 
 
-def test_comparison_when_giant_never_reaches_uses_its_last_row_as_a_bound() -> None:
-    giant = frame([0, 2, 4, 6, 8, 10], [1, 0.5, 0.1, 0.05, 0.02, 0.011])
-    fast = frame([0, 1, 2, 3, 4, 5, 6, 7], [1, 0.5, 0.1, 1e-2, 1e-3, 1e-4, 1e-4, 1e-4])
-    curves = {"a": fast, GIANT: giant}
-    bound = compare(curves, ["a"], GIANT, 1e-3, "rounds", 0.6)
-    assert math.isnan(bound.giant) and bound.giant_last == 10
-    assert bound.holds and bound.cell() == "4 / >10 = 0.40"
-    late = compare(curves, ["a"], GIANT, 1e-4, "rounds", 0.4)
-    assert not late.holds  # 5 > 0.4 x 10: GIANT's true cost is unknown
-    nobody = compare(curves, ["a"], GIANT, 1e-6, "rounds", 0.6)
-    assert (nobody.variant, nobody.holds, nobody.cell()) == ("", False, "- / >10")
+def test_sci_and_the_scan() -> None:
+    assert [sci(t) for t in TARGETS] == ["1e-2", "1e-3", "1e-4"]
+    assert sci(SCAN[0]) == "1e-1" and sci(SCAN[-1]) == "1e-6" and len(SCAN) == 21
 
 
-def adaptive_history(steps: list[float]) -> pd.DataFrame:
-    return pd.DataFrame({"sync_rounds": np.arange(len(steps), dtype=float), "local_steps": steps})
+# --- the plan ----------------------------------------------------------------------------------
 
 
-def test_verdict_per_split_and_per_target_on_hand_made_curves() -> None:
-    giant = frame([0, 2, 4, 6, 8, 10, 12], [1, 0.05, 5e-3, 2e-3, 5e-4, 5e-5, 5e-6])
-    # time = rounds here, so a target holds when LN / GIANT <= 0.4: 1e-2 in 1 round (GIANT 4:
-    # 0.25), 1e-3 in 3 (GIANT 8: 0.375), 1e-4 in 6 (GIANT 10: 0.6, rounds only); stalls at 9e-5
-    newton = frame([0, 1, 2, 3, 4, 5, 6], [1, 8e-3, 2e-3, 9e-4, 3e-4, 2e-4, 9e-5])
-    curves = {"a": newton, GIANT: giant, GIANT3: giant}
-    iid = Setting("synthetic-logistic:40,2", 4, "1/n", "iid", 0)
-    label_sorted = Setting("synthetic-logistic:40,2", 4, "1/n", "sorted", 0)
-    falling = adaptive_history([4, 4, 3, 3, 2, 2, 2])
-    verdict = judge(iid, curves, falling, ["a"])
-    assert verdict.holds == (True, True, False)
-    assert [c.ratio for c in verdict.rounds] == [0.25, 0.375, 0.6]
-    assert (verdict.steps, verdict.first_decrease) == ((4.0, 2.0), 2.0)
-    assert verdict.crossover_rounds == pytest.approx(10**-4)  # 6 / 10 = 0.6 still <= 0.6
-    assert verdict.crossover_time == pytest.approx(10**-3.5)  # 4 / 10 at 3.2e-4
-    claims = claims_of(verdict, with_seed=False)
-    assert [c.passed for c in claims] == [True, True, False, True]
-    assert "<= 1e-2 on synthetic, 4 workers" in claims[0].claim
-    assert "crossover: rounds 1e-4, time 3.2e-4" in claims[2].measured
-    # a flat adaptive L fails its claim; a label-sorted setting is never a claim
-    flat = judge(iid, curves, adaptive_history([4] * 7), ["a"])
-    assert not claims_of(flat, with_seed=False)[3].passed
-    sensitivity = judge(label_sorted, curves, falling, ["a"])
-    assert sensitivity.holds == verdict.holds and claims_of(sensitivity, False) == []
+def test_plan_grid_keys_and_gamma(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(DATASETS_ENV, str(tmp_path))  # no shared data: synthetic
+    made_plan = plan(Request(out=tmp_path), dataclasses.replace(TINY, workers=(4, 8)))
+    assert "the study runs on synthetic" in made_plan.note
+    keys = [job.key for job in made_plan.jobs]
+    assert len(set(keys)) == len(keys) and keys[0][0] == "optimum"
+    assert sum(key[0] == "optimum" for key in keys) == 1  # one F* per (data, gamma, seed)
+    slugs = {key[0] for key in keys if key[0] != "optimum"}
+    assert slugs == {
+        "synthetic-w4-g1n-iid-s0",
+        "synthetic-w8-g1n-iid-s0",
+        "synthetic-w4-g1n-sorted-s0",
+    }
+    configs = {job.key: job.args[0] for job in made_plan.jobs}
+    giant = configs[("synthetic-w4-g1n-iid-s0", GIANT)]
+    assert giant.rounds == 12 and giant.l2 == pytest.approx(1 / 3000)  # 3/2 x 8; 1/n
+    assert configs[("synthetic-w4-g1n-iid-s0", "local-newton-L2")].rounds == 8
 
 
-def test_sci() -> None:
-    assert [sci(1e-2), sci(10**-3.25), sci(None)] == ["1e-2", "5.6e-4", "none"]
+# --- invariants of the speed-ups ---------------------------------------------------------------
 
 
-def test_study_for_requests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    full = study_for(Request(out=tmp_path))
-    assert len(full.settings()) == len(full.data) * 2 * 2 * 2
-    assert full.local_steps == (1, 2, 4, 8) and full.adaptive_l0 == 8
-    given = study_for(Request(out=tmp_path, quick=True, data="digits", seeds=(3,)))
-    assert (given.data, given.workers, given.seeds) == (("digits",), (8,), (3,))
-    assert (given.gammas, given.sync_rounds) == (("1/n",), 12)
-    monkeypatch.chdir(tmp_path)  # no ../shared/datasets from here
-    fallback = study_for(Request(out=tmp_path, quick=True))
-    assert fallback.data == (SYNTHETIC,) and "not found" in fallback.note
+def test_lazy_backtracking_equals_the_full_grid() -> None:
+    gen = torch.Generator().manual_seed(0)
+    grid = ArmijoGrid(1.0, 0.5, 30, 0.1)
+    for scale in (1.0, 50.0, 1e-9):
+        x = torch.randn(6, 4, generator=gen, dtype=torch.float64)
+        p = scale * torch.randn(6, 4, generator=gen, dtype=torch.float64)
+
+        def loss(z: torch.Tensor) -> torch.Tensor:
+            return (z**4).sum(dim=1) + torch.cos(z).sum(dim=1)
+
+        g = 4 * x**3 - torch.sin(x)
+        slope = (g * p).sum(dim=1)
+        full = grid.choose_each(loss(x), grid.trial_values(loss, x, p), slope)
+        assert torch.equal(grid.backtrack_each(loss, x, p, loss(x), slope), full)
 
 
-@pytest.mark.parametrize(
-    "values", [{"gammas": ("abc",)}, {"sync_rounds": 5}, {"seeds": (1, 1)}, {"splits": ("x",)}]
-)
-def test_bad_study_values_are_refused(values: dict[str, object]) -> None:
-    with pytest.raises(InvalidConfigError):
-        Study(("digits",), **values)  # type: ignore[arg-type]
-
-
-def test_registered_under_its_command_name(tmp_path: Path) -> None:
-    assert "localnewton" in REPRODUCTIONS
-    request = make_request("localnewton", True, tmp_path, None, None, progress=False)
-    assert request.command == f"lowcomm reproduce localnewton --quick --out {tmp_path}"
-
-
-# --- the command line ---------------------------------------------------------------------------
-
-
-def lowcomm(*args: str | Path) -> Result:
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-@pytest.mark.slow
-def test_quick_through_the_command_line(tmp_path: Path) -> None:
-    out = tmp_path / "quick"
-    result = lowcomm("reproduce", "localnewton", "--quick", "--out", out)
-    assert result.exit_code == 0, result.output
-    assert "Claims of localnewton" in result.stdout
-    report = (out / "report.md").read_text()
-    assert f"lowcomm reproduce localnewton --quick --out {out}" in report
-    assert len(table_rows(report, "## Claims table")) == 4
+def test_csr_products_equal_dense_ones() -> None:
+    gen = torch.Generator().manual_seed(1)
+    A = (torch.rand(3, 400, 30, generator=gen) < 0.05).to(torch.float64)
+    x, c = torch.randn(3, 30, dtype=torch.float64), torch.rand(3, 400, dtype=torch.float64)
+    assert linear.csr_rows(A) is not None and linear.csr_rows(A[None][0]) is not None
+    assert linear.csr_rows(torch.randn(3, 400, 30, dtype=torch.float64)) is None  # dense
+    assert linear.csr_rows(A[:, :100]) is None  # too few rows: a mini-batch
+    dense = torch.einsum("wbd,wd->wb", A, x)
+    torch.testing.assert_close(linear.matvec(A, x), dense, rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(linear.rmatvec(A, c), torch.einsum("wbd,wb->wd", A, c))
+    gram = torch.einsum("wbi,wb,wbj->wij", A, c, A)
+    torch.testing.assert_close(linear.weighted_gram(A, c), gram, rtol=1e-14, atol=1e-12)

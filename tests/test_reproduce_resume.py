@@ -7,29 +7,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 import lowcomm
-from lowcomm.cli import app
-from lowcomm.core.errors import InvalidConfigError
 from lowcomm.experiments.config import make_config
-from lowcomm.experiments.reproduce import RESUMABLE, make_request
+from lowcomm.experiments.reproduce import make_request
 from lowcomm.experiments.reproduce import runs as runs_module
-from lowcomm.experiments.reproduce.localnewton import Study, run_study
 from lowcomm.experiments.results import RUN_JSON, finished_run
 
 CONFIG = make_config(
     {"data": "synthetic-logistic:200,4", "workers": 2, "rounds": 5, "algorithm": "gd"}
-)
-TINY = Study(
-    ("synthetic-logistic:240,4",),
-    workers=(2,),
-    gammas=("1/n",),
-    splits=("iid",),
-    sync_rounds=4,
-    local_steps=(1,),
-    adaptive_l0=2,
-    sgd_lrs=(0.5,),
 )
 
 
@@ -85,25 +71,7 @@ def test_an_interrupted_run_and_a_changed_config_are_run_again(
     assert int(again.history["round"].iloc[-1]) == 7
 
 
-def test_a_resumed_study_writes_the_same_report_without_running(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    out = tmp_path / "study"
-    first = run_study(TINY, out, "first")
-    claims = json.loads((out / "claims.json").read_text())["claims"]
-    forbid_running(monkeypatch)
-    second = run_study(TINY, out, "second", resume=True)
-    assert [c.measured for c in second.claims] == [c.measured for c in first.claims]
-    assert json.loads((out / "claims.json").read_text())["claims"] == claims
-
-
-def test_resume_is_refused_where_runs_are_not_saved_one_by_one(tmp_path: Path) -> None:
-    assert set(RESUMABLE) == {"sasg", "localnewton", "hogwild"}
-    with pytest.raises(InvalidConfigError, match=r"'--resume'.*sasg, localnewton, hogwild"):
-        make_request("cdgrab", True, tmp_path, None, None, False, resume=True)
-    request = make_request("sasg", True, None, None, None, False, resume=True)
+def test_resume_is_a_flag_of_every_reproduction_and_named_in_the_command() -> None:
+    request = make_request("cdgrab", True, None, None, None, False, resume=True)
     assert request.resume
-    assert request.command == "lowcomm reproduce sasg --quick --resume"
-    result = CliRunner().invoke(app, ["reproduce", "async-msgd", "--quick", "--resume"])
-    assert result.exit_code == 2
-    assert "'--resume'" in result.output and "async-msgd" in result.output
+    assert request.command == "lowcomm reproduce cdgrab --quick --resume"

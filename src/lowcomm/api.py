@@ -95,7 +95,8 @@ def run(
         algorithm: a registered name (``lowcomm algorithms`` lists them); default ``sgd``.
         model: an ``nn.Module`` (its parameters are trained as one flat vector; see
             docs/api.md for buffers), a built-in name (``auto``, ``logistic``, ``softmax``,
-            ``mlp``, ``lenet``, ``pca``) or ``package.module:factory``; default ``auto``.
+            ``mlp``, ``lenet``, ``lstm-lm``, ``pca``) or ``package.module:factory``; default
+            ``auto``.
         loss: ``loss(outputs, y)`` of any reduction, or ``cross-entropy`` (default), ``mse``
             or ``package.module:function``; for module models.
         data: ``(X, y)`` NumPy arrays or tensors, a map-style ``torch.utils.data.Dataset`` of
@@ -104,7 +105,7 @@ def run(
         test: the test set, like ``data``; None holds ``test_fraction`` of ``data`` out.
         workers: number of workers; default 8.
         partition: ``iid`` (default), ``sorted``, ``classes:K``, ``dirichlet:ALPHA``,
-            ``size-skew:POWER``.
+            ``size-skew:POWER``, ``contiguous``.
         rounds: rounds (aggregator updates if asynchronous); default 100.
         settings: the algorithm's settings (``lowcomm algorithms NAME`` lists them).
         seed: seed of split, partition, initialisation and sampling; default 0.

@@ -88,7 +88,8 @@ ConfigFile = Annotated[
 Data = Annotated[str | None, _opt("Data set, e.g. digits or libsvm:a9a,a9a.t.", "data")]
 Workers = Annotated[int | None, _opt("Number of workers.", "workers")]
 Partition = Annotated[
-    str | None, _opt("iid, sorted, classes:K, dirichlet:ALPHA or size-skew:POWER.", "partition")
+    str | None,
+    _opt("iid, sorted, classes:K, dirichlet:ALPHA, size-skew:POWER or contiguous.", "partition"),
 ]
 Rounds = Annotated[int | None, _opt("Rounds to run (aggregator updates if async).", "rounds")]
 Epochs = Annotated[
@@ -107,7 +108,7 @@ Order = Annotated[
 ]
 Model = Annotated[
     str | None,
-    _opt("auto, logistic, softmax, mlp, lenet, pca or package.module:factory.", "model"),
+    _opt("auto, logistic, softmax, mlp, lenet, lstm-lm, pca or package.module:factory.", "model"),
 ]
 Loss = Annotated[
     str | None,
@@ -506,7 +507,7 @@ def reproduce(
     name: Annotated[
         str,
         typer.Argument(
-            help=f"The reproduction: {', '.join(reproductions.REPRODUCTIONS)}.",
+            help=f"The reproduction: {', '.join(reproductions.REPRODUCTIONS)}, or all.",
             metavar="NAME",
             show_default=False,
         ),
@@ -535,32 +536,48 @@ def reproduce(
     ] = None,
     seeds: Annotated[
         str | None,
-        typer.Option(
-            help="Comma-separated seeds. [default: 0,1,2; 0,1 with --quick]", metavar="0,1,..."
-        ),
+        typer.Option(help="Comma-separated seeds. [default: the reproduction's]", metavar="0,1,.."),
     ] = None,
     resume: Annotated[
         bool,
         typer.Option(
             "--resume",
             help="Read back the runs already saved in OUT with the same config instead of "
-            "running them again, so an interrupted study goes on "
-            f"({', '.join(reproductions.RESUMABLE)}).",
+            "running them again, so an interrupted study goes on.",
         ),
     ] = False,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            help="Independent runs at once, each in its own process with one torch thread; "
+            "results do not depend on it. [default: the number of cores]",
+            metavar="N",
+            show_default=False,
+        ),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Reproduce a paper's claims: run its study, write OUT/report.md with a claims table."""
+    """Reproduce a paper's claims: run its study, write OUT/report.md and report.html."""
     with _user_errors():
         request = reproductions.make_request(
-            name, quick, out, data, seeds, _progress(quiet), resume
+            name, quick, out, data, seeds, _progress(quiet), resume, jobs
         )
-        outcome = reproductions.reproduce(name, request)
+        if name == reproductions.ALL:
+            outcomes = reproductions.reproduce_all(request)
+        else:
+            outcomes = {name: reproductions.reproduce(name, request)}
     if not quiet:
         console = _console()
-        title = f"Claims of {name}: measured here, beside the paper's run"
-        console.print(console_table(outcome.claims, title, outcome.paper_source))
-        console.print(f"Report: {outcome.report}")
+        for done, outcome in outcomes.items():
+            title = f"Claims of {done}: measured here, beside the paper's run"
+            console.print(console_table(outcome.claims, title, outcome.paper_source))
+            if outcome.sensitivity:
+                title = f"Sensitivity results of {done} (outside the paper's setting)"
+                console.print(console_table(outcome.sensitivity, title, outcome.paper_source))
+            console.print(f"Report: {outcome.report} ({outcome.wall_time:.0f} s)")
+        if name == reproductions.ALL:
+            console.print(f"Index: {request.out / reproductions.INDEX_MD}")
 
 
 # --- algorithms --------------------------------------------------------------------------------

@@ -8,9 +8,12 @@ rounds. The paper body was not available; these are reconstructions
 (../shared/papers/hogwild-increasing-batch-and-async-msgd.md, A.2), documented options:
 
 * ``mode="local-steps"`` (default): the worker takes s_i single-example SGD steps on its own
-  running copy, w <- w - eta g(w; xi), xi uniform from its local data, and uploads the summed
-  update U = sum eta g; ``mode="minibatch"``: U = eta sum_j g(v_hat; xi_j), all s_i gradients at
-  the received model;
+  running copy, w <- w - eta g(w; xi_j), and uploads the summed update U = sum eta g;
+  ``mode="minibatch"``: U = eta sum_j g(v_hat; xi_j), all s_i gradients at the received model.
+  In both modes xi_0, ..., xi_{s_i - 1} are the round's s_i positions drawn uniformly with
+  replacement from the local data in one keyed draw per worker and round (local step j takes
+  the j-th): the two modes see the same examples, and a round costs one draw, not s_i (a
+  single-example draw costs about as much as the gradient itself);
 * the aggregator ADDS every update (v <- v - U; never averages: each gradient carries its own
   step, like n Hogwild! threads) and replies to the sender with its current model;
 * objective: the paper's F(w) = E_{xi ~ D} f(w; xi), D the mixture of the local data sets
@@ -126,15 +129,14 @@ class HogwildIB:
         """The summed update U of s_i units of SGD work on f_c from the received ``model``."""
         i, n = ctx.round, ctx.n_workers
         s, start = self.sizes(i), n * self.sizes.total(i)
+        index = data.sample(ctx.streams, i, s)
         if self.config.mode == "minibatch":
-            index = data.sample(ctx.streams, i, s)
             return self.step(start) * s * data.grad(model, index)
-        params = model
+        params, per_round = model, self.config.step_timing == "round"
+        eta = self._eta(start, params) if per_round else None
         for j in range(s):
-            index = data.sample(ctx.streams, i, 1, step=j)
-            t = start if self.config.step_timing == "round" else start + n * j + ctx.workers
-            eta = self._eta(t, params)
-            params = params - eta * data.grad(params, index)
+            step = eta if eta is not None else self._eta(start + n * j + ctx.workers, params)
+            params = params - step * data.grad(params, index[:, j : j + 1])
         return model - params
 
     def _eta(self, t: int | torch.Tensor, params: torch.Tensor) -> torch.Tensor:

@@ -67,3 +67,31 @@ class ArmijoGrid:
     ) -> torch.Tensor:
         """``loss(x - eta_j p)`` for every candidate, ``[w, count]`` (``x``, ``p``: ``[w, d]``)."""
         return torch.stack([loss(x - eta * p) for eta in self.steps(x.dtype, x.device)], dim=1)
+
+    def backtrack_each(
+        self,
+        loss: Callable[[torch.Tensor], torch.Tensor],
+        x: torch.Tensor,
+        p: torch.Tensor,
+        f0: torch.Tensor,
+        slope: torch.Tensor,
+    ) -> torch.Tensor:
+        """:meth:`choose_each` of :meth:`trial_values`, evaluating candidates only as needed.
+
+        A local line search (no round per trial): the candidates are tried in order, for all
+        rows at once, and the search stops as soon as every row has a candidate with
+        sufficient decrease. The index is the one :meth:`choose_each` picks from all values
+        (the same comparisons, so bit for bit); a row with no such candidate evaluates all of
+        them and takes the lowest.
+        """
+        steps = self.steps(x.dtype, x.device)
+        values, found = [], torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        first = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+        for j, eta in enumerate(steps):
+            values.append(loss(x - eta * p))
+            ok = values[-1] <= f0 - self.c * steps[j] * slope
+            first = torch.where(ok & ~found, j, first)
+            found = found | ok
+            if bool(found.all()):
+                return first
+        return torch.where(found, first, torch.argmin(torch.stack(values, dim=1), dim=1))

@@ -248,8 +248,8 @@ class LocalNewton:
         grad = data.grad(params)
         direction = self.config.newton.solve(data, params, grad)
         grid = self.config.line_search
-        trials = grid.trial_values(data.loss, params, direction)
-        index = grid.choose_each(data.loss(params), trials, (grad * direction).sum(dim=1))
+        slope = (grad * direction).sum(dim=1)
+        index = grid.backtrack_each(data.loss, params, direction, data.loss(params), slope)
         return params - grid.steps(params.dtype, params.device)[index][:, None] * direction
 
     def aggregate(

@@ -8,16 +8,20 @@ Written as ``KIND:ARGS`` strings so that they travel through configs and command
   (eta_0 / (1 + t / t_0)); ``hogwild:ALPHA,MU,E`` (alpha / (mu (t + E)), the diminishing step of
   the Hogwild! analyses without bounded gradients, Nguyen et al., ICML 2018).
 
-The offset E of ``hogwild:`` has two documented choices (:func:`delay_aware_offset`):
+The offset E of ``hogwild:`` has documented choices (:func:`delay_aware_offset`):
 ``classic`` E = 4 L alpha / mu, the offset of the delay-free SGD analysis (the step at t = 0 is
 1 / (4 L)); ``delay-aware``: a round of ``hogwild-ib`` applies tau_i = n s_i summed steps computed
 without the other workers' updates of that round, a Hogwild! delay of up to tau_i. The Hogwild!
 analyses (Nguyen et al., ICML 2018, Sec. 4) keep the SGD step condition for a delayed step only if
-E also grows with the delay ("E must exceed a multiple of the delay"; their exact constants were not
-available, ../shared/papers/hogwild-increasing-batch-and-async-msgd.md, A.3). The condition used
-here: a round's summed step is no longer than the classic first step, tau_i eta(t_i) <= 1 / (4 L)
-with t_i = n (s_0 + ... + s_{i-1}), for every round i < T, which holds iff
-E >= max_{i < T} (E_classic tau_i - t_i); with tau_0 >= 1 this is never below E_classic.
+E also grows with the delay ("E must exceed a multiple of the initial delay"; their exact
+constants were not available, ../shared/papers/hogwild-increasing-batch-and-async-msgd.md, A.3).
+The condition used here: a round's summed step is no longer than the classic first step,
+tau_i eta(t_i) <= 1 / (4 L) with t_i = n (s_0 + ... + s_{i-1}), which holds iff
+E >= E_classic tau_i - t_i. Asked of every round i < T (``rounds = T``) it gives
+E = max_{i < T} (E_classic tau_i - t_i), which grows with the largest round of the schedule and
+leaves increasing schedules with steps far below the constant ones'; asked of the initial delay
+only (``rounds = 1``, the milder rule) it gives E = E_classic n s_0, so every schedule that
+starts at s_0 = 1 shares one step-size function. Both are never below E_classic (tau_0 >= 1).
 """
 
 from __future__ import annotations
@@ -87,8 +91,10 @@ class SampleSizes:
 def delay_aware_offset(classic: float, sizes: SampleSizes, workers: int, rounds: int) -> float:
     """E = max over rounds i < ``rounds`` of (``classic`` n s_i - n (s_0 + ... + s_{i-1})).
 
-    The smallest offset with tau_i eta(t_i) <= alpha / (mu ``classic``) for tau_i = n s_i (see
-    the module docstring); at least ``classic`` since tau_0 >= 1.
+    The smallest offset with tau_i eta(t_i) <= alpha / (mu ``classic``) for tau_i = n s_i in
+    each of the first ``rounds`` rounds (see the module docstring): ``rounds`` = T for every
+    round of a run, 1 for the initial delay only (E = ``classic`` n s_0); at least ``classic``
+    since tau_0 >= 1.
     """
     i = np.arange(max(1, rounds))
     s = np.array([sizes(int(r)) for r in i], dtype=float)

@@ -73,11 +73,15 @@ class Ledger:
         """One row per (round, worker) with activity, one column per counter."""
         if not self._records:
             return pd.DataFrame(columns=["round", "worker", *COUNTERS])
-        frames = [
-            pd.DataFrame({"round": r, "worker": w, "counter": c, "amount": a})
-            for r, c, w, a in self._records
-        ]
-        long = pd.concat(frames, ignore_index=True)
+        sizes = [workers.size for _, _, workers, _ in self._records]
+        long = pd.DataFrame(  # one frame built at once: a frame per record cost ~0.3 ms each
+            {
+                "round": np.repeat([r for r, _, _, _ in self._records], sizes),
+                "worker": np.concatenate([w for _, _, w, _ in self._records]),
+                "counter": np.repeat([c for _, c, _, _ in self._records], sizes),
+                "amount": np.concatenate([a for _, _, _, a in self._records]),
+            }
+        )
         wide = long.pivot_table(
             index=["round", "worker"], columns="counter", values="amount", aggfunc="sum"
         )

@@ -22,7 +22,9 @@ from lowcomm.data.sparse import Features
 class Dataset:
     """Examples ``X[n, *feature_shape]`` (float) with integer labels ``y[n]`` in 0..n_classes-1.
 
-    ``X`` is a dense array, or a CSR matrix ``[n, d]`` for wide sparse data.
+    ``X`` is a dense array, or a CSR matrix ``[n, d]`` for wide sparse data. Sequence targets
+    (a language model's next tokens, :mod:`lowcomm.data.text`) are ``y[n, ...]``: one label
+    per position of an example.
     """
 
     name: str
@@ -57,7 +59,7 @@ class TrainTest:
 class Shards:
     """Worker shards stacked on a leading worker axis and padded to the largest shard.
 
-    ``X[w, n_max, ...]``, ``y[w, n_max]``, ``weight[w, n_max]`` (1 for real examples, 0 for
+    ``X[w, n_max, ...]``, ``y[w, n_max, ...]``, ``weight[w, n_max]`` (1 for real examples, 0 for
     padding), ``sizes[w]``, the global ids ``workers[w]`` of the workers held here and their
     ``share[w]`` of the training set (:func:`shares`). ``X`` is a coalesced sparse COO tensor
     ``[w, n_max, d]`` when the data set's features are CSR. All live on one device, where the
@@ -85,7 +87,7 @@ class Shards:
         device = as_device(device)
         sizes = np.array([p.size for p in parts], dtype=np.int64)
         width = int(sizes.max())
-        y = np.zeros((len(parts), width), dtype=np.int64)
+        y = np.zeros((len(parts), width, *data.y.shape[1:]), dtype=np.int64)
         weight = np.zeros((len(parts), width))
         for w, part in enumerate(parts):
             y[w, : part.size] = data.y[part]
@@ -142,14 +144,16 @@ class Shards:
         return sparse.gather_rows(self.X, self._row_starts, rows)
 
     def gather(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Examples at per-worker positions ``index[w, b]``: ``X[w, b, ...]``, ``y[w, b]``.
+        """Examples at per-worker positions ``index[w, b]``: ``X[w, b, ...]``, ``y[w, b, ...]``.
 
         One ``index_select`` on the flattened shards (several times faster on CPU than
         advanced indexing with two index tensors); sparse shards give a sparse ``X[w, b, d]``.
         """
         rows, width = self.X.shape[:2]
         flat = (index + width * torch.arange(rows, device=index.device)[:, None]).reshape(-1)
-        y = self.y.reshape(-1).index_select(0, flat).reshape(index.shape)
+        targets = self.y.shape[2:]
+        y = self.y.reshape(rows * width, *targets).index_select(0, flat)
+        y = y.reshape(*index.shape, *targets)
         if self.X.is_sparse:
             return self._gather_rows(flat.reshape(index.shape)), y
         X = self.X.reshape(rows * width, *self.X.shape[2:]).index_select(0, flat)

@@ -54,6 +54,10 @@ def load_data(spec: DataSpec, seed: int, test_fraction: float = 0.25) -> TrainTe
         )
     if spec.kind == "mnist":
         return load_mnist(spec.path)
+    if spec.kind == "text":
+        from lowcomm.data.text import load_text  # text reuses this module's helpers
+
+        return load_text(spec, seed, test_fraction)
     if spec.kind == "synthetic-logistic":
         return synthetic_logistic(spec.n, spec.d, seed=seed, test_fraction=test_fraction)
     if spec.kind == "synthetic-pca":

@@ -3,7 +3,9 @@
 Every scheme draws from ``Streams(seed).numpy("partition")`` only, so a partition is a pure
 function of (labels, number of workers, scheme, seed). Every example goes to exactly one worker
 and every worker gets at least one example; a scheme that would leave a worker empty raises
-:class:`InvalidConfigError` instead of failing later.
+:class:`InvalidConfigError` instead of failing later. Labels are ``y[n]``, or ``y[n, ...]`` for
+sequence targets, which only the schemes that ignore labels (``iid``, ``size-skew``,
+``contiguous``) accept.
 """
 
 from __future__ import annotations
@@ -38,23 +40,30 @@ def partition(y: np.ndarray, n_workers: int, spec: PartitionSpec, seed: int) -> 
       shuffled examples are cut into pieces of sizes proportional to p (largest remainders).
     - ``size-skew:POWER``: a random permutation cut into pieces of sizes proportional to
       (w + 1) ** POWER (largest remainders); labels stay iid.
+    - ``contiguous``: the examples in their loaded order cut into contiguous near-equal pieces
+      (no randomness): worker w holds a consecutive block, e.g. its own token streams of a
+      ``text:`` data set (:mod:`lowcomm.data.text`).
 
     Each worker's indices are in the order the scheme produced them (not sorted).
 
     Raises:
         InvalidConfigError: n_workers < 1, more workers than examples, a ``classes:K`` outside
-            its range for these labels, or a worker left without examples.
+            its range for these labels, a scheme that reads labels on sequence targets, or a
+            worker left without examples.
     """
     at_least("partition", "n_workers", n_workers, 1)
     y = np.asarray(y)
-    if n_workers > y.size:
-        detail = f"{n_workers} workers on {y.size} examples"
+    if y.ndim != 1 and spec.kind not in _LABEL_FREE:
+        allowed = f"{', '.join(_LABEL_FREE)} for sequence targets (labels y[n, ...])"
+        raise InvalidConfigError("partition", _OWNER, allowed, str(spec))
+    if n_workers > len(y):
+        detail = f"{n_workers} workers on {len(y)} examples"
         raise InvalidConfigError("partition", _OWNER, f"{_NONEMPTY} ({detail})", str(spec))
     rng = Streams(seed).numpy("partition")
     parts = [p.astype(np.int64) for p in _SCHEMES[spec.kind](y, n_workers, spec, rng)]
     for w, part in enumerate(parts):
         if part.size == 0:
-            detail = f"worker {w} has no examples with {n_workers} workers on {y.size} examples"
+            detail = f"worker {w} has no examples with {n_workers} workers on {len(y)} examples"
             raise InvalidConfigError("partition", _OWNER, f"{_NONEMPTY} ({detail})", str(spec))
     return parts
 
@@ -62,10 +71,13 @@ def partition(y: np.ndarray, n_workers: int, spec: PartitionSpec, seed: int) -> 
 def partition_summary(
     y: np.ndarray, parts: list[np.ndarray], n_classes: int
 ) -> dict[str, list[int] | list[list[int]]]:
-    """Every worker's shard size and class histogram, as JSON-ready lists of ints."""
+    """Every worker's shard size and class histogram, as JSON-ready lists of ints.
+
+    For sequence targets ``y[n, ...]`` the histogram counts the target tokens.
+    """
     return {
         "sizes": [int(p.size) for p in parts],
-        "class_counts": [np.bincount(y[p], minlength=n_classes).tolist() for p in parts],
+        "class_counts": [np.bincount(y[p].ravel(), minlength=n_classes).tolist() for p in parts],
     }
 
 
@@ -96,7 +108,14 @@ def _iid(
     y: np.ndarray, n_workers: int, spec: PartitionSpec, rng: np.random.Generator
 ) -> list[np.ndarray]:
     """Random near-equal pieces."""
-    return _cut(rng.permutation(y.size), _apportion(y.size, np.ones(n_workers)))
+    return _cut(rng.permutation(len(y)), _apportion(len(y), np.ones(n_workers)))
+
+
+def _contiguous(
+    y: np.ndarray, n_workers: int, spec: PartitionSpec, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Consecutive near-equal pieces of the loaded order."""
+    return _cut(np.arange(len(y)), _apportion(len(y), np.ones(n_workers)))
 
 
 def _sorted(
@@ -113,7 +132,7 @@ def _size_skew(
 ) -> list[np.ndarray]:
     """Random pieces with sizes proportional to (w + 1) ** POWER."""
     weights = (np.arange(n_workers) + 1.0) ** _param(spec)
-    return _cut(rng.permutation(y.size), _apportion(y.size, weights))
+    return _cut(rng.permutation(len(y)), _apportion(len(y), weights))
 
 
 def _dirichlet(
@@ -161,4 +180,6 @@ _SCHEMES: dict[str, _Scheme] = {
     "classes": _classes,
     "dirichlet": _dirichlet,
     "size-skew": _size_skew,
+    "contiguous": _contiguous,
 }
+_LABEL_FREE = ("iid", "size-skew", "contiguous")

@@ -14,9 +14,12 @@ Data sets (``--data``):
 - ``digits``, ``breast-cancer``, ``wine``, ``iris``: scikit-learn's bundled sets.
 - ``synthetic-logistic`` or ``synthetic-logistic:N,D``: N examples (before the train/test split)
   with D Gaussian features and labels from a logistic teacher.
+- ``text:TRAIN`` or ``text:TRAIN,TEST``, optionally followed by ``,streams=S``, ``,bptt=T``
+  and ``,group=G`` (integers >= 1, G dividing S; defaults 16, 35, 1): word-level language
+  modelling text (:mod:`lowcomm.data.text`).
 
 Partitions (``--partition``): ``iid``, ``sorted``, ``classes:K`` (integer K >= 1),
-``dirichlet:ALPHA`` (ALPHA > 0) and ``size-skew:POWER`` (POWER >= 0); see
+``dirichlet:ALPHA`` (ALPHA > 0), ``size-skew:POWER`` (POWER >= 0) and ``contiguous``; see
 :func:`lowcomm.data.partition.partition` for what each one does.
 """
 
@@ -33,7 +36,8 @@ FILE_KINDS = (*TABLE_KINDS, "npz")
 DATA_SYNTAX = (
     "one of libsvm:TRAIN[,TEST][,n_features=N], csv:TRAIN[,TEST][,label=NAME], "
     "parquet:TRAIN[,TEST][,label=NAME], npz:PATH, mnist:DIR, digits, breast-cancer, wine, iris, "
-    "synthetic-logistic[:N,D], synthetic-pca[:N,D]"
+    "synthetic-logistic[:N,D], synthetic-pca[:N,D], "
+    "text:TRAIN[,TEST][,streams=S][,bptt=T][,group=G]"
 )
 _OWNER = "lowcomm run"
 _N_FEATURES = "n_features="
@@ -45,15 +49,18 @@ class DataSpec:
     """A parsed ``--data`` string.
 
     Attributes:
-        kind: ``libsvm``, ``mnist``, ``synthetic-logistic``, ``synthetic-pca``, one of
-            :data:`FILE_KINDS` or one of :data:`SKLEARN_SETS`.
-        path: the training file (LIBSVM, CSV, Parquet), the ``.npz`` archive or the MNIST
-            folder (empty for the other kinds).
-        test_path: the LIBSVM, CSV or Parquet test file, if any.
+        kind: ``libsvm``, ``mnist``, ``synthetic-logistic``, ``synthetic-pca``, ``text``, one
+            of :data:`FILE_KINDS` or one of :data:`SKLEARN_SETS`.
+        path: the training file (LIBSVM, CSV, Parquet, text), the ``.npz`` archive or the
+            MNIST folder (empty for the other kinds).
+        test_path: the LIBSVM, CSV, Parquet or text test file, if any.
         n_features: the LIBSVM width asked for, if any.
         label: the name of the label column of a CSV or Parquet file (None: the last column).
         n: number of synthetic examples (before the split).
         d: number of synthetic features.
+        streams: text: the token streams a file is split into.
+        bptt: text: the tokens of one example per stream.
+        group: text: the consecutive streams one example holds.
     """
 
     kind: str
@@ -63,6 +70,9 @@ class DataSpec:
     label: str | None = None
     n: int = 2000
     d: int = 20
+    streams: int = 16
+    bptt: int = 35
+    group: int = 1
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,8 @@ def parse_data_spec(text: str) -> DataSpec:
         return DataSpec(kind, path=train, test_path=test, label=label)
     if kind == "npz" and rest:
         return DataSpec("npz", path=rest)
+    if kind == "text" and rest:
+        return _text(text, rest)
     raise _bad_data(text)
 
 
@@ -133,6 +145,26 @@ def _libsvm(text: str, rest: str) -> DataSpec:
     return DataSpec("libsvm", path=train, test_path=test, n_features=n_features)
 
 
+_TEXT_OPTIONS = ("streams", "bptt", "group")
+
+
+def _text(text: str, rest: str) -> DataSpec:
+    """``text:TRAIN[,TEST]`` then any of ``,streams=S``, ``,bptt=T``, ``,group=G``."""
+    fields = rest.split(",")
+    sizes = {"streams": 16, "bptt": 35, "group": 1}
+    while fields and fields[-1].partition("=")[0] in _TEXT_OPTIONS:
+        name, _, value = fields.pop().partition("=")
+        number = _positive_int(value)
+        if number is None:
+            raise _bad_data(text)
+        sizes[name] = number
+    if not 1 <= len(fields) <= 2 or not all(fields) or sizes["streams"] % sizes["group"]:
+        raise _bad_data(text)
+    test = fields[1] if len(fields) == 2 else None
+    streams, bptt, group = sizes["streams"], sizes["bptt"], sizes["group"]
+    return DataSpec("text", fields[0], test, streams=streams, bptt=bptt, group=group)
+
+
 def _files(text: str, rest: str, option: str) -> tuple[str, str | None, str | None]:
     """``TRAIN[,TEST]`` then optionally ``,`` ``option`` VALUE: the paths and VALUE (or None)."""
     fields = rest.split(",")
@@ -147,7 +179,7 @@ _PARTITION_RULES = {
     "dirichlet": "dirichlet:ALPHA with a finite number ALPHA > 0",
     "size-skew": "size-skew:POWER with a finite number POWER >= 0",
 }
-PARTITION_SYNTAX = "one of iid, sorted, classes:K, dirichlet:ALPHA, size-skew:POWER"
+PARTITION_SYNTAX = "one of iid, sorted, classes:K, dirichlet:ALPHA, size-skew:POWER, contiguous"
 
 
 def parse_partition_spec(text: str) -> PartitionSpec:
@@ -158,7 +190,7 @@ def parse_partition_spec(text: str) -> PartitionSpec:
             parameter is out of range (the message gives the range).
     """
     kind, sep, arg = text.partition(":")
-    if kind in ("iid", "sorted") and not sep:
+    if kind in ("iid", "sorted", "contiguous") and not sep:
         return PartitionSpec(kind)
     if kind not in _PARTITION_RULES:
         raise InvalidConfigError("partition", _OWNER, PARTITION_SYNTAX, text)

@@ -15,7 +15,7 @@ from pydantic_core import ErrorDetails
 from lowcomm.core.device import Device
 from lowcomm.core.errors import DataError, InvalidConfigError
 
-MODELS = ("auto", "logistic", "softmax", "mlp", "lenet", "pca")
+MODELS = ("auto", "logistic", "softmax", "mlp", "lenet", "lstm-lm", "pca")
 LOSSES = ("cross-entropy", "mse")
 IN_MEMORY = "in-memory"
 """The ``model``/``loss``/``data`` value that stands for an object given to :func:`lowcomm.run`."""
@@ -50,6 +50,7 @@ class RunConfig(BaseModel):
     loss: str = "cross-entropy"
     hidden: tuple[int, ...] = (64,)
     l2: float = Field(default=1e-4, ge=0)
+    intercept: bool = False  # logistic and softmax: fit a bias term (networks have their own)
     workers: int = Field(default=8, ge=1)
     partition: str = "iid"
     rounds: int = Field(default=100, ge=1)

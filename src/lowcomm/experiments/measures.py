@@ -36,6 +36,7 @@ __all__ = [
     "non_increasing",
     "pooled_loglog_slope",
     "reach",
+    "seed_mean",
     "suboptimality",
 ]
 
@@ -185,3 +186,12 @@ def decreased(values: ArrayLike) -> bool:
     """
     ranked = _ranked(values)
     return bool(ranked[-1] < ranked[0])
+
+
+def seed_mean(values: ArrayLike) -> float:
+    """The mean over seeds; NaN when any seed has no value (NaN).
+
+    So a claim is never judged on the seeds that happened to reach a target or stay finite:
+    pandas' ``mean`` would skip them silently.
+    """
+    return float(np.mean(np.asarray(values, dtype=float)))

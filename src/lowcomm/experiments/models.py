@@ -1,11 +1,14 @@
 """The objective of a run: a built-in model, a user's ``nn.Module`` and loss, or an import path.
 
 ``model`` is ``auto`` (PCA for unlabelled data, logistic for two classes, softmax otherwise),
-``logistic``, ``softmax``, ``mlp``, ``lenet``, ``pca``, or ``package.module:factory``: a
-callable that returns an ``nn.Module``, called with no arguments. ``loss`` (for modules) is
-``cross-entropy``, ``mse`` (against the one-hot label) or ``package.module:function``, a
-``loss(outputs, y)`` of any reduction. An ``nn.Module`` or loss given to :func:`lowcomm.run`
-travels in :class:`Objects` instead, and the config names it ``in-memory``.
+``logistic``, ``softmax``, ``mlp``, ``lenet``, ``lstm-lm`` (an LSTM language model over the
+data's vocabulary, :mod:`lowcomm.problems.lstm`: embedding of width ``hidden[0]``, one LSTM layer
+per entry of ``hidden``, initialised from the run's seed), ``pca``, or
+``package.module:factory``: a callable that returns an ``nn.Module``, called with no arguments.
+``loss`` (for modules) is ``cross-entropy``, ``mse`` (against the one-hot label) or
+``package.module:function``, a ``loss(outputs, y)`` of any reduction. An ``nn.Module`` or loss
+given to :func:`lowcomm.run` travels in :class:`Objects` instead, and the config names it
+``in-memory``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from lowcomm.data.inputs import Supplied
 from lowcomm.experiments.config import IN_MEMORY, RunConfig
 from lowcomm.problems.base import Problem
 from lowcomm.problems.logistic import LogisticRegression
+from lowcomm.problems.lstm import language_model
 from lowcomm.problems.pca import StreamingPCA
 from lowcomm.problems.softmax import SoftmaxRegression
 from lowcomm.problems.torch_model import (
@@ -104,6 +108,9 @@ def _module(config: RunConfig, objects: Objects, data: TrainTest) -> nn.Module:
         return mlp(n_features, config.hidden, train.n_classes)
     if config.model == "lenet":
         return lenet(train.n_classes, 1, round(math.sqrt(n_features)))
+    if config.model == "lstm-lm":
+        hidden = config.hidden
+        return language_model(train.n_classes, hidden[0], hidden, seed=config.seed)
     return _factory_module(config.model)
 
 
@@ -130,9 +137,13 @@ def make_problem(
             raise InvalidConfigError(
                 "model", "the run config", "softmax, mlp or lenet for multiclass data", model
             )
-        return LogisticRegression(n_features, config.l2, dtype=dtype, device=device)
+        return LogisticRegression(
+            n_features, config.l2, config.intercept, dtype=dtype, device=device
+        )
     if model == "softmax":
-        return SoftmaxRegression(n_features, train.n_classes, config.l2, dtype=dtype, device=device)
+        return SoftmaxRegression(
+            n_features, train.n_classes, config.l2, config.intercept, dtype=dtype, device=device
+        )
     module, loss = _module(config, objects, data), _loss(config, objects)
     return TorchModel(module, loss, config.l2, dtype, device)
 

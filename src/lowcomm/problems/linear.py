@@ -9,11 +9,30 @@ The design ``A[w, b, d]`` may also be a sparse COO tensor (wide LIBSVM data,
 :mod:`lowcomm.data.sparse`): its products are then sums over its non-zeros (``index_add``),
 O(non-zeros) instead of O(w b d), and exact in every other respect. Per-example gradients and
 Hessians are dense by nature (``w b d`` and ``w d²`` numbers), so they take :func:`dense`.
+
+A dense float64 CPU design that is large and mostly zeros (a worker's whole shard of binary
+LIBSVM features: a9a has 11% non-zeros, w8a 4%) is multiplied through a CSR copy of its rows,
+made once per design tensor and kept while the tensor lives (:func:`csr_rows`): products and
+weighted Gram matrices ``Aᵀ diag(D) A`` (logistic Hessians) are then sums over its non-zeros,
+the same sums in another order, equal to the dense products up to rounding (which GIANT's
+50-iteration CG, like any change of summation order, amplifies to about 1e-4 of the loss),
+and 1.5-4x faster for the second-order methods on a9a and w8a. Mini-batches and anything
+tracked by autograd stay dense.
 """
 
 from __future__ import annotations
 
+import numpy as np
+import scipy.sparse as sp
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
+
+CSR_DENSITY = 0.2
+"""Largest share of non-zeros of a dense design multiplied through its CSR rows."""
+CSR_MIN_ROWS = 256
+"""Fewest rows per worker of a dense design multiplied through its CSR rows."""
+
+_CSR = WeakIdKeyDictionary()  # base tensor -> {view: its rows as CSR, None if not worth it}
 
 
 def normalise_weights(weight: torch.Tensor) -> torch.Tensor:
@@ -50,6 +69,10 @@ def matvec(A: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``A[w] @ x[w]`` for ``A[w, b, d]`` and ``x[w, d]``, ``[w, b]``."""
     if A.is_sparse:
         return matmul(A, x[:, :, None])[:, :, 0]
+    rows = None if x.requires_grad else csr_rows(A)
+    if rows is not None:
+        vectors = x.detach().numpy()
+        return _stacked([m @ v for m, v in zip(rows, vectors, strict=True)], x.dtype)
     return torch.bmm(x.unsqueeze(1), A.mT).squeeze(1)
 
 
@@ -57,6 +80,10 @@ def rmatvec(A: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """``A[w]ᵀ @ c[w]`` for ``A[w, b, d]`` and ``c[w, b]``, ``[w, d]``."""
     if A.is_sparse:
         return rmatmul(A, c[:, :, None])[:, 0, :]
+    rows = None if c.requires_grad else csr_rows(A)
+    if rows is not None:
+        vectors = c.detach().numpy()
+        return _stacked([m.T @ v for m, v in zip(rows, vectors, strict=True)], c.dtype)
     return torch.bmm(c.unsqueeze(1), A).squeeze(1)
 
 
@@ -80,3 +107,54 @@ def rmatmul(A: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
     terms = values[:, None] * R[worker, row]
     out = R.new_zeros(w * d, R.shape[2]).index_add_(0, worker * d + column, terms)
     return out.view(w, d, -1).transpose(1, 2)
+
+
+def csr_rows(A: torch.Tensor) -> list[sp.csr_matrix] | None:
+    """Each worker's rows ``A[w]`` as CSR when ``A`` is a large, mostly zero, dense design.
+
+    That is: a dense float64 CPU tensor, not tracked by autograd, with at least
+    :data:`CSR_MIN_ROWS` rows per worker and at most :data:`CSR_DENSITY` non-zeros. Made once
+    per tensor (a view, such as ``X[None]``, shares its base's copies; the tensors are never
+    changed in place); None for any other design.
+    """
+    base = A if A._base is None else A._base
+    views = _CSR.get(base)
+    if views is None:
+        views = _CSR[base] = {}
+    key = (A.storage_offset(), tuple(A.shape), A.stride())
+    if key not in views:
+        views[key] = _csr_copy(A)
+    rows: list[sp.csr_matrix] | None = views[key]
+    return rows
+
+
+def _csr_copy(A: torch.Tensor) -> list[sp.csr_matrix] | None:
+    """:func:`csr_rows` made now."""
+    eligible = not A.is_sparse and not A.requires_grad and A.device.type == "cpu"
+    if not eligible or A.dtype != torch.float64 or A.shape[1] < CSR_MIN_ROWS:
+        return None
+    array = A.numpy()
+    if np.count_nonzero(array) > CSR_DENSITY * array.size:
+        return None
+    return [sp.csr_matrix(part) for part in array]
+
+
+def _stacked(parts: list[np.ndarray], dtype: torch.dtype) -> torch.Tensor:
+    """Per-worker NumPy results as one tensor ``[w, ...]``."""
+    return torch.from_numpy(np.stack(parts)).to(dtype)
+
+
+def weighted_gram(A: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+    """``A[w]ᵀ diag(D[w]) A[w]`` for ``A[w, b, d]`` and ``D[w, b]``, ``[w, d, d]``.
+
+    Through the CSR rows of a large, mostly zero design (:func:`csr_rows`), else dense.
+    """
+    rows = None if D.requires_grad else csr_rows(A)
+    if rows is None:
+        A = dense(A)
+        return torch.einsum("wbi,wbj->wij", A * D[..., None], A)
+    weights = D.detach().numpy()
+    grams = [
+        (m.T @ m.multiply(c[:, None]).tocsr()).toarray() for m, c in zip(rows, weights, strict=True)
+    ]
+    return _stacked(grams, D.dtype)

@@ -30,6 +30,7 @@ from lowcomm.problems.linear import (
     normalise_weights,
     rmatvec,
     squared_norm,
+    weighted_gram,
 )
 
 
@@ -124,8 +125,7 @@ class LogisticRegression:
     ) -> torch.Tensor:
         """``Aᵀ diag(D) A + l2 I``, ``[w, d, d]``."""
         A, D = self._curvature(params, X, y, weight)
-        A = dense(A)
-        H = torch.einsum("wbi,wbj->wij", A * D[..., None], A)
+        H = weighted_gram(A, D)
         return H + self.l2 * torch.eye(self.dim, dtype=H.dtype, device=H.device)
 
     def metric(self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> float:

@@ -39,11 +39,20 @@ from lowcomm.core.errors import InvalidConfigError
 from lowcomm.problems.linear import normalise_weights
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+METRICS = ("accuracy", "perplexity")
 
 
 def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-example cross-entropy ``logsumexp(z) - z_y``, ``[b]``."""
-    return F.cross_entropy(logits, y, reduction="none")
+    """Per-example cross-entropy ``logsumexp(z) - z_y``, ``[b]``.
+
+    Sequence targets ``y[b, ...]`` with logits ``[b, ..., C]`` (a language model's next
+    tokens): each example's mean over its positions, so that the mean over equal-length
+    examples is the mean token cross-entropy (whose exponential is the perplexity).
+    """
+    if y.dim() == 1:
+        return F.cross_entropy(logits, y, reduction="none")
+    tokens = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
+    return tokens.reshape(y.shape[0], -1).mean(dim=1)
 
 
 def squared_error(outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -71,9 +80,12 @@ class TorchModel:
     ``segments`` holds the numel of each parameter in ``named_parameters`` order, which is also
     the layout of the flat vector. The module's own parameter values are never read by the
     objective (only their shapes), so the module itself is not modified or cast to ``dtype``.
-    """
 
-    metric_name = "accuracy"
+    Two optional attributes of the module change how it is evaluated: ``metric_name``
+    (:data:`METRICS`; default ``accuracy``) and ``eval_batch``, the examples per forward pass
+    of :meth:`loss` and :meth:`metric` (default: all at once), which bounds the memory of
+    large outputs such as a language model's logits without changing the values.
+    """
 
     def __init__(
         self,
@@ -94,6 +106,11 @@ class TorchModel:
             for name, b in self.module.named_buffers()
         }
         self.loss_fn = loss
+        self.metric_name = getattr(module, "metric_name", "accuracy")
+        if self.metric_name not in METRICS:
+            allowed = f"a module whose metric_name is one of {', '.join(METRICS)}"
+            raise InvalidConfigError("model", "TorchModel", allowed, self.metric_name)
+        self.eval_batch: int | None = getattr(module, "eval_batch", None)
         self.l2 = float(l2)
         self.dtype = dtype
         self.names = tuple(name for name, _ in named)
@@ -151,19 +168,40 @@ class TorchModel:
         self, flat: torch.Tensor, X: torch.Tensor, y: torch.Tensor, omega: torch.Tensor
     ) -> torch.Tensor:
         """One worker's ``Σ_i ω_i loss_i + (l2/2)||x||²`` (a scalar)."""
-        logits = self._forward(flat, X)
-        return (omega * self.loss_fn(logits, y)).sum() + 0.5 * self.l2 * flat.dot(flat)
+        return self._data_term(flat, X, y, omega) + self._penalty(flat)
+
+    def _data_term(
+        self, flat: torch.Tensor, X: torch.Tensor, y: torch.Tensor, omega: torch.Tensor
+    ) -> torch.Tensor:
+        """One worker's ``Σ_i ω_i loss_i`` (a scalar)."""
+        return (omega * self.loss_fn(self._forward(flat, X), y)).sum()
+
+    def _blocks(self, n: int) -> list[slice]:
+        """The example blocks of one evaluation pass over ``n`` examples (``eval_batch``)."""
+        size = max(1, n if self.eval_batch is None else self.eval_batch)
+        return [slice(start, start + size) for start in range(0, max(n, 1), size)]
 
     def _example(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One example's loss plus the L2 term (a scalar)."""
         logits = self._forward(flat, x[None])
-        return self.loss_fn(logits, y[None])[0] + 0.5 * self.l2 * flat.dot(flat)
+        return self.loss_fn(logits, y[None])[0] + self._penalty(flat)
+
+    def _penalty(self, flat: torch.Tensor) -> torch.Tensor | float:
+        """``(l2/2)||x||²``; a plain 0 without L2, so no gradient pass over ``x`` is spent on it."""
+        return 0.5 * self.l2 * flat.dot(flat) if self.l2 else 0.0
 
     def loss(
         self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
     ) -> torch.Tensor:
-        """Local objective per worker, ``[w]``."""
-        return vmap(self._objective)(params, X, y, normalise_weights(weight))
+        """Local objective per worker, ``[w]`` (summed over blocks of ``eval_batch`` examples)."""
+        omega = normalise_weights(weight)
+        blocks = self._blocks(X.shape[1])
+        if len(blocks) == 1:
+            return vmap(self._objective)(params, X, y, omega)
+        total = 0.5 * self.l2 * (params * params).sum(dim=1)
+        for b in blocks:
+            total = total + vmap(self._data_term)(params, X[:, b], y[:, b], omega[:, b])
+        return total
 
     def grad(
         self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
@@ -208,10 +246,23 @@ class TorchModel:
         return vmap(hessian(self._objective))(params, X, y, normalise_weights(weight))
 
     def metric(self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> float:
-        """Accuracy of ``argmax`` of the logits on ``X[n, ...]``, ``y[n]``."""
+        """The test metric on ``X[n, ...]``, ``y[n, ...]``, by blocks of ``eval_batch``.
+
+        ``accuracy``: the share of ``argmax`` of the logits equal to ``y`` (for sequence
+        targets, of all positions); ``perplexity``: ``exp`` of the mean per-example loss (the
+        mean token cross-entropy for equal-length sequences).
+        """
         with torch.no_grad():
-            logits = self._forward(params, X)
-        return (logits.argmax(dim=1) == y).double().mean().item()
+            scores = [self._scores(params, X[b], y[b]) for b in self._blocks(y.shape[0])]
+        mean = torch.cat(scores).double().mean().item()
+        return math.exp(mean) if self.metric_name == "perplexity" else mean
+
+    def _scores(self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each example's loss (perplexity) or share of correct predictions (accuracy), ``[b]``."""
+        logits = self._forward(params, X)
+        if self.metric_name == "perplexity":
+            return self.loss_fn(logits, y)
+        return (logits.argmax(dim=-1) == y).reshape(y.shape[0], -1).double().mean(dim=1)
 
 
 def _batch_norms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

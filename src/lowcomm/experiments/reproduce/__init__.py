@@ -1,37 +1,45 @@
-"""Reproductions of papers' claims: ``lowcomm reproduce NAME`` (see ``docs/reproductions``).
+"""Reproductions of papers' claims: ``lowcomm reproduce NAME|all`` (see ``docs/reproductions``).
 
-Each reproduction is a function from a :class:`Request` to an :class:`Outcome`, registered in
-:data:`REPRODUCTIONS` under the name the command line takes.
+Each reproduction is a module of this package declaring a
+:class:`~lowcomm.experiments.study.Study` named ``STUDY``; :data:`REPRODUCTIONS` maps the name
+the command line takes to that module, imported only when asked for.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import shlex
-from collections.abc import Callable
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lowcomm.core.errors import InvalidConfigError
-from lowcomm.experiments.reproduce import async_msgd, cdgrab, hogwild, localnewton, sasg
-from lowcomm.experiments.reproduce.report import Outcome, Request
+from lowcomm.experiments.reproduce.html import write_html
+from lowcomm.experiments.reproduce.report import Outcome, Request, markdown_table, write_report
+
+if TYPE_CHECKING:
+    from lowcomm.experiments.study import Study
 
 OWNER = "lowcomm reproduce"
+ALL = "all"
+INDEX_MD = "index.md"
 
-REPRODUCTIONS: dict[str, Callable[[Request], Outcome]] = {
-    "sasg": sasg.reproduce,
-    "localnewton": localnewton.reproduce,
-    "cdgrab": cdgrab.reproduce,
-    "hogwild": hogwild.reproduce,
-    "async-msgd": async_msgd.reproduce,
+REPRODUCTIONS: dict[str, str] = {
+    "sasg": "sasg",
+    "localnewton": "localnewton",
+    "cdgrab": "cdgrab",
+    "hogwild": "hogwild",
+    "async-msgd": "async_msgd",
 }
-
-RESUMABLE = ("sasg", "localnewton", "hogwild")
-"""Reproductions whose runs are saved one by one, so ``--resume`` can read them back."""
+"""Name on the command line -> module of this package that declares ``STUDY``."""
 
 
 def check_name(name: str) -> None:
-    """Refuse a name that is not in :data:`REPRODUCTIONS`."""
-    if name not in REPRODUCTIONS:
-        raise InvalidConfigError("NAME", OWNER, f"one of {', '.join(REPRODUCTIONS)}", name)
+    """Refuse a name that is neither in :data:`REPRODUCTIONS` nor ``all``."""
+    if name != ALL and name not in REPRODUCTIONS:
+        known = ", ".join([*REPRODUCTIONS, ALL])
+        raise InvalidConfigError("NAME", OWNER, f"one of {known}", name)
 
 
 def default_out(name: str) -> Path:
@@ -50,15 +58,13 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
-def check_resume(name: str, resume: bool) -> None:
-    """Refuse ``--resume`` for a reproduction that cannot read its runs back."""
-    if resume and name not in RESUMABLE:
-        raise InvalidConfigError(
-            "--resume",
-            OWNER,
-            f"used with a reproduction that saves its runs one by one ({', '.join(RESUMABLE)})",
-            name,
-        )
+def parse_jobs(jobs: int | None) -> int:
+    """``--jobs``: an integer >= 1; None for the number of cores."""
+    if jobs is None:
+        return os.cpu_count() or 1
+    if jobs < 1:
+        raise InvalidConfigError("jobs", OWNER, "an integer >= 1", jobs)
+    return jobs
 
 
 def command_line(
@@ -69,7 +75,7 @@ def command_line(
     seeds: str | None,
     resume: bool = False,
 ) -> str:
-    """The ``lowcomm reproduce`` command with the flags that were given, shell-quoted."""
+    """The ``lowcomm reproduce`` command with the flags that change results, shell-quoted."""
     words = ["lowcomm", "reproduce", name]
     if quick:
         words.append("--quick")
@@ -90,10 +96,12 @@ def make_request(
     seeds: str | None,
     progress: bool,
     resume: bool = False,
+    jobs: int | None = None,
 ) -> Request:
     """Validate the command line's arguments into a request (defaults filled in)."""
     check_name(name)
-    check_resume(name, resume)
+    if name == ALL and data is not None:
+        raise InvalidConfigError("--data", OWNER, "left out with NAME all", data)
     return Request(
         out=default_out(name) if out is None else out,
         quick=quick,
@@ -102,10 +110,65 @@ def make_request(
         progress=progress,
         command=command_line(name, quick, out, data, seeds, resume),
         resume=resume,
+        jobs=parse_jobs(jobs),
     )
+
+
+def study_of(name: str) -> Study:
+    """The declared study of reproduction ``name`` (its module is imported now)."""
+    check_name(name)
+    study: Study = importlib.import_module(f"{__name__}.{REPRODUCTIONS[name]}").STUDY
+    return study
 
 
 def reproduce(name: str, request: Request) -> Outcome:
     """Run reproduction ``name``; an unknown name is an :class:`InvalidConfigError`."""
-    check_name(name)
-    return REPRODUCTIONS[name](request)
+    from lowcomm.experiments.study import run_study
+
+    return run_study(study_of(name), request)
+
+
+def reproduce_all(request: Request) -> dict[str, Outcome]:
+    """Run every reproduction into ``OUT/<name>/`` and write ``OUT/index.md`` and ``index.html``.
+
+    Every study is planned (and so validated) before the first one runs.
+    """
+    from lowcomm.experiments.study import planned, run_study
+
+    start = time.perf_counter()
+    requests = {}
+    for name in REPRODUCTIONS:
+        command = request.command.replace(f" {ALL}", f" {name}", 1)
+        requests[name] = Request(
+            **(vars(request) | {"out": request.out / name, "command": command})
+        )
+    plans = {name: planned(study_of(name), one) for name, one in requests.items()}  # all first
+    outcomes = {name: run_study(study_of(name), one, plans[name]) for name, one in requests.items()}
+    write_index(request, outcomes, time.perf_counter() - start)
+    return outcomes
+
+
+def write_index(request: Request, outcomes: dict[str, Outcome], wall: float) -> Path:
+    """The index page of ``reproduce all``: each study's verdicts, wall time and report."""
+    rows = []
+    for name, outcome in outcomes.items():
+        verdicts = [c.verdict for c in outcome.claims]
+        rows.append(
+            (
+                f"[{name}]({name}/report.md)",
+                verdicts.count("PASS"),
+                verdicts.count("FAIL"),
+                len(verdicts) - verdicts.count("PASS") - verdicts.count("FAIL"),
+                len(outcome.sensitivity),
+                f"{outcome.wall_time:.0f}",
+            )
+        )
+    headers = ("study", "PASS", "FAIL", "not judged", "sensitivity results", "wall time (s)")
+    sections = [
+        "# Reproductions",
+        f"Produced by `{request.command}`; {wall:.0f} s in all.",
+        markdown_table(headers, rows),
+    ]
+    index = write_report(request.out / INDEX_MD, sections)
+    write_html(index)
+    return index

@@ -40,10 +40,11 @@ class Request:
         quick: the small version (minutes), on the embedded default data.
         data: a ``--data`` spec; None for the reproduction's default.
         seeds: the seeds; None for the reproduction's default.
-        progress: show a progress display per run on stderr.
+        progress: show a progress bar of finished runs on stderr.
         command: the command line that asked for it, quoted in the report.
-        resume: read back runs already saved in ``out`` with the same config (reproductions in
-            ``RESUMABLE``) instead of running them again.
+        resume: read back runs already saved in ``out`` with the same config instead of
+            running them again.
+        jobs: how many independent runs go at once, each in its own process.
     """
 
     out: Path
@@ -53,6 +54,7 @@ class Request:
     progress: bool = False
     command: str = ""
     resume: bool = False
+    jobs: int = 1
 
 
 @dataclass(frozen=True)
@@ -63,30 +65,50 @@ class Claim:
         claim: the claim, as the paper (or its authors' logs) states it.
         paper: the value in the paper's own run, for context.
         criterion: the test applied to the measurement.
-        measured: the measured value, in words and numbers.
-        passed: whether the measurement meets the criterion.
+        measured: the measured value, in words and numbers; for a claim not judged, why not.
+        passed: whether the measurement meets the criterion; None when the claim cannot be
+            judged at this size of the study.
     """
 
     claim: str
     paper: str
     criterion: str
     measured: str
-    passed: bool
+    passed: bool | None
 
     @property
     def verdict(self) -> str:
-        """``PASS`` or ``FAIL``."""
+        """``PASS``, ``FAIL`` or ``not judged``."""
+        if self.passed is None:
+            return NOT_JUDGED
         return "PASS" if self.passed else "FAIL"
+
+    def as_json(self) -> dict[str, Any]:
+        """The claim's fields and its verdict, for ``claims.json``."""
+        return asdict(self) | {"result": self.verdict}
+
+
+NOT_JUDGED = "not judged"
+
+
+def unjudged(claim: str, paper: str, criterion: str, reason: str) -> Claim:
+    """A claim the study cannot judge at this size, saying why instead of failing it."""
+    return Claim(claim, paper, criterion, f"not judged at quick size: {reason}", None)
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a reproduction wrote: folder, report, claims, and the source of the paper's values."""
+    """What a reproduction wrote: folder, report, claims, source of the paper's values, etc.
+
+    Besides those: the wall time in seconds and the sensitivity results.
+    """
 
     out: Path
     report: Path
     claims: tuple[Claim, ...]
     paper_source: str
+    wall_time: float = float("nan")
+    sensitivity: tuple[Claim, ...] = ()
 
 
 def number(value: float, digits: int = 4) -> str:
@@ -135,14 +157,14 @@ def console_table(claims: Sequence[Claim], title: str, paper_source: str) -> Tab
     for column in ("#", "claim", "paper run", "criterion", "measured", "result"):
         table.add_column(column, justify="right" if column == "#" else "left")
     for i, c in enumerate(claims, start=1):
-        style = "green" if c.passed else "bold red"
+        style = {True: "green", False: "bold red", None: "yellow"}[c.passed]
         table.add_row(str(i), c.claim, c.paper, c.criterion, c.measured, f"[{style}]{c.verdict}[/]")
     return table
 
 
 def write_claims(path: Path, claims: Sequence[Claim], extra: dict[str, Any]) -> None:
     """Write ``claims.json``: ``claims`` (each with its verdict) and ``extra`` fields."""
-    listed = [asdict(c) | {"result": c.verdict} for c in claims]
+    listed = [c.as_json() for c in claims]
     write_json(path, {**extra, "claims": listed})
 
 
@@ -167,8 +189,7 @@ def environment() -> dict[str, str]:
         "numpy": np.__version__,
         "pandas": pd.__version__,
         "python": platform.python_version(),
-        "machine": f"{platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"{torch.get_num_threads()} torch threads",
+        "machine": f"{platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs",
     }
 
 

@@ -1,267 +1,128 @@
-"""``lowcomm reproduce sasg``: SASG against LASG, top-k with memory and SGD (spec section 7.1).
+"""``lowcomm reproduce sasg``: SASG against LASG, top-k with memory and SGD, declared.
 
-The study mirrors the SASG authors' MNIST notebook (Deng et al., arXiv 2112.04088): 10 workers
-with iid shards, a per-worker batch of 10 drawn by reshuffling the shard every epoch, an
-aggregator that SUMS the workers' step-scaled messages, step 0.005 for every method, window
-D = 10, threshold c = 1/2, top-k density 1% per parameter tensor, no momentum and no weight
-decay; the models are evaluated every 100 iterations (and at the last one).
-
-What is measured, per run:
-
-- uploads and uplink bits (8 x bytes up, from the ledger) at the first evaluation whose test
-  accuracy reaches the target: the test accuracy of SGD (mean over seeds) at its last
-  evaluation within 70% of its rounds;
-- the final test accuracy and training loss;
-- the skip ratio by epoch, from the ledger's per-round uploads: round r's skip ratio is
-  1 - uploads_r / workers, and round r belongs to epoch floor((r - 1) W b / N) + 1 (W workers,
-  batch b, N training examples), i.e. to the pass over the training set its examples fall in.
-
-Each claim is judged on means over seeds. Layout of the output folder ``OUT``:
-
-- ``OUT/<method>/seed<k>/``: each run (``history.csv``, ``history.parquet``, ``run.json``) and
-  its ledger, one row per (round, worker) (``ledger.csv``);
-- ``OUT/per_seed.csv``, ``OUT/summary.csv``, ``OUT/skip_ratio.csv``: the measurements;
-- ``OUT/claims.json``, ``OUT/report.md`` and the figures it shows (``OUT/*.png``).
+The setting mirrors the SASG authors' MNIST notebook (Deng et al., arXiv 2112.04088); the
+setup, the measures and the departures are in ``notes/sasg.md``. Each claim is judged on means
+over seeds; the thresholds are the constants below, fixed before measuring.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-from rich.console import Console
 
-from lowcomm.algorithms.registry import build_algorithm
-from lowcomm.core.errors import DataError, InvalidConfigError
+from lowcomm.core.errors import InvalidConfigError
 from lowcomm.data.spec import parse_data_spec
-from lowcomm.experiments.config import RunConfig, make_config
+from lowcomm.experiments.config import make_config
 from lowcomm.experiments.measures import first_reach
 from lowcomm.experiments.plots import seed_band
-from lowcomm.experiments.reproduce.report import (
-    CLAIMS_JSON,
-    REPORT_MD,
-    Claim,
-    Outcome,
-    Request,
-    claims_table,
-    embed,
-    header,
-    markdown_table,
-    mean_std,
-    number,
-    save_figure,
-    write_claims,
-    write_report,
-)
-from lowcomm.experiments.reproduce.runs import run_or_resume
-from lowcomm.experiments.runner import Prepared, prepare
+from lowcomm.experiments.reproduce.report import Claim, Request, mean_std, number
+from lowcomm.experiments.reproduce.runs import SavedRun
+from lowcomm.experiments.runner import prepare
+from lowcomm.experiments.study import Findings, Job, Key, Output, Plan, Study, datasets_root
 
-OWNER = "lowcomm reproduce sasg"
-DEFAULT_OUT = Path("results/reproduce-sasg")
-SHARED_MNIST = Path("../shared/datasets/mnist")
-PER_SEED_CSV = "per_seed.csv"
-SUMMARY_CSV = "summary.csv"
-SKIP_CSV = "skip_ratio.csv"
-FULL_SEEDS = (0, 1, 2)
-QUICK_SEEDS = (0, 1)
 TARGET_PERCENT = 70  # the target is SGD's accuracy at this share of its rounds
 MAX_UPLOAD_RATIO = 0.6  # claim 2: SASG uploads <= 0.6 x SGD's
 MIN_BIT_SAVING = 80  # claim 3: SASG bits <= 1/80 of SGD's
 MAX_ACCURACY_GAP = 0.5  # claim 4: |SASG - SGD| final test accuracy, in points
+LABELS = {"sgd": "SGD", "topk-ef": "Top-k with memory", "lasg": "LASG", "sasg": "SASG"}
 LAZY = ("lasg", "sasg")
-PAPER_RUN = "paper run (authors' logs, 60k MNIST)"
-FIGURES = {
-    "accuracy-uploads": "Test accuracy against uploads (mean over seeds, min-max band)",
-    "accuracy-bits": "Test accuracy against uplink bits (log scale)",
-    "skip-ratio": "Skip ratio by epoch of LASG and SASG, from the ledger's per-round uploads",
-    "train-loss": "Training loss against iterations",
-}
 
 
 @dataclass(frozen=True)
-class Preset:
-    """Model and length of the study for a kind of data."""
+class Sizes:
+    """How long and how wide: model, epochs and seeds for MNIST and for the small data sets."""
 
-    hidden: tuple[int, ...]
-    epochs: int
-    quick_epochs: int
-
-
-MNIST_PRESET = Preset(hidden=(512,), epochs=20, quick_epochs=3)
-SMALL_PRESET = Preset(hidden=(128,), epochs=200, quick_epochs=100)
-
-
-@dataclass(frozen=True)
-class Study:
-    """The settings of one SASG reproduction (defaults: the authors' MNIST notebook)."""
-
-    data: str
-    hidden: tuple[int, ...]
-    epochs: int
-    seeds: tuple[int, ...]
+    mnist_hidden: tuple[int, ...] = (512,)
+    mnist_epochs: int = 20
+    small_hidden: tuple[int, ...] = (128,)
+    small_epochs: int = 200
+    seeds: tuple[int, ...] = (0, 1)
     workers: int = 10
     batch_size: int = 10
-    lr: float = 0.005
-    window: int = 10
-    threshold: float = 0.5
-    density: float = 0.01
     eval_every: int = 100
-    note: str = field(default="", compare=False)
-
-    def __post_init__(self) -> None:
-        if not self.seeds or len(set(self.seeds)) < len(self.seeds) or min(self.seeds) < 0:
-            raise InvalidConfigError("seeds", OWNER, "distinct integers >= 0", list(self.seeds))
-        if self.epochs < 1:
-            raise InvalidConfigError("epochs", OWNER, "an integer >= 1", self.epochs)
-
-    def settings(self) -> dict[str, Any]:
-        """The run settings every method shares (no weight decay, as in the paper)."""
-        return {
-            "data": self.data,
-            "model": "mlp",
-            "hidden": self.hidden,
-            "l2": 0.0,
-            "workers": self.workers,
-            "partition": "iid",
-            "eval_every": self.eval_every,
-        }
 
 
-@dataclass(frozen=True)
-class Method:
-    """A compared method: its algorithm (also its folder name), label and options."""
-
-    algorithm: str
-    label: str
-    options: Mapping[str, Any]
+FULL = Sizes()
+QUICK = Sizes(mnist_epochs=3, small_epochs=100)
 
 
-@dataclass(frozen=True)
-class Run:
-    """One finished run: its history and the uploads of each of its rounds (1..R)."""
-
-    method: str
-    seed: int
-    history: pd.DataFrame
-    uploads: pd.Series
-    diverged: bool
-
-
-def methods(study: Study) -> tuple[Method, ...]:
-    """SGD, top-k with memory, LASG and SASG with the study's shared settings."""
-    common = {"lr": study.lr, "batch_size": study.batch_size, "sampling": "reshuffle"}
-    lazy = {"window": study.window, "threshold": study.threshold, "reference": "last-upload"}
-    sparse = {"density": study.density}
-    return (
-        Method("sgd", "SGD", common | {"reduce": "sum", "momentum": 0.0}),
-        Method("topk-ef", "Top-k with memory", common | sparse),
-        Method("lasg", "LASG", common | lazy),
-        Method("sasg", "SASG", common | sparse | lazy),
-    )
-
-
-# --- the study from a request ------------------------------------------------------------------
+def options(method: str, batch_size: int = 10) -> dict[str, Any]:
+    """The authors' notebook: step 0.005, window D = 10, c = 1/2, density 1%, summed messages."""
+    common: dict[str, Any] = {"lr": 0.005, "batch_size": batch_size, "sampling": "reshuffle"}
+    lazy = {"window": 10, "threshold": 0.5, "reference": "last-upload"}
+    sparse = {"density": 0.01}
+    return {
+        "sgd": common | {"reduce": "sum", "momentum": 0.0},
+        "topk-ef": common | sparse,
+        "lasg": common | lazy,
+        "sasg": common | sparse | lazy,
+    }[method]
 
 
 def default_data(quick: bool) -> tuple[str, str]:
-    """The data spec when none is given, and a note when full mode falls back to digits."""
+    """The data spec without ``--data``, and a note when the full study falls back to digits."""
+    mnist = datasets_root() / "mnist"
     if quick:
         return "digits", ""
-    if SHARED_MNIST.is_dir():
-        return f"mnist:{SHARED_MNIST}", ""
-    return "digits", f"{SHARED_MNIST} not found: the full study runs on digits instead of MNIST."
+    if mnist.is_dir():
+        return f"mnist:{mnist}", ""
+    return "digits", f"{mnist} not found: the full study runs on digits instead of MNIST."
 
 
-def study_for(request: Request) -> Study:
-    """The study a request asks for (see ``docs/cli.md``)."""
+def plan(request: Request, sizes: Sizes | None = None) -> Plan:
+    """Every (method, seed) run, validated; facts: rounds, data sizes, target round."""
+    sizes = sizes or (QUICK if request.quick else FULL)
     data, note = (request.data, "") if request.data else default_data(request.quick)
-    preset = MNIST_PRESET if parse_data_spec(data).kind == "mnist" else SMALL_PRESET
-    epochs = preset.quick_epochs if request.quick else preset.epochs
-    seeds = request.seeds or (QUICK_SEEDS if request.quick else FULL_SEEDS)
-    return Study(data, preset.hidden, epochs, tuple(seeds), note=note)
-
-
-def reproduce(request: Request) -> Outcome:
-    """Run the study a request asks for and write its report (the ``reproduce`` registry entry)."""
-    study = study_for(request)
-    if study.note:
-        Console(stderr=True).print(f"note: {study.note}", highlight=False)
-    return run_study(study, request.out, request.command, request.progress, request.resume)
-
-
-# --- running -----------------------------------------------------------------------------------
-
-
-def plan(study: Study) -> tuple[Prepared, dict[tuple[str, int], RunConfig]]:
-    """Validate everything before any run: the first seed's SGD run, and every run's config.
-
-    Returns:
-        The first SGD run, prepared (its data give the number of rounds), and every run's
-        config by (method, seed).
-    """
-    first = prepare(make_config(study.settings() | {"seed": study.seeds[0]}))
-    examples = study.epochs * first.data.train.n
-    rounds = math.ceil(examples / (study.workers * study.batch_size))
-    configs = {
-        (m.algorithm, seed): make_config(
-            study.settings()
-            | {"algorithm": m.algorithm, "options": dict(m.options), "seed": seed, "rounds": rounds}
+    mnist = parse_data_spec(data).kind == "mnist"
+    hidden = sizes.mnist_hidden if mnist else sizes.small_hidden
+    epochs = sizes.mnist_epochs if mnist else sizes.small_epochs
+    seeds = request.seeds or sizes.seeds
+    base = {"data": data, "model": "mlp", "hidden": hidden, "l2": 0.0, "partition": "iid"}
+    base |= {"workers": sizes.workers, "eval_every": sizes.eval_every}
+    first = prepare(make_config(base | {"seed": seeds[0]}))
+    if epochs < 1:
+        raise InvalidConfigError("epochs", "lowcomm reproduce sasg", "an integer >= 1", epochs)
+    rounds = math.ceil(epochs * first.data.train.n / (sizes.workers * sizes.batch_size))
+    jobs = [
+        Job(
+            (m, f"seed{s}"),
+            make_config(
+                base | {"algorithm": m, "options": options(m, sizes.batch_size)}
+            ).model_copy(update={"seed": s, "rounds": rounds}),
         )
-        for m in methods(study)
-        for seed in study.seeds
+        for m in LABELS
+        for s in seeds
+    ]
+    facts = {
+        "data": data,
+        "hidden": "-".join(map(str, hidden)),
+        "dim": f"{first.problem.dim:,}",
+        "n_train": first.data.train.n,
+        "n_test": first.data.test.n,
+        "epochs": epochs,
+        "rounds": rounds,
+        "seeds": ",".join(map(str, seeds)),
+        "workers": sizes.workers,
+        "batch_size": sizes.batch_size,
+        "eval_every": sizes.eval_every,
+        "target_round": target_round(rounds, sizes.eval_every),
+        "target_percent": TARGET_PERCENT,
     }
-    for config in configs.values():
-        build_algorithm(config.algorithm, config.options)
-    return first, configs
+    return Plan(jobs, facts, note)
 
 
-def round_uploads(records: pd.DataFrame, rounds: int) -> pd.Series:
-    """Uploads of each round 1..``rounds`` from the ledger's (round, worker) records."""
-    per_round = records.groupby("round")["uploads"].sum()
-    return per_round.reindex(range(1, rounds + 1), fill_value=0).astype(np.int64)
-
-
-def execute_run(config: RunConfig, folder: Path, progress: bool, resume: bool) -> Run:
-    """Run one config (or with ``resume`` read it back), saved with its ledger in ``folder``."""
-    saved = run_or_resume(config, folder, progress, resume)
-    uploads = round_uploads(saved.ledger(), int(saved.history["round"].iloc[-1]))
-    return Run(config.algorithm, config.seed, saved.history, uploads, saved.diverged)
-
-
-def run_all(
-    configs: Mapping[tuple[str, int], RunConfig], out: Path, progress: bool, resume: bool
-) -> list[Run]:
-    """Every run, in order, saved under ``out/<method>/seed<k>``."""
-    console = Console(stderr=True)
-    runs = []
-    for i, ((name, seed), config) in enumerate(configs.items(), start=1):
-        if progress:
-            console.print(f"run {i}/{len(configs)}: {name}, seed {seed}", highlight=False)
-        runs.append(execute_run(config, out / name / f"seed{seed}", progress, resume))
-    return runs
-
-
-# --- measuring ---------------------------------------------------------------------------------
+# --- measures ----------------------------------------------------------------------------------
 
 
 def target_round(rounds: int, eval_every: int) -> int:
     """The last evaluated round within :data:`TARGET_PERCENT` percent of ``rounds``."""
     return rounds * TARGET_PERCENT // 100 // eval_every * eval_every
-
-
-def target_accuracy(histories: Sequence[pd.DataFrame], at: int) -> float:
-    """Mean over seeds of the test accuracy at round ``at`` (NaN if a seed lacks it)."""
-    values = [h.set_index("round")["test_metric"].get(at, math.nan) for h in histories]
-    return float(np.mean(values))
 
 
 def costs_to_target(history: pd.DataFrame, target: float) -> dict[str, float]:
@@ -277,96 +138,95 @@ def costs_to_target(history: pd.DataFrame, target: float) -> dict[str, float]:
     }
 
 
+def round_uploads(records: pd.DataFrame, rounds: int) -> pd.Series:
+    """Uploads of each round 1..``rounds`` from the ledger's (round, worker) records."""
+    per_round = records.groupby("round")["uploads"].sum()
+    return per_round.reindex(range(1, rounds + 1), fill_value=0).astype(np.int64)
+
+
 def skip_by_epoch(uploads: pd.Series, workers: int, batch_size: int, n_train: int) -> pd.Series:
-    """Mean skip ratio (1 - uploads / workers) of the rounds of each epoch, indexed by epoch."""
+    """Mean skip ratio (1 - uploads / workers) of the rounds of each epoch, indexed by epoch.
+
+    Round r belongs to epoch floor((r - 1) W b / N) + 1: the pass its examples fall in.
+    """
     rounds = uploads.index.to_numpy(dtype=np.int64)
     epochs = (rounds - 1) * workers * batch_size // n_train + 1
     skips = 1.0 - uploads.to_numpy(dtype=float) / workers
     return pd.Series(skips, index=pd.Index(epochs, name="epoch")).groupby(level=0).mean()
 
 
-def per_seed(runs: Sequence[Run], target: float, workers: int) -> pd.DataFrame:
-    """One row per run: its costs to reach ``target`` and its final state."""
-    rows = []
-    for run in runs:
-        last = run.history.iloc[-1]
-        hit = costs_to_target(run.history, target)
+def per_seed(
+    outputs: Mapping[Key, Output], target: float, facts: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per run: its costs to reach ``target``, final state and skip ratio."""
+    rows, skips = [], []
+    for (method, seed), run in outputs.items():
+        assert isinstance(run, SavedRun)
+        last, hit = run.history.iloc[-1], costs_to_target(run.history, target)
+        uploads = round_uploads(run.ledger(), facts["rounds"])
         rows.append(
             {
-                "method": run.method,
-                "seed": run.seed,
+                "method": method,
+                "seed": int(seed.removeprefix("seed")),
                 "round_to_target": hit["round"],
                 "uploads_to_target": hit["uploads"],
                 "bits_to_target": hit["bits"],
-                "final_round": int(last["round"]),
                 "final_accuracy": float(last["test_metric"]),
                 "final_train_loss": float(last["train_loss"]),
                 "bits_per_upload": 8.0 * float(last["bytes_up"]) / max(int(last["uploads"]), 1),
-                "skip_ratio": 1.0 - float(run.uploads.mean()) / workers,
+                "skip_ratio": 1.0 - float(uploads.mean()) / facts["workers"],
                 "wall_time": float(last["wall_time"]),
                 "diverged": run.diverged,
             }
         )
-    return pd.DataFrame(rows)
+        if method in LAZY:
+            by_epoch = skip_by_epoch(
+                uploads, facts["workers"], facts["batch_size"], facts["n_train"]
+            )
+            skips.append(
+                by_epoch.rename("skip_ratio")
+                .reset_index()
+                .assign(method=method, seed=rows[-1]["seed"])
+            )
+    skip = pd.concat(skips, ignore_index=True)[["method", "seed", "epoch", "skip_ratio"]]
+    return pd.DataFrame(rows), skip
 
 
-def means(table: pd.DataFrame) -> pd.DataFrame:
-    """Per method, the mean over seeds of every measurement (NaN if any seed is NaN)."""
-    numeric = table.drop(columns=["seed", "diverged"])
-    return numeric.groupby("method", sort=False).agg(lambda s: float(s.to_numpy().mean()))
+def seed_means(table: pd.DataFrame) -> pd.DataFrame:
+    """Per method, the mean over seeds of every measure; NaN if any seed has none (no target)."""
+    numeric = table.drop(columns=["seed", "diverged"]).groupby("method", sort=False)
+    return numeric.agg(lambda column: column.mean(skipna=False))
 
 
-def skip_table(runs: Sequence[Run], study: Study, n_train: int) -> pd.DataFrame:
-    """Skip ratio by epoch of the lazy methods' runs: method, seed, epoch, skip_ratio."""
-    frames = [
-        skip_by_epoch(run.uploads, study.workers, study.batch_size, n_train)
-        .rename("skip_ratio")
-        .reset_index()
-        .assign(method=run.method, seed=run.seed)
-        for run in runs
-        if run.method in LAZY
-    ]
-    return pd.concat(frames, ignore_index=True)[["method", "seed", "epoch", "skip_ratio"]]
-
-
-# --- claims ------------------------------------------------------------------------------------
-
-
-def _uploads(value: float) -> str:
-    return "not reached" if math.isnan(value) else number(value)
-
-
-def _times(value: float, digits: int) -> str:
-    """``value`` as a factor (``0.391x``); ``-`` when a method did not reach the target."""
-    return "-" if math.isnan(value) else f"{value:.{digits}f}x"
-
-
-def claims(mean: pd.DataFrame) -> tuple[Claim, ...]:
+def claims(mean: pd.DataFrame) -> list[Claim]:
     """The four claims of the SASG paper, judged on the means over seeds."""
     up, bits, acc = mean["uploads_to_target"], mean["bits_to_target"], mean["final_accuracy"]
-    ratio = up["sasg"] / up["sgd"]
-    saving = bits["sgd"] / bits["sasg"]
+    ratio, saving = up["sasg"] / up["sgd"], bits["sgd"] / bits["sasg"]
     gap = 100.0 * (acc["sasg"] - acc["sgd"])
-    return (
+
+    def shown(value: float) -> str:
+        return "not reached" if math.isnan(value) else number(value)
+
+    return [
         Claim(
             "SASG needs fewer uploads than LASG, and LASG fewer than SGD, to reach the target",
             "SASG 23,775 < LASG 34,269 < SGD 61,000 (to 98%)",
             "uploads to target: SASG < LASG < SGD",
-            f"SASG {_uploads(up['sasg'])}, LASG {_uploads(up['lasg'])}, SGD {_uploads(up['sgd'])}",
+            f"SASG {shown(up['sasg'])}, LASG {shown(up['lasg'])}, SGD {shown(up['sgd'])}",
             bool(up["sasg"] < up["lasg"] < up["sgd"]),
         ),
         Claim(
             "SASG cuts SGD's uploads substantially",
             "0.39x (-61%)",
             f"SASG uploads <= {MAX_UPLOAD_RATIO}x SGD's",
-            _times(ratio, 3),
+            "-" if math.isnan(ratio) else f"{ratio:.3f}x",
             bool(ratio <= MAX_UPLOAD_RATIO),
         ),
         Claim(
             "SASG sends far fewer bits than SGD",
             "about 128x fewer (99.3 GB -> 0.77 GB)",
             f"SASG uplink bits <= 1/{MIN_BIT_SAVING} of SGD's",
-            f"{_times(saving, 1)} fewer ({number(bits['sasg'] / 1e6)} vs "
+            f"{number(saving)}x fewer ({number(bits['sasg'] / 1e6)} vs "
             f"{number(bits['sgd'] / 1e6)} Mbit)",
             bool(bits["sasg"] * MIN_BIT_SAVING <= bits["sgd"]),
         ),
@@ -377,332 +237,140 @@ def claims(mean: pd.DataFrame) -> tuple[Claim, ...]:
             f"SASG {100 * acc['sasg']:.2f}%, SGD {100 * acc['sgd']:.2f}% ({gap:+.2f} points)",
             bool(abs(gap) <= MAX_ACCURACY_GAP),
         ),
-    )
+    ]
+
+
+def results(table: pd.DataFrame, mean: pd.DataFrame) -> pd.DataFrame:
+    """Per method, mean ± std over seeds of what the claims use, as text."""
+    rows = []
+    for method, mine in table.groupby("method", sort=False):
+        rows.append(
+            {
+                "method": LABELS[str(method)],
+                "uploads to target": mean_std(mine["uploads_to_target"].tolist()),
+                "uplink Mbit to target": mean_std((mine["bits_to_target"] / 1e6).tolist()),
+                "uploads vs SGD": number(
+                    mean.loc[method, "uploads_to_target"] / mean.loc["sgd", "uploads_to_target"]
+                ),
+                "seeds not reaching target": int(mine["uploads_to_target"].isna().sum()),
+                "final test accuracy (%)": mean_std((100 * mine["final_accuracy"]).tolist()),
+                "final train loss": mean_std(mine["final_train_loss"].tolist()),
+                "skipped uploads (%)": mean_std((100 * mine["skip_ratio"]).tolist(), 3),
+                "bits per upload": number(mean.loc[method, "bits_per_upload"]),
+                "wall time per run (s)": mean_std(mine["wall_time"].tolist(), 3),
+                "diverged": int(mine["diverged"].sum()),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 # --- figures -----------------------------------------------------------------------------------
 
 
-def _histories(runs: Sequence[Run], method: str) -> list[pd.DataFrame]:
-    """A method's histories with ``accuracy`` (%) and uplink ``bits`` columns."""
-    return [
-        r.history.assign(
-            accuracy=100.0 * r.history["test_metric"], bits=8.0 * r.history["bytes_up"]
-        )
-        for r in runs
-        if r.method == method
-    ]
-
-
-def _band(ax: Axes, x: Any, band: pd.DataFrame, label: str, seeds: int) -> None:
-    """A mean curve with its min-max band over seeds."""
-    name = f"{label} (mean of {seeds})" if seeds > 1 else label
-    (line,) = ax.plot(x, band["mean"], label=name, marker=".")
-    if seeds > 1:
-        ax.fill_between(x, band["low"], band["high"], color=line.get_color(), alpha=0.2)
-
-
-def _axes(study: Study) -> tuple[Figure, Axes]:
-    """A figure with one axes, titled with the data, model and workers."""
+def curves(outputs: Mapping[Key, Output], x: str, y: str, title: str, target: float) -> Figure:
+    """Every method's ``y`` against ``x``: mean over seeds with a min-max band."""
     figure = Figure(figsize=(6.4, 4.8), layout="constrained")
     ax = figure.subplots()
-    hidden = "-".join(map(str, study.hidden))
-    kind = parse_data_spec(study.data).kind
-    ax.set_title(f"{kind}, MLP ({hidden} hidden), {study.workers} workers", fontsize="medium")
-    return figure, ax
-
-
-def _against(runs: Sequence[Run], study: Study, x: str, y: str) -> tuple[Figure, Axes]:
-    """Every method's ``y`` against ``x`` (mean over seeds, min-max band)."""
-    figure, ax = _axes(study)
-    for m in methods(study):
-        band = seed_band(_histories(runs, m.algorithm), x, y)
-        if x == "bits":
-            band = band.loc[band["x"] > 0]
-        _band(ax, band["x"], band, m.label, len(study.seeds))
-    ax.grid(True, which="both", alpha=0.3)
-    return figure, ax
-
-
-def _accuracy_figure(runs: Sequence[Run], study: Study, target: float, x: str) -> Figure:
-    figure, ax = _against(runs, study, x, "accuracy")
-    ax.axhline(100 * target, color="gray", linestyle="--", label=f"target {100 * target:.2f}%")
-    ax.set_ylim(max(0.0, 100 * target - 10), 100.0)
-    ax.set_ylabel("Test accuracy (%)")
+    for method, label in LABELS.items():
+        histories = [
+            run.history.assign(
+                accuracy=100 * run.history["test_metric"], bits=8.0 * run.history["bytes_up"]
+            )
+            for (m, _), run in outputs.items()
+            if m == method and isinstance(run, SavedRun)
+        ]
+        band = seed_band(histories, x, y)
+        band = band.loc[band["x"] > 0] if x == "bits" else band
+        (line,) = ax.plot(band["x"], band["mean"], label=label, marker=".")
+        ax.fill_between(band["x"], band["low"], band["high"], color=line.get_color(), alpha=0.2)
+    if y == "accuracy":
+        ax.axhline(100 * target, color="gray", linestyle="--", label="target")
+        ax.set_ylim(max(0.0, 100 * target - 10), 100.0)
+    else:
+        ax.set_yscale("log")
     if x == "bits":
         ax.set_xscale("log")
-        ax.set_xlabel("Uplink bits, all workers (log scale)")
-    else:
-        ax.set_xlabel("Uploads (worker-to-aggregator messages)")
+    ax.set(title=title, xlabel=x, ylabel=y)
+    ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     return figure
 
 
-def _loss_figure(runs: Sequence[Run], study: Study) -> Figure:
-    figure, ax = _against(runs, study, "round", "train_loss")
-    ax.set_yscale("log")
-    ax.set_xlabel("Iterations")
-    ax.set_ylabel("Training loss")
-    ax.legend()
-    return figure
-
-
-def _skip_figure(skips: pd.DataFrame, study: Study) -> Figure:
-    figure, ax = _axes(study)
-    for m in methods(study):
-        if m.algorithm in LAZY:
-            mine = skips.loc[skips["method"] == m.algorithm].groupby("epoch")["skip_ratio"]
-            band = 100.0 * mine.agg(mean="mean", low="min", high="max")
-            _band(ax, band.index, band, m.label, len(study.seeds))
-    ax.set_ylim(0.0, 100.0)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("Epoch")
-    ax.set_ylabel("Skipped uploads (% of worker-iterations)")
+def skip_figure(skips: pd.DataFrame, title: str) -> Figure:
+    """Skip ratio by epoch of LASG and SASG (mean over seeds)."""
+    figure = Figure(figsize=(6.4, 4.8), layout="constrained")
+    ax = figure.subplots()
+    for method in LAZY:
+        mine = skips.loc[skips["method"] == method].groupby("epoch")["skip_ratio"].mean()
+        ax.plot(mine.index, 100 * mine, marker=".", label=LABELS[method])
+    ax.set(
+        title=title,
+        xlabel="epoch",
+        ylabel="skipped uploads (% of worker-iterations)",
+        ylim=(0.0, 100.0),
+    )
     ax.grid(True, alpha=0.3)
     ax.legend()
     return figure
 
 
-def figures(
-    runs: Sequence[Run], study: Study, target: float, skips: pd.DataFrame, out: Path
-) -> list[tuple[Path, str]]:
-    """Draw and save the report's figures (:data:`FIGURES`); return each path and caption."""
-    drawn = {
-        "accuracy-uploads": _accuracy_figure(runs, study, target, "uploads"),
-        "accuracy-bits": _accuracy_figure(runs, study, target, "bits"),
-        "skip-ratio": _skip_figure(skips, study),
-        "train-loss": _loss_figure(runs, study),
-    }
-    return [(save_figure(fig, out / f"{name}.png"), FIGURES[name]) for name, fig in drawn.items()]
-
-
-# --- the study, end to end ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Measures:
-    """Everything the report states, computed from the runs."""
-
-    rounds: int
-    n_train: int
-    n_test: int
-    dim: int
-    target_round: int
-    target: float
-    per_seed: pd.DataFrame
-    means: pd.DataFrame
-    skips: pd.DataFrame
-    claims: tuple[Claim, ...]
-
-
-def measure(runs: Sequence[Run], study: Study, first: Prepared, rounds: int) -> Measures:
-    """The target, per-seed and mean costs, skip ratios by epoch and the claims."""
-    at = target_round(rounds, study.eval_every)
-    target = target_accuracy([r.history for r in runs if r.method == "sgd"], at)
-    table = per_seed(runs, target, study.workers)
-    mean = means(table)
-    data = first.data
-    skips = skip_table(runs, study, data.train.n)
-    return Measures(
-        rounds,
-        data.train.n,
-        data.test.n,
-        first.problem.dim,
-        at,
-        target,
-        table,
-        mean,
-        skips,
-        claims(mean),
-    )
-
-
-def run_study(
-    study: Study, out: Path, command: str, progress: bool = False, resume: bool = False
-) -> Outcome:
-    """Run every method on every seed, measure, and write the runs, figures and report.
-
-    Everything is validated before the first run starts.
-
-    Args:
-        study: the settings.
-        out: the output folder (layout in the module docstring).
-        command: the command that asked for it, quoted at the top of the report.
-        progress: print each run's name and show its progress bar on stderr.
-        resume: read back each run already saved with the same config instead of running it.
-
-    Returns:
-        The folder, the report's path and the claims.
-    """
-    start = time.perf_counter()
-    if out.exists() and not out.is_dir():
-        raise DataError(out, "exists and is not a folder")
-    first, configs = plan(study)
-    runs = run_all(configs, out, progress, resume)
-    found = measure(runs, study, first, next(iter(configs.values())).rounds)
-    found.per_seed.to_csv(out / PER_SEED_CSV, index=False)
-    found.means.to_csv(out / SUMMARY_CSV)
-    found.skips.to_csv(out / SKIP_CSV, index=False)
-    shown = figures(runs, study, found.target, found.skips, out)
-    extra = {
-        "study": asdict(study),
-        "rounds": found.rounds,
-        "target": {"round": found.target_round, "test_accuracy": found.target},
-        "means": found.means.to_dict(orient="index"),
-    }
-    write_claims(out / CLAIMS_JSON, found.claims, extra)
-    wall = time.perf_counter() - start
-    report = write_report(out / REPORT_MD, sections(study, found, shown, out, command, wall))
-    return Outcome(out, report, found.claims, PAPER_RUN)
-
-
-# --- the report --------------------------------------------------------------------------------
-
-
-def sections(
-    study: Study,
-    found: Measures,
-    shown: Sequence[tuple[Path, str]],
-    out: Path,
-    command: str,
-    wall_time: float,
-) -> list[str]:
-    """The sections of ``report.md``."""
-    passed = sum(c.passed for c in found.claims)
-    return [
-        header("Reproduction: SASG (Deng et al., arXiv 2112.04088)", command, wall_time),
-        "## Claims\n\n"
-        f"{passed} of {len(found.claims)} claims PASS on this run (means over "
-        f"{len(study.seeds)} seed(s); the target is {100 * found.target:.2f}% test accuracy, "
-        f"see Setup). The paper-run column is context from the {PAPER_RUN}, not a "
-        f"measurement of this run.\n\n{claims_table(found.claims)}",
-        _setup(study, found),
-        "## Results per method (mean ± std over seeds)\n\n" + _results(study, found),
-        "## Figures\n\n" + "\n\n".join(embed(path, caption, out) for path, caption in shown),
-        "## Skip ratio by epoch (% of worker-iterations without upload, mean over seeds)\n\n"
-        + _skips(study, found.skips),
-        _paper_run(),
-        _method_notes(study),
-    ]
-
-
-def _setup(study: Study, found: Measures) -> str:
-    labels = ", ".join(f"{m.label} (`{m.algorithm}`)" for m in methods(study))
-    seeds = ",".join(map(str, study.seeds))
-    lines = [
-        "## Setup",
-        "",
-        f"- Data: `{study.data}`: {found.n_train:,} training and {found.n_test:,} test examples."
-        + (f" Note: {study.note}" if study.note else ""),
-        f"- Model: MLP {'-'.join(map(str, study.hidden))} hidden, ReLU ({found.dim:,} "
-        "parameters), float32, no weight decay.",
-        f"- Methods: {labels}.",
-        f"- {study.workers} workers, iid partition, per-worker batch {study.batch_size} "
-        "(each worker reshuffles its shard every epoch), the aggregator sums the workers' "
-        f"messages, step {study.lr} for every method, no momentum.",
-        f"- LASG and SASG: window D = {study.window}, threshold c = {study.threshold}, "
-        "reference = the model of the worker's last upload. Top-k with memory and SASG: "
-        f"density {study.density} per parameter tensor (at least one entry per tensor).",
-        f"- Length: {study.epochs} epochs = {found.rounds:,} iterations; evaluation every "
-        f"{study.eval_every} iterations and at the last one; seeds {seeds}.",
-        f"- Target: SGD's test accuracy (mean over seeds) at iteration {found.target_round:,} "
-        f"(its last evaluation within {TARGET_PERCENT}% of the iterations): "
-        f"{100 * found.target:.2f}%.",
-    ]
-    return "\n".join(lines)
-
-
-def _results(study: Study, found: Measures) -> str:
-    table, mean = found.per_seed, found.means
-    sgd_uploads = mean.loc["sgd", "uploads_to_target"]
-    rows = []
-    for m in methods(study):
-        mine = table.loc[table["method"] == m.algorithm]
-        unreached = int(mine["uploads_to_target"].isna().sum())
-        rows.append(
-            (
-                m.label,
-                mean_std(mine["uploads_to_target"].tolist()),
-                mean_std((mine["bits_to_target"] / 1e6).tolist()),
-                _times(mean.loc[m.algorithm, "uploads_to_target"] / sgd_uploads, 3),
-                f"{unreached} of {len(mine)}",
-                mean_std((100 * mine["final_accuracy"]).tolist()),
-                mean_std(mine["final_train_loss"].tolist()),
-                mean_std((100 * mine["skip_ratio"]).tolist(), 3),
-                number(mean.loc[m.algorithm, "bits_per_upload"]),
-                mean_std(mine["wall_time"].tolist(), 3),
-                int(mine["diverged"].sum()),
-            )
-        )
-    headers = (
-        "method",
-        "uploads to target",
-        "uplink Mbit to target",
-        "uploads vs SGD",
-        "seeds not reaching target",
-        "final test accuracy (%)",
-        "final train loss",
-        "skipped uploads (%)",
-        "bits per upload",
-        "training wall time per run (s)",
-        "diverged",
-    )
-    return markdown_table(headers, rows)
-
-
-def _sampled(epochs: Sequence[int], most: int = 20) -> list[int]:
+def sampled(epochs: Sequence[int], most: int = 20) -> list[int]:
     """At most about ``most`` evenly spaced epochs, the first and the last included."""
     picked = list(epochs[:: math.ceil(len(epochs) / most)])
     return picked if picked[-1] == epochs[-1] else [*picked, epochs[-1]]
 
 
-def _skips(study: Study, skips: pd.DataFrame) -> str:
-    wide = 100 * skips.pivot_table(index="epoch", columns="method", values="skip_ratio")
-    shown = wide.loc[_sampled(wide.index.tolist())]
-    lazy = [m for m in methods(study) if m.algorithm in LAZY]
-    rows = [(epoch, *(f"{row[m.algorithm]:.1f}" for m in lazy)) for epoch, row in shown.iterrows()]
-    return markdown_table(("epoch", *(m.label for m in lazy)), rows)
-
-
-def _paper_run() -> str:
-    rows = [("uploads to 98% test accuracy", "61,000", "62,200", "34,269", "23,775")]
-    table = markdown_table(("", "SGD", "Top-k with memory", "LASG", "SASG"), rows)
-    return "\n".join(
-        [
-            f"## Context: {PAPER_RUN}",
-            "",
-            "Recomputed by the spec (`../shared/papers/sasg-and-localnewton.md`, section 1.5) "
-            "from the SASG authors' released logs: 5 seeds, 60,000/10,000 MNIST, FC 784-512-10, "
-            "20 epochs. These are not measurements of this run.",
-            "",
-            table,
-            "",
-            "- SASG needs 39% of SGD's uploads (-61%); LASG about 56%.",
-            "- Uplink bits: SASG about 128x fewer than SGD (99.3 GB -> 0.77 GB); top-k with "
-            "memory about 50x fewer; LASG about 1.8x fewer.",
-            "- Final test accuracy after 20 epochs: SASG 98.06-98.24%, SGD 98.09-98.27%.",
-            "- SASG skips about 30% of worker-iterations in epoch 1 and about 80% by epoch 20.",
-        ]
+def findings(plan: Plan, outputs: Mapping[Key, Output]) -> Findings:
+    """Target, costs to target, skip ratios, the four claims and the figures."""
+    facts = plan.facts
+    at = facts["target_round"]
+    sgd = [
+        run.history.set_index("round")["test_metric"].get(at, math.nan)
+        for (m, _), run in outputs.items()
+        if m == "sgd" and isinstance(run, SavedRun)
+    ]
+    target = float(np.mean(sgd))
+    table, skips = per_seed(outputs, target, facts)
+    mean = seed_means(table)
+    title = (
+        f"{parse_data_spec(facts['data']).kind}, MLP {facts['hidden']}, {facts['workers']} workers"
+    )
+    figures = {
+        "accuracy-uploads": (
+            curves(outputs, "uploads", "accuracy", title, target),
+            "Test accuracy (%) against uploads (mean over seeds, min-max band)",
+        ),
+        "accuracy-bits": (
+            curves(outputs, "bits", "accuracy", title, target),
+            "Test accuracy (%) against uplink bits (log scale)",
+        ),
+        "skip-ratio": (skip_figure(skips, title), "Skip ratio by epoch of LASG and SASG"),
+        "train-loss": (
+            curves(outputs, "round", "train_loss", title, target),
+            "Training loss against iterations",
+        ),
+    }
+    by_epoch = skips.pivot_table(index="epoch", columns="method", values="skip_ratio") * 100
+    return Findings(
+        claims(mean),
+        tables={
+            "summary": (results(table, mean), "Results per method (mean ± std over seeds)"),
+            "per_seed": (table, "Per run"),
+            "skip_ratio_by_epoch": (
+                by_epoch.loc[sampled(by_epoch.index.tolist())].reset_index().rename(columns=LABELS),
+                "Skip ratio by epoch (% of worker-iterations without upload)",
+            ),
+        },
+        figures=figures,
+        facts={"target": f"{100 * target:.2f}"},
+        files={"skip_ratio": skips},
     )
 
 
-def _method_notes(study: Study) -> str:
-    return "\n".join(
-        [
-            "## How the numbers are computed, and departures from the paper",
-            "",
-            "- Uploads and uplink bits are the ledger's counts (8 x bytes up: 32 bits per value "
-            "and per int32 index; downloads are not counted, as in the paper) at each run's "
-            "first evaluation whose test accuracy reaches the target; claims compare means "
-            "over seeds, and a method with a seed that never reaches the target has no mean "
-            "(its claims FAIL).",
-            "- Skip ratio: per round, 1 - uploads / workers from the ledger's per-(round, worker) "
-            "records; round r belongs to epoch floor((r - 1) W b / N) + 1; averaged per epoch.",
-            "- The paper's target is 98% test accuracy on the full 60,000-image MNIST. The "
-            "shared MNIST copy has only the 10,000 t10k images (split 8,000/2,000), so the "
-            f"target here is relative: SGD's accuracy at {TARGET_PERCENT}% of its budget.",
-            f"- {len(study.seeds)} seed(s) instead of the paper's 5.",
-            "- Per-run outputs: `<method>/seed<k>/` (history, run.json, ledger.csv); "
-            f"measurements: `{PER_SEED_CSV}`, `{SUMMARY_CSV}`, `{SKIP_CSV}`, `{CLAIMS_JSON}`.",
-        ]
-    )
+STUDY = Study(
+    name="sasg",
+    title="Reproduction: SASG (Deng et al., arXiv 2112.04088)",
+    paper_source="the SASG authors' logs (60k MNIST, 5 seeds), recomputed by the spec",
+    plan=plan,
+    findings=findings,
+)
