@@ -212,7 +212,7 @@ def _all_ranks(rank: int, port: int, out: str) -> None:
         keep(case.engine(TorchDist, toy, 10, eval_every=3).run(), folder / "toy.pt")
         options = {"eval_every": 3, "checkpoint_every": 3, "checkpoint_dir": folder / "td"}
         case.engine(TorchDist, toy, 6, **options).run()
-        resume = load_checkpoint(folder / "td") if rank == 0 else None
+        resume = load_checkpoint(folder / "td", modules=(__name__,)) if rank == 0 else None
         keep(case.engine(TorchDist, toy, 10, eval_every=3).run(resume), folder / "resumed.pt")
         sgd = SGD(SGDConfig(lr=1e150, batch_size=5))
         options = {"checkpoint_every": 1, "checkpoint_dir": folder / "td-diverged"}
@@ -251,7 +251,10 @@ def test_skips_ragged_sparse_checkpoints_and_divergence_match_simulate(
 
     options = {"eval_every": 3, "checkpoint_every": 3, "checkpoint_dir": tmp_path / "sim"}
     case.engine(Simulation, toy, 6, **options).run()
-    assert_same_state(load_checkpoint(td / "td"), load_checkpoint(tmp_path / "sim"))
+    assert_same_state(
+        load_checkpoint(td / "td", modules=(__name__,)),
+        load_checkpoint(tmp_path / "sim", modules=(__name__,)),
+    )
 
     sgd = SGD(SGDConfig(lr=1e150, batch_size=5))
     options = {"checkpoint_every": 1, "checkpoint_dir": tmp_path / "sim-diverged"}
@@ -260,7 +263,10 @@ def test_skips_ragged_sparse_checkpoints_and_divergence_match_simulate(
     kept = load(td / "diverged.pt")
     assert kept["divergence"][0] == diverged.divergence.round
     assert_same_run(kept, diverged)
-    a, b = load_checkpoint(td / "td-diverged"), load_checkpoint(tmp_path / "sim-diverged")
+    a, b = (
+        load_checkpoint(td / "td-diverged", modules=(__name__,)),
+        load_checkpoint(tmp_path / "sim-diverged", modules=(__name__,)),
+    )
     assert a.round == b.round < diverged.divergence.round
 
 

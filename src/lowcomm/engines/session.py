@@ -29,6 +29,7 @@ from lowcomm.core.messages import Download, Upload
 from lowcomm.core.rng import Streams
 from lowcomm.core.validate import at_least, one_of
 from lowcomm.engines.evaluation import Evaluator
+from lowcomm.engines.trusted import load_trusted
 from lowcomm.problems.base import Problem
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -199,14 +200,19 @@ def save_checkpoint(state: RunState, folder: Path) -> None:
     partial.replace(folder / CHECKPOINT_NAME)
 
 
-def load_checkpoint(path: Path, device: torch.device | None = None) -> RunState:
+def load_checkpoint(
+    path: Path, device: torch.device | None = None, modules: Sequence[str] = ()
+) -> RunState:
     """Read a state written by :func:`save_checkpoint` (a file or the folder holding it).
 
+    Loaded by :func:`~lowcomm.engines.trusted.load_trusted` (``modules``: those of a
+    third-party algorithm), so a crafted checkpoint cannot run code.
     Its tensors are put on ``device``; None leaves them where they were saved.
     """
     path = path / CHECKPOINT_NAME if path.is_dir() else path
-    state = torch.load(path, weights_only=False, map_location=device)
-    assert isinstance(state, RunState)
+    state = load_trusted(path, modules, device)
+    if not isinstance(state, RunState):
+        raise ValueError(f"it holds a {type(state).__name__}, not a run's state")
     return state
 
 

@@ -66,6 +66,7 @@ from lowcomm.engines.session import (
     run_rounds,
     save_checkpoint,
 )
+from lowcomm.engines.trusted import dumps, loads
 from lowcomm.problems.base import Problem
 
 _OWNER = "the torchdist engine"
@@ -280,11 +281,8 @@ class _Aggregator:
     def checkpoint(self, state: RunState, folder: Path) -> None:
         """Gather the worker ranks' state (on the host) and save the run as ``simulate`` would."""
         _command(GATHER)
-        slices = []
-        for rank in range(1, len(self.groups) + 1):
-            box: list[Any] = [None]
-            dist.recv_object_list(box, src=rank)
-            slices.append(box[0])
+        modules = (type(self.engine.algorithm).__module__,)
+        slices = [loads(wire.recv_bytes(rank), modules) for rank in range(1, len(self.groups) + 1)]
         workers = tree.to(tree.concat(slices), self.device)
         save_checkpoint(dataclasses.replace(state, workers=workers), folder)
 
@@ -293,7 +291,7 @@ class _Aggregator:
         _command(SCATTER)
         on_host = tree.to(workers, HOST)
         for rank, group in enumerate(self.groups, start=1):
-            dist.send_object_list([tree.take(on_host, group)], dst=rank)
+            wire.send_bytes(dumps(tree.take(on_host, group)), rank)
 
 
 class _WorkerRank:
@@ -319,11 +317,10 @@ class _WorkerRank:
             if command == RUN:
                 self._round(round_, bool(broadcast))
             elif command == GATHER:
-                dist.send_object_list([tree.to(self.state, HOST)], dst=0)
+                wire.send_bytes(dumps(tree.to(self.state, HOST)), 0)
             elif command == SCATTER:
-                box: list[Any] = [None]
-                dist.recv_object_list(box, src=0)
-                self.state = tree.to(box[0], self.device)
+                modules = (type(self.engine.algorithm).__module__,)
+                self.state = tree.to(loads(wire.recv_bytes(0), modules), self.device)
 
     def _round(self, round_: int, broadcast: bool) -> None:
         r = self.engine

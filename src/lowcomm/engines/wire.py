@@ -267,6 +267,18 @@ def recv_tensor(
     return buffer.to(device)
 
 
+def send_bytes(data: torch.Tensor, dst: int) -> None:
+    """Send a uint8 tensor of any length to rank ``dst``: its length, then its bytes."""
+    send_tensor(torch.tensor([data.numel()], dtype=torch.int64), dst)
+    send_tensor(data, dst)
+
+
+def recv_bytes(src: int) -> torch.Tensor:
+    """Receive what :func:`send_bytes` sent from rank ``src``, on the host."""
+    (length,) = recv_tensor((1,), torch.int64, src).tolist()
+    return recv_tensor((length,), torch.uint8, src)
+
+
 def broadcast_tensor(
     tensor: torch.Tensor | None,
     shape: Sequence[int],

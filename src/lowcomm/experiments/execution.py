@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from lowcomm.algorithms.registry import registered
 from lowcomm.core.device import run_device
 from lowcomm.core.errors import DataError, DivergenceError, InvalidConfigError
 from lowcomm.engines.asynchrony import event_order
@@ -113,7 +114,8 @@ def _checkpoint(out: Path, config: RunConfig) -> RunState:
         raise DataError(path, "no checkpoint to resume from (save one with --checkpoint-every N)")
     device = run_device(config.device, config.engine)
     try:
-        state = load_checkpoint(path, device)
+        modules = (registered(config.algorithm).factory.__module__,)  # its state classes
+        state = load_checkpoint(path, device, modules)
     except Exception as exc:
         raise DataError(path, f"not a readable lowcomm checkpoint ({exc})") from None
     if state.round > config.rounds:
