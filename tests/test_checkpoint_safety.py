@@ -77,3 +77,17 @@ def test_state_between_ranks_is_read_as_data(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="system"):
         loads(dumps([Payload(marker)]))
     assert not marker.exists()
+
+
+def test_another_runs_checkpoint_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    common = ["run", "--data", "digits", "--rounds", "4", "--checkpoint-every", "2", "-q"]
+    lowcomm(*common, "--set", "lr=0.1", "--out", tmp_path / "a")
+    lowcomm(*common, "--set", "lr=0.2", "--out", tmp_path / "b")
+    (tmp_path / "a" / CHECKPOINT_NAME).replace(tmp_path / "b" / CHECKPOINT_NAME)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir()}
+    result = lowcomm("run", "--rounds", "6", "--out", tmp_path / "b", "--resume", "-q")
+    assert result.exit_code == 2
+    assert "was written by another run" in result.stderr and "options" in result.stderr
+    assert "0.1" in result.stderr and "0.2" in result.stderr
+    assert {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir()} == before
+    assert load_checkpoint(tmp_path / "b").settings["options"]["lr"] == 0.1

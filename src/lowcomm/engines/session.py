@@ -60,6 +60,7 @@ class RunOptions:
     grad_budget: int | None = None
     async_order: str = "clock"
     replay: Events | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         one_of("the run", "async_order", self.async_order, ASYNC_ORDERS)
@@ -111,6 +112,7 @@ class RunState:
     wall_time: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
     engine: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -236,6 +238,7 @@ def run_rounds(
     Stops at the first divergence, whose result carries it. ``checkpoint`` writes the state
     (an engine that keeps worker state elsewhere gathers it first).
     """
+    state.settings = dict(options.settings)  # what its checkpoints are checked against
     watch = Stopwatch(state)
     with progress_bar(options.progress, options.rounds, label) as show:
         while not options.finished(state):

@@ -131,3 +131,16 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise DataError(path, "expected a table of settings at the top level")
     return loaded
+
+
+RESUME_MAY_CHANGE = ("rounds", "epochs", "grad_budget", "eval_every", "checkpoint_every", "engine")
+"""The settings a resumed run may change: how long, how often it records, where it runs."""
+
+
+def trajectory_settings(config: RunConfig) -> dict[str, Any]:
+    """The settings that define a run's trajectory (all but :data:`RESUME_MAY_CHANGE`).
+
+    Plain data (JSON types), so a checkpoint carries them and is still read as data.
+    """
+    dumped = config.model_dump(mode="json")
+    return {key: value for key, value in dumped.items() if key not in RESUME_MAY_CHANGE}

@@ -23,7 +23,12 @@ from lowcomm.core.device import run_device
 from lowcomm.core.errors import DataError, DivergenceError, InvalidConfigError
 from lowcomm.engines.asynchrony import event_order
 from lowcomm.engines.session import CHECKPOINT_NAME, Events, RunResult, RunState, load_checkpoint
-from lowcomm.experiments.config import RunConfig, make_config
+from lowcomm.experiments.config import (
+    RESUME_MAY_CHANGE,
+    RunConfig,
+    make_config,
+    trajectory_settings,
+)
 from lowcomm.experiments.kept import note
 from lowcomm.experiments.models import Objects, model_state
 from lowcomm.experiments.results import (
@@ -35,9 +40,6 @@ from lowcomm.experiments.results import (
     write_json,
 )
 from lowcomm.experiments.runner import Prepared, execute, metadata, prepare
-
-RESUME_MAY_CHANGE = ("rounds", "epochs", "grad_budget", "eval_every", "checkpoint_every", "engine")
-"""The settings a resumed run may change: how long, how often it records, where it runs."""
 
 
 @dataclass(frozen=True)
@@ -108,20 +110,37 @@ def _check_unchanged(previous: dict[str, Any], config: RunConfig) -> None:
 
 
 def _checkpoint(out: Path, config: RunConfig) -> RunState:
-    """The state saved in ``out`` on the run's device; it must not be past ``config.rounds``."""
+    """The state saved in ``out`` on the run's device, checked before anything is written.
+
+    ``config`` must equal ``OUT/run.json`` but for :data:`RESUME_MAY_CHANGE`, the checkpoint
+    must come from a run with the same trajectory settings, and not be past ``config.rounds``.
+    """
     path = out / CHECKPOINT_NAME
     if not path.is_file():
         raise DataError(path, "no checkpoint to resume from (save one with --checkpoint-every N)")
+    _check_unchanged(previous_config(out), config)
     device = run_device(config.device, config.engine)
     try:
         modules = (registered(config.algorithm).factory.__module__,)  # its state classes
         state = load_checkpoint(path, device, modules)
     except Exception as exc:
         raise DataError(path, f"not a readable lowcomm checkpoint ({exc})") from None
+    _check_same_run(path, state.settings, trajectory_settings(config))
     if state.round > config.rounds:
         allowed = f"a number >= {state.round} (the checkpoint's round)"
         raise InvalidConfigError("rounds", "lowcomm run --resume", allowed, config.rounds)
     return state
+
+
+def _check_same_run(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
+    """Refuse a checkpoint written by a run with other trajectory settings (before any write).
+
+    Checkpoints from before settings were saved (``saved`` empty) are not checked.
+    """
+    changed = [key for key in saved if saved[key] != now.get(key)]
+    if changed:
+        listed = "; ".join(f"{key}: {saved[key]!r} there, {now.get(key)!r} here" for key in changed)
+        raise DataError(path, f"was written by another run ({listed})")
 
 
 def _events(folder: Path, prepared: Prepared, resume: bool) -> Events:
@@ -178,8 +197,6 @@ def run_config(
     else:
         check_out(out)
     state = _checkpoint(out, config) if resume and out is not None else None
-    if resume and out is not None:
-        _check_unchanged(previous_config(out), config)
     prepared = prepare(config, objects)
     events = None if replay is None else _events(replay, prepared, resume)
     meta = metadata(prepared)

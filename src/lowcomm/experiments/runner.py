@@ -26,7 +26,7 @@ from lowcomm.data.spec import parse_data_spec, parse_partition_spec
 from lowcomm.engines.evaluation import Evaluator
 from lowcomm.engines.session import Events, RunOptions, RunResult, RunState
 from lowcomm.engines.simulate import Simulation
-from lowcomm.experiments.config import RunConfig
+from lowcomm.experiments.config import RunConfig, trajectory_settings
 from lowcomm.experiments.kept import Removed, cut_to_usable
 from lowcomm.experiments.models import Objects, make_problem
 from lowcomm.problems.base import Problem
@@ -65,6 +65,7 @@ class Prepared:
             progress=progress,
             grad_budget=c.grad_budget,
             replay=replay,
+            settings=trajectory_settings(c),
         )
 
 
