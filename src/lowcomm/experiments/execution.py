@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,9 +93,19 @@ def previous_config(out: Path) -> dict[str, Any]:
 
 
 def check_out(out: Path) -> None:
-    """Refuse an output path that exists and is not a folder."""
+    """Refuse, before any work, an output path that is not a folder or cannot be written.
+
+    Unwritable (read-only file system, no permission): a probe file cannot be created and
+    removed in ``out`` or, if it does not exist yet, in its nearest existing parent.
+    """
     if out.exists() and not out.is_dir():
         raise DataError(out, "exists and is not a folder")
+    where = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
+    try:
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except OSError as exc:
+        raise DataError(out, f"cannot be written ({exc.strerror or exc} in {where})") from None
 
 
 def _check_unchanged(previous: dict[str, Any], config: RunConfig) -> None:

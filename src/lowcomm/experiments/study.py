@@ -39,8 +39,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 import lowcomm
-from lowcomm.core.errors import DataError
 from lowcomm.experiments.config import RunConfig
+from lowcomm.experiments.execution import check_out
 from lowcomm.experiments.reproduce.html import write_html
 from lowcomm.experiments.reproduce.report import (
     CLAIMS_JSON,
@@ -291,8 +291,7 @@ def write_outputs(study: Study, plan: Plan, found: Findings, request: Request, w
 def planned(study: Study, request: Request) -> tuple[Plan, float]:
     """The study's plan, validated (nothing runs), and the seconds planning took."""
     start = time.perf_counter()
-    if request.out.exists() and not request.out.is_dir():
-        raise DataError(request.out, "exists and is not a folder")
+    check_out(request.out)
     plan = study.plan(request)
     keys = [job.key for job in plan.jobs]
     if len(set(keys)) < len(keys):
