@@ -38,3 +38,16 @@ def test_a_writable_out_is_probed_without_leaving_anything(tmp_path: Path) -> No
     (tmp_path / "file").write_text("x")
     with pytest.raises(DataError, match="exists and is not a folder"):
         check_out(tmp_path / "file")
+
+
+def test_single_class_data_is_refused_unless_pca_is_asked(tmp_path: Path) -> None:
+    path = tmp_path / "one.svm"
+    path.write_text("1 1:0.5 2:1\n1 1:0.1 3:2\n1 2:0.3\n1 1:1 2:1 3:1\n")
+    common = ["run", "--data", f"libsvm:{path}", "--workers", "2", "--rounds", "2", "-q"]
+    refused = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "a")])
+    assert refused.exit_code == 2
+    assert "two or more classes (for streaming PCA give --model pca)" in refused.stderr
+    assert "one class only" in refused.stderr and not (tmp_path / "a").exists()
+    asked = CliRunner().invoke(app, [*common, "--model", "pca", "--out", str(tmp_path / "b")])
+    assert asked.exit_code == 0, asked.output
+    assert "sin2" in (tmp_path / "b" / "run.json").read_text()

@@ -114,6 +114,18 @@ def _module(config: RunConfig, objects: Objects, data: TrainTest) -> nn.Module:
     return _factory_module(config.model)
 
 
+def auto_model(data: str, n_classes: int) -> str:
+    """``--model auto``: logistic for 2 classes, softmax for more, PCA for ``synthetic-pca``.
+
+    Other data with a single class are refused: they are a classification set whose labels
+    went wrong far more often than a request for streaming PCA (ask with ``--model pca``).
+    """
+    if n_classes == 1 and not data.startswith("synthetic-pca"):
+        allowed = "data with two or more classes (for streaming PCA give --model pca)"
+        raise InvalidConfigError("data", "the run config", allowed, f"{data} (one class only)")
+    return {1: "pca", 2: "logistic"}.get(n_classes, "softmax")
+
+
 def make_problem(
     config: RunConfig,
     data: TrainTest,
@@ -126,7 +138,7 @@ def make_problem(
     n_features = int(np.prod(train.feature_shape))
     model = config.model
     if model == "auto":
-        model = {1: "pca", 2: "logistic"}.get(train.n_classes, "softmax")
+        model = auto_model(config.data, train.n_classes)
     if model in LINEAR and config.loss != "cross-entropy":
         allowed = f"cross-entropy for the built-in {model} model (other losses need a module)"
         raise InvalidConfigError("loss", "the run config", allowed, config.loss)
