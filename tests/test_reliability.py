@@ -9,8 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from lowcomm.cli import app
-from lowcomm.core.errors import DataError
+from lowcomm.core.errors import DataError, InvalidConfigError
+from lowcomm.experiments.config import make_config
 from lowcomm.experiments.execution import check_out
+from lowcomm.experiments.runner import prepare
 
 UNWRITABLE = Path("/proc/lowcomm-unwritable/run")  # procfs takes no new files, even from root
 
@@ -51,3 +53,17 @@ def test_single_class_data_is_refused_unless_pca_is_asked(tmp_path: Path) -> Non
     asked = CliRunner().invoke(app, [*common, "--model", "pca", "--out", str(tmp_path / "b")])
     assert asked.exit_code == 0, asked.output
     assert "sin2" in (tmp_path / "b" / "run.json").read_text()
+
+
+def test_a_lag_cap_for_a_synchronous_algorithm_is_refused(tmp_path: Path) -> None:
+    args = ["run", "--data", "digits", "--algorithm", "sgd", "--lag-cap", "2", "--out"]
+    result = CliRunner().invoke(app, [*args, str(tmp_path / "x")])
+    assert result.exit_code == 2, result.output
+    assert "'lag_cap'" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_speeds_need_one_number_per_worker() -> None:
+    config = make_config({"data": "digits", "algorithm": "async-msgd", "workers": 3})
+    with pytest.raises(InvalidConfigError, match="3 numbers, one per worker"):
+        prepare(config.model_copy(update={"speeds": (1.0, 2.0)}))
+    assert prepare(config.model_copy(update={"speeds": (1.0, 2.0, 4.0)})).config.workers == 3

@@ -79,6 +79,16 @@ def _lenet_input(data: TrainTest) -> TrainTest:
     return TrainTest(shaped(data.train), shaped(data.test))
 
 
+def _check_timing(config: RunConfig, algorithm: Algorithm) -> None:
+    """Refuse timing settings the run would silently ignore or misread."""
+    if config.lag_cap is not None and algorithm.synchronous:
+        allowed = "left out for a synchronous algorithm (only asynchronous runs have lags)"
+        raise InvalidConfigError("lag_cap", "the run config", allowed, config.lag_cap)
+    if config.speeds and len(config.speeds) != config.workers:
+        allowed = f"{config.workers} numbers, one per worker (or none)"
+        raise InvalidConfigError("speeds", "the run config", allowed, list(config.speeds))
+
+
 def prepare(config: RunConfig, objects: Objects | None = None) -> Prepared:
     """Load, partition and build everything for ``config`` (deterministic in its seed).
 
@@ -89,6 +99,7 @@ def prepare(config: RunConfig, objects: Objects | None = None) -> Prepared:
     """
     device = run_device(config.device, config.engine)
     algorithm = build_algorithm(config.algorithm, _algorithm_options(config))
+    _check_timing(config, algorithm)
     partition_spec = parse_partition_spec(config.partition)
     data = _data(config, objects)
     _check_sparse(config.model, data)
