@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/lowcomm compare examples/demo.yaml --out results/demo
+	$(BIN)/lowcomm compare examples/demo.yaml --out results/demo --overwrite
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

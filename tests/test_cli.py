@@ -201,10 +201,24 @@ def test_divergence_saves_outputs_and_exits_3(tmp_path: Path) -> None:
     result = lowcomm("run", *DATA, "--rounds", "5", "--set", "lr=1e38", "--out", out, "-q")
     assert result.exit_code == 3
     line = one_error_line(result)
-    assert line.startswith("error: Training diverged at round 1: the training loss is inf.")
+    assert line == (
+        "error: Training diverged at round 1: the training loss is inf. "
+        "The history up to this round was kept; try a smaller step size."
+    )
     summary = json.loads((out / "run.json").read_text())["summary"]
     assert summary["divergence"] == line.removeprefix("error: ")
     assert pd.read_csv(out / "history.csv")["round"].tolist() == [0, 1]
+
+
+def test_divergence_names_the_checkpoint_only_when_one_was_kept(tmp_path: Path) -> None:
+    args = ["--data", "synthetic-logistic:200,5", "--algorithm", "local-sgd", "--rounds", "30"]
+    result = lowcomm("run", *args, "--set", "lr=1e5", "--checkpoint-every", "1", "--out", tmp_path)
+    assert result.exit_code == 3
+    assert one_error_line(result) == (
+        "error: Training diverged at round 5: the training loss is inf. The history up to this "
+        "round and the last good checkpoint were kept; try a smaller step size."
+    )
+    assert (tmp_path / "checkpoint.pt").is_file()
 
 
 def test_resume_continues_exactly(tmp_path: Path) -> None:
@@ -221,7 +235,7 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
     a, b = (pd.read_csv(tmp_path / name / "history.csv") for name in ("a", "b"))
     assert len(a) == 9
     pd.testing.assert_frame_equal(a.drop(columns="wall_time"), b.drop(columns="wall_time"))
-    fresh = lowcomm("run", *DATA, "--rounds", "1", "--out", tmp_path / "a", "-q")
+    fresh = lowcomm("run", *DATA, "--rounds", "1", "--out", tmp_path / "a", "-q", "--overwrite")
     assert fresh.exit_code == 0, fresh.output
     assert not (tmp_path / "a" / "checkpoint.pt").exists()  # not resumable from a stale state
 
@@ -243,8 +257,8 @@ def test_resume_errors(tmp_path: Path) -> None:
     assert changed.exit_code == 2
     assert one_error_line(changed) == (
         "error: The 'options' parameter of lowcomm run --resume must be unchanged from "
-        "OUT/run.json except rounds, epochs, grad_budget, eval_every, checkpoint_every, engine "
-        "(start a new run to change the others). Got {'lr': 0.01}."
+        "OUT/run.json except rounds, epochs, grad_budget, eval_every, checkpoint_every, engine, "
+        "timeout (start a new run to change the others). Got {'lr': 0.01}."
     )
     other = lowcomm("run", "--resume", "--rounds", "4", "--workers", "3", "--out", tmp_path)
     assert one_error_line(other).startswith("error: The 'workers' parameter of lowcomm run")

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.distributed as dist
 
 from lowcomm.algorithms.base import Algorithm
 from lowcomm.algorithms.registry import build_algorithm
@@ -160,13 +159,7 @@ def test_a_replay_the_schedule_cannot_follow_is_refused() -> None:
         simulate("hogwild-clock", replay=((0, 0),))
 
 
-def test_arrival_order_is_torchdist_only_and_async_checkpoints_are_refused(
-    tmp_path: Path,
-) -> None:
+def test_arrival_order_is_torchdist_only() -> None:
     algorithm, rounds, _ = scenarios()["hogwild-clock"]
     with pytest.raises(InvalidConfigError, match=r"async_order.*replay"):
         Case().engine(Simulation, algorithm, rounds, async_order="arrival").run()
-    options = {"checkpoint_every": 2, "checkpoint_dir": tmp_path}
-    with pytest.raises(InvalidConfigError, match=r"checkpoint_every.*asynchronous"):
-        Case().engine(TorchDist, algorithm, rounds, **options).run()
-    assert not dist.is_initialized()

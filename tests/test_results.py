@@ -11,10 +11,20 @@ import pandas as pd
 import pytest
 import torch
 
+import lowcomm
 from lowcomm.core.errors import DataError, DivergenceError
 from lowcomm.core.ledger import Ledger
 from lowcomm.engines.session import RunResult
-from lowcomm.experiments.results import load_history, mean_history, save_run, stack_seeds
+from lowcomm.experiments.config import make_config
+from lowcomm.experiments.execution import run_config
+from lowcomm.experiments.results import (
+    RUN_JSON,
+    finished_run,
+    load_history,
+    mean_history,
+    save_run,
+    stack_seeds,
+)
 
 
 def history(losses: list[float], start: int = 0) -> pd.DataFrame:
@@ -116,3 +126,14 @@ def test_seed_mean_keeps_only_rounds_every_seed_recorded() -> None:
     mean = mean_history([short, full])
     assert mean["round"].tolist() == [0, 1]
     assert mean["train_loss"].tolist() == [3.0, 1.5]
+
+
+@pytest.mark.parametrize("mark", ["interrupted", "failed"])
+def test_a_run_stopped_early_is_not_finished(tmp_path: Path, mark: str) -> None:
+
+    config = make_config({"data": "synthetic-logistic:100,3", "workers": 2, "rounds": 2})
+    run_config(config, out=tmp_path)
+    assert finished_run(tmp_path, config, lowcomm.__version__)
+    meta = json.loads((tmp_path / RUN_JSON).read_text())
+    (tmp_path / RUN_JSON).write_text(json.dumps(meta | {mark: {"round": 1}}))
+    assert not finished_run(tmp_path, config, lowcomm.__version__)

@@ -87,6 +87,7 @@ def run(
     replay: str | Path | None = None,
     progress: bool = False,
     config: ConfigSource = None,
+    overwrite: bool = False,
     **options: Any,
 ) -> Result | None:
     """Run one algorithm; return its history, final model and ledger.
@@ -110,18 +111,24 @@ def run(
         settings: the algorithm's settings (``lowcomm algorithms NAME`` lists them).
         seed: seed of split, partition, initialisation and sampling; default 0.
         engine: ``simulate`` (default) or ``torchdist`` (every rank calls :func:`run`).
-        out: a folder for history.csv, run.json, ...; None writes nothing.
+        out: a folder for history.csv, run.json, ...; None writes nothing. Locked while the
+            run writes it; a folder that holds another run is refused (see ``overwrite``).
         resume: continue the run checkpointed in ``out`` (``checkpoint_every=N``).
         replay: an asynchronous run follows the update order of the run saved in this folder.
         progress: show a progress bar on stderr.
         config: settings to start from (a RunConfig, a mapping or a TOML/YAML file).
+        overwrite: replace the run saved in ``out`` (its files are removed before this one
+            starts).
         **options: any other :class:`RunConfig` field.
 
     Returns:
         The :class:`Result`; None on torchdist ranks other than 0.
 
     Raises:
-        LowcommError: invalid settings or data, before any work starts (nothing written).
+        LowcommError: invalid settings or data, ``out`` locked by another run or holding one,
+            before any work starts (nothing written).
+        Interrupted: SIGINT or SIGTERM stopped the run after a round; what it had is saved in
+            ``out``, ``run.json`` marked interrupted (a ``KeyboardInterrupt``).
     """
     given = dict(options, algorithm=algorithm, workers=workers, partition=partition)
     given.update(rounds=rounds, seed=seed, engine=engine)
@@ -134,6 +141,7 @@ def run(
         resume,
         None if replay is None else Path(replay),
         progress,
+        overwrite,
     )
 
 
@@ -153,6 +161,7 @@ def compare(
     out: str | Path | None = None,
     progress: bool = False,
     config: ConfigSource = None,
+    overwrite: bool = False,
     **options: Any,
 ) -> Comparison:
     """Run several algorithms on the same data, partition and seeds; summarise (and plot).
@@ -172,9 +181,12 @@ def compare(
         partition: as for :func:`run`.
         rounds: as for :func:`run`.
         out: a folder for each run, summary.csv, compare.json and the plots; None writes
-            nothing.
+            nothing. Locked while the comparison writes it; a folder that holds a comparison
+            (or any of its run folders a run) is refused (see ``overwrite``).
         progress: show a progress bar per run on stderr.
         config: as for :func:`run`.
+        overwrite: replace the comparison saved in ``out`` (each run's files, the summary and
+            the plots are removed before the new ones are written).
         **options: as for :func:`run`.
 
     Returns:
@@ -187,5 +199,5 @@ def compare(
     per_algorithm = resolve_options(flatten_options(settings or {}), names)
     folder = None if out is None else Path(out)
     return compare_runs(
-        base, names, per_algorithm, list(seeds), folder, target_loss, progress, objects
+        base, names, per_algorithm, list(seeds), folder, target_loss, progress, objects, overwrite
     )

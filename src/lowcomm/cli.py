@@ -1,7 +1,10 @@
 """The ``lowcomm`` command line: ``run``, ``compare``, ``plot``, ``reproduce`` (``docs/cli.md``).
 
 Exit codes: 0 success; 2 invalid usage, settings or data, reported as one ``error:`` line on
-stderr before any work starts; 3 the training diverged (the outputs are saved anyway).
+stderr before any work starts; 3 the training diverged (the outputs are saved anyway); 130 or
+143 SIGINT or SIGTERM stopped a run after a round (one line says where; the rows so far are
+saved); 4 a torchdist rank stalled or failed (one line names it and the round; rank 0 saves the
+rows so far).
 """
 
 from __future__ import annotations
@@ -28,15 +31,17 @@ from lowcomm.algorithms.describe import (
     describe_settings,
 )
 from lowcomm.core.errors import InvalidConfigError, LowcommError
+from lowcomm.engines.ranks import RankError, ignore_sigterm
 from lowcomm.experiments import compare as comparison
 from lowcomm.experiments import execution
 from lowcomm.experiments import reproduce as reproductions
 from lowcomm.experiments.config import RunConfig, load_yaml, make_config, read_config_file
 from lowcomm.experiments.execution import Result
+from lowcomm.experiments.interrupts import Interrupted
 from lowcomm.experiments.plots import plot_runs, title
 from lowcomm.experiments.reproduce.report import console_table
 
-USAGE, DIVERGED = 2, 3
+USAGE, DIVERGED, RANK_FAILED = 2, 3, 4
 COMPARE = "lowcomm compare"
 COMPARE_KEYS = ("algorithms", "seeds", "target_loss", "options")  # compare's config file only
 MB = 1e6
@@ -137,8 +142,18 @@ AsyncOrder = Annotated[
         "async_order",
     ),
 ]
+Timeout = Annotated[
+    float | None,
+    _opt("torchdist: seconds a rank waits for another before it reports it stalled.", "timeout"),
+]
 Out = Annotated[Path, typer.Option(help="Output folder.", metavar="DIR", show_default=False)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no summary.")]
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite", help="Replace what OUT holds (its old files are removed before the start)."
+    ),
+]
 
 
 def _echo_error(message: str) -> None:
@@ -154,11 +169,20 @@ def _fail(message: str, code: int) -> NoReturn:
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """Turn a :class:`LowcommError` into one ``error:`` line and exit code 2."""
+    """Turn a :class:`LowcommError` into one ``error:`` line and exit code 2.
+
+    An interrupted run is one ``error:`` line too, with exit code 128 + the signal; a torchdist
+    rank that stalled or failed, with exit code 4.
+    """
     try:
         yield
+    except RankError as exc:
+        ignore_sigterm()  # torchrun's SIGTERM must not cut this line short
+        _fail(str(exc), RANK_FAILED)
     except LowcommError as exc:
         _fail(str(exc), USAGE)
+    except Interrupted as exc:
+        _fail(str(exc), exc.exit_code)
 
 
 def parse_value(text: str) -> Any:
@@ -270,6 +294,7 @@ def run(
     round_latency: RoundLatency = None,
     lag_cap: LagCap = None,
     async_order: AsyncOrder = None,
+    timeout: Timeout = None,
     checkpoint_every: Annotated[
         int | None, _opt("Save OUT/checkpoint.pt every N rounds (0: never).", "checkpoint_every")
     ] = None,
@@ -294,6 +319,7 @@ def run(
             show_default=False,
         ),
     ] = None,
+    overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
     """Run one algorithm and save its history and metadata in OUT.
@@ -308,7 +334,12 @@ def run(
         sets_ = {"options": parse_sets(sets or [], "lowcomm run")}
         config = make_config(_merge(previous, _file(config_file), _flags(ctx), sets_))
         result = api.run(
-            config=config, out=out, resume=resume, replay=replay, progress=_progress(quiet)
+            config=config,
+            out=out,
+            resume=resume,
+            replay=replay,
+            progress=_progress(quiet),
+            overwrite=overwrite,
         )
     if result is None:
         return
@@ -422,6 +453,7 @@ def compare(
             show_default=False,
         ),
     ] = None,
+    overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
     """Run several algorithms on the same data, partition and seeds; plot and summarise.
@@ -446,6 +478,7 @@ def compare(
             out=out,
             progress=_progress(quiet),
             config=values | _flags(ctx),
+            overwrite=overwrite,
         ).summary
     if not quiet:
         rule = "automatic" if target is None else "given"

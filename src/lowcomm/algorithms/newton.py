@@ -5,6 +5,15 @@ Stiefel, 1952; Nocedal and Wright, Alg. 5.2) run on all workers in lock-step, ea
 when its relative residual ||r|| <= tol ||b|| or at ``max_iter``; a stopped worker's iterate is
 frozen. Each iteration costs one Hessian-vector product per worker still running, counted by
 :class:`~lowcomm.algorithms.local_data.LocalData`.
+
+An exact solve forms the d x d Hessian (d Hessian-vector products) and factorises it (d^3/3
+flops) per worker and step; ``auto`` does that up to d = :data:`EXACT_MAX_DIM` and uses CG
+above. Measured on one CPU thread, 8 workers, one direction (exact vs CG with 50 iterations,
+tol 1e-6): logistic regression d = 300: 0.02 s vs 0.04 s; d = 1000: 0.14 s vs 0.07 s;
+d = 2000: 0.8 s vs 0.09 s; d = 4000: 4.5 s vs 0.15 s; an MLP on digits d = 1210: 1.9 s vs
+0.02 s; d = 4810: 41 s vs 0.02 s. Up to 1000 an exact step stays a fraction of a second for a
+linear model (and keeps every published LocalNewton setting, d <= 300, exact); above it the
+cubic cost takes over.
 """
 
 from __future__ import annotations
@@ -19,6 +28,9 @@ from lowcomm.core.constraints import Interval, OneOf
 
 SOLVER_PART = "newton solver"  # the part of an algorithm its solver settings configure, in errors
 SOLVER = OneOf(("exact", "cg"))
+AUTO_SOLVER = OneOf(("auto", "exact", "cg"))
+EXACT_MAX_DIM = 1000
+"""The largest dimension ``auto`` solves exactly (the module docstring gives the measurements)."""
 CG_TOL = Interval(float, 0.0, 1.0)
 CG_ITERS = Interval(int, 1)
 
@@ -33,6 +45,11 @@ def conjugate_gradient(
 
     ``apply(v, active)`` returns A v for the rows of ``v`` (rows where ``active`` is False may
     be returned as anything). Returns the solutions and the iterations each row ran.
+
+    A row whose search direction meets curvature p.Ap <= 0 (A is not positive definite there,
+    e.g. a network's Hessian) stops at its current iterate, or at b if that is still 0: the
+    truncated Newton-CG rule (Nocedal and Wright, Alg. 7.1), so a descent direction comes back
+    instead of a step divided by a curvature near 0.
     """
     x = torch.zeros_like(b)
     r = b.clone()
@@ -40,12 +57,18 @@ def conjugate_gradient(
     rr = (r * r).sum(dim=1)
     target = (tol**2) * rr
     iterations = torch.zeros(b.shape[0], dtype=torch.int64, device=b.device)
+    flat = torch.zeros(b.shape[0], dtype=torch.bool, device=b.device)
     for _ in range(max_iter):
-        active = rr > target
+        active = (rr > target) & ~flat
         if not bool(active.any()):
             break
         Ap = apply(p, active)
-        alpha = torch.where(active, rr / (p * Ap).sum(dim=1).clamp_min(1e-300), 0.0)
+        pAp = (p * Ap).sum(dim=1)
+        newly_flat = active & ~(pAp > 0)
+        x = torch.where((newly_flat & (iterations == 0))[:, None], b, x)
+        flat |= newly_flat
+        active &= ~newly_flat
+        alpha = torch.where(active, rr / pAp.clamp_min(1e-300), 0.0)
         x = x + alpha[:, None] * p
         r = r - alpha[:, None] * Ap
         new = (r * r).sum(dim=1)
@@ -58,9 +81,10 @@ def conjugate_gradient(
 
 @dataclass(frozen=True)
 class NewtonSolver:
-    """How a worker finds its Newton direction: ``exact`` (d x d solve) or ``cg``.
+    """How a worker finds its Newton direction: ``exact`` (d x d solve), ``cg`` or ``auto``.
 
-    The configs that build one declare the allowed values (:data:`SOLVER`, :data:`CG_TOL`,
+    ``auto``: exact up to d = :data:`EXACT_MAX_DIM`, CG above. The configs that build one
+    declare the allowed values (:data:`SOLVER` or :data:`AUTO_SOLVER`, :data:`CG_TOL`,
     :data:`CG_ITERS`).
     """
 
@@ -70,9 +94,27 @@ class NewtonSolver:
 
     def solve(self, data: LocalData, params: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
         """The solution p of (local Hessian at ``params``) p = ``rhs``, for every worker."""
-        if self.method == "exact":
+        if self.resolved(params.shape[1]) == "exact":
             return torch.linalg.solve(data.hessian(params), rhs)
         direction, _ = conjugate_gradient(
             lambda v, active: data.hvp_rows(params, v, active), rhs, self.cg_tol, self.cg_iters
         )
         return direction
+
+    def resolved(self, dim: int) -> str:
+        """The method used for a model of ``dim`` parameters: ``exact`` or ``cg``."""
+        if self.method != "auto":
+            return self.method
+        return "exact" if dim <= EXACT_MAX_DIM else "cg"
+
+    def note(self, algorithm: str, dim: int) -> str | None:
+        """A line for stderr when ``dim`` is over :data:`EXACT_MAX_DIM`: what the solve costs."""
+        if dim <= EXACT_MAX_DIM or self.method == "cg":
+            return None
+        hessian = f"an exact {dim} x {dim} Hessian per worker and step"
+        if self.method == "exact":
+            auto = f"solver=auto uses CG above d = {EXACT_MAX_DIM}"
+            return f"note: {algorithm} forms {hessian} as asked (solver=exact; {auto})"
+        cg = f"CG (at most {self.cg_iters} Hessian-vector products, tol {self.cg_tol:g})"
+        why = f"d = {dim} is over {EXACT_MAX_DIM}, where forming {hessian} costs too much"
+        return f"note: {algorithm} solves its Newton systems by {cg}: {why} (solver=exact insists)"

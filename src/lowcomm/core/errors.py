@@ -30,11 +30,11 @@ class DataError(LowcommError, ValueError):
 class DivergenceError(LowcommError, RuntimeError):
     """The training loss became NaN or infinite; the history up to that round is kept."""
 
-    def __init__(self, round_: int, loss: float) -> None:
+    def __init__(self, round_: int, loss: float, checkpoint: bool = False) -> None:
+        kept = "and the last good checkpoint were" if checkpoint else "was"
         super().__init__(
             f"Training diverged at round {round_}: the training loss is {loss}. "
-            "The history up to this round and the last good checkpoint were kept; "
-            "try a smaller step size."
+            f"The history up to this round {kept} kept; try a smaller step size."
         )
         self.round = round_
         self.loss = loss

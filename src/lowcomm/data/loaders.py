@@ -169,12 +169,48 @@ def _read_libsvm(path: Path, n_features: int | None) -> tuple[sp.csr_matrix, np.
         raise _diagnose(path, data, None, f"not a valid LIBSVM file ({err})") from err
     if X.shape[0] != n_lines:
         raise DataError(path, f"read {X.shape[0]} examples from {n_lines} non-empty lines")
+    _check_values(path, data, X, raw)
     if n_features is not None:
         if X.shape[1] > n_features:
             fallback = f"feature index {X.shape[1]} exceeds n_features={n_features}"
             raise _diagnose(path, data, n_features, fallback)
         X.resize((X.shape[0], n_features))
     return X, raw
+
+
+def _check_values(path: Path, data: bytes, X: sp.csr_matrix, raw: np.ndarray) -> None:
+    """Refuse a label that is not an integer and a feature value that is not finite.
+
+    Both checks are vectorised; the file is searched for the offending line only on failure.
+    """
+    label = first_non_integer(raw)
+    if label is not None:
+        line, text = _example_line(data, label)
+        raise DataError(path, f"expected an integer class label, found {text.split()[0]!r}", line)
+    bad = np.flatnonzero(~np.isfinite(X.data))
+    if bad.size:
+        row = int(np.searchsorted(X.indptr, bad[0], side="right")) - 1
+        found = f"feature {X.indices[bad[0]] + 1} = {number_text(X.data[bad[0]])}"
+        line = _example_line(data, row)[0]
+        raise DataError(path, f"expected finite feature values, found {found}", line)
+
+
+def first_non_integer(labels: np.ndarray) -> int | None:
+    """The position of the first label that is NaN, infinite or not a whole number, if any."""
+    bad = np.flatnonzero(~(np.isfinite(labels) & (labels == np.round(labels))))
+    return int(bad[0]) if bad.size else None
+
+
+def _example_line(data: bytes, example: int) -> tuple[int, str]:
+    """The file line (1-based) and comment-free text of example ``example`` (0-based)."""
+    seen = -1
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        text = _content(line)
+        if text:
+            seen += 1
+            if seen == example:
+                return number, text.decode(errors="replace")
+    raise IndexError(example)
 
 
 def _content(line: bytes) -> bytes:
@@ -251,6 +287,20 @@ def read_bytes(path: Path) -> bytes:
         return decompress(path.read_bytes())
     except (OSError, EOFError, ValueError) as err:
         raise DataError(path, f"cannot decompress the {path.suffix} file ({err})") from err
+
+
+def utf8_text(path: Path, data: bytes) -> str:
+    """``data``, the content of ``path``, as UTF-8 text without a byte-order mark.
+
+    Raises:
+        DataError: a byte is not UTF-8; names its line.
+    """
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        problem = f"found byte 0x{data[err.start]:02x}; expected UTF-8 text"
+        raise DataError(path, problem, line=line) from err
 
 
 # --- MNIST -------------------------------------------------------------------------------------

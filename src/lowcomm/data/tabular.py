@@ -27,9 +27,18 @@ from pandas.api.types import is_numeric_dtype, is_string_dtype
 from lowcomm.core.errors import DataError
 from lowcomm.core.validate import one_of
 from lowcomm.data.dataset import Dataset, TrainTest
-from lowcomm.data.loaders import encode_labels, file_stem, is_number, read_bytes, split_train_test
+from lowcomm.data.loaders import (
+    encode_labels,
+    file_stem,
+    is_number,
+    read_bytes,
+    split_train_test,
+    utf8_text,
+)
 from lowcomm.data.npz import check_known, label_text, load_npz, quoted_names
 from lowcomm.data.spec import TABLE_KINDS, DataSpec
+
+_NAN_TEXT = ("nan", "+nan", "-nan")  # what float() reads as NaN, lower-cased
 
 
 def load_tabular(spec: DataSpec, seed: int, test_fraction: float = 0.25) -> TrainTest:
@@ -147,13 +156,7 @@ def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
 
 def _text(path: Path) -> str:
     """The (decompressed) UTF-8 text of ``path``, without a byte-order mark."""
-    data = read_bytes(path)
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        problem = f"found byte 0x{data[err.start]:02x}; expected UTF-8 text"
-        raise DataError(path, problem, line=line) from err
+    return utf8_text(path, read_bytes(path))
 
 
 def _read_parquet(path: Path) -> _Table:
@@ -220,7 +223,10 @@ def _cell_problem(cell: object) -> str:
 
 
 def _table_labels(table: _Table, label: str, classes: np.ndarray | None) -> np.ndarray:
-    """The raw labels: numbers when every training label is one, else their stripped text."""
+    """The raw labels: numbers when every training label is one, else their stripped text.
+
+    Labels name classes: NaN, an infinity or (among numbers) a fraction is an error.
+    """
     column = table.frame[label]
     text = column.astype(str).str.strip()
     empty = (column.isna() | (text == "")).to_numpy()
@@ -233,8 +239,19 @@ def _table_labels(table: _Table, label: str, classes: np.ndarray | None) -> np.n
     def unseen(row: int, expected: str) -> DataError:
         return _cell_error(table, row, label, f"holds {label_text(column.iloc[row])}; {expected}")
 
+    bad = _not_class_labels(numbers, text, numeric)
+    if bad.any():
+        raise unseen(int(np.argmax(bad)), "expected a class label (an integer or a name)")
     check_known(raw, classes, unseen)
     return raw
+
+
+def _not_class_labels(numbers: np.ndarray, text: pd.Series, numeric: bool) -> np.ndarray:
+    """Which labels name no class: NaN or infinite, or (``numeric``) a fraction."""
+    bad = np.isinf(numbers) | text.str.lower().isin(_NAN_TEXT).to_numpy()
+    if numeric:
+        bad |= np.isfinite(numbers) & (numbers != np.round(numbers))
+    return np.asarray(bad)
 
 
 def _cell_error(table: _Table, row: int, column: str, problem: str) -> DataError:

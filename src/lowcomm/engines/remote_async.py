@@ -2,7 +2,7 @@
 
 Rank 0 runs the schedule of :mod:`lowcomm.engines.asynchrony` (the same code as ``simulate``)
 and is the only rank that knows it: each reply is a point-to-point message to the rank hosting
-that worker (a command ``[compute, worker, local round]`` then the one-row download), and a
+that worker (a ``COMPUTE`` command ``[worker, local round]`` then the one-row download), and a
 worker rank answers each computation with a header ``[worker, sent, gradient evaluations,
 HVPs]`` and its row (no rows when it skips). A rank computes one worker at a time; rank 0
 keeps the computations meant for a busy rank until it answers. Worker ranks know nothing of
@@ -15,12 +15,22 @@ from any rank: gloo only, NCCL has none), so staleness is real; the order it too
 ledger (:func:`~lowcomm.engines.asynchrony.event_order`) and replaying it on ``simulate`` gives
 the same ledger. When the run ends, computations still under way are received and discarded
 (never accounted, as on ``simulate``) and every worker rank is stopped.
+
+A checkpoint first receives every computation under way into the schedule's queue of uploads
+(as ``simulate`` holds them: none in flight), then gathers the workers' state; so in ``clock``
+order checkpoints and resumes equal ``simulate``'s. In ``arrival`` order the uploads so received
+are handled first after a checkpoint (in a resumed run as in the uninterrupted one), one per
+update in simulated-time order, before real arrivals are taken again.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import heapq
+import time
 from collections import defaultdict, deque
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,10 +40,26 @@ from lowcomm.algorithms.local_data import LocalData
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.messages import AnyPayload, Upload
 from lowcomm.engines import wire
-from lowcomm.engines.asynchrony import AsyncRounds, Completed, compute_one
-from lowcomm.engines.session import RunResult, RunState, first_state, run_rounds
+from lowcomm.engines.asynchrony import Arrival, AsyncRounds, Completed, compute_one
+from lowcomm.engines.ranks import (
+    COMPUTE,
+    STOP,
+    Follower,
+    aggregating,
+    gather_workers,
+    owners,
+    scatter_workers,
+    send_command,
+)
+from lowcomm.engines.session import (
+    RunResult,
+    RunState,
+    first_state,
+    result,
+    run_rounds,
+    save_checkpoint,
+)
 
-_COMPUTE, _STOP = 0, 1
 _INT64 = torch.int64
 
 
@@ -43,13 +69,16 @@ class RemoteWorkers:
     A rank computes one worker at a time, so each rank has at most one computation under way;
     further ones wait here and are sent when the rank answers. Every message is then a blocking
     send met by a receive already posted (or about to be): no send ever waits on another, on
-    gloo or NCCL.
+    gloo or NCCL. A rank busy for longer than ``timeout`` seconds is reported when another
+    answers (``arrival`` order); a receive from one rank times out by itself.
     """
 
-    def __init__(self, owner: list[int], device: torch.device) -> None:
+    def __init__(self, owner: list[int], device: torch.device, timeout: float) -> None:
         self.owner = owner
         self.device = device
+        self.timeout = timeout
         self.busy: dict[int, int] = {}
+        self.since: dict[int, float] = {}
         self.waiting: dict[int, deque[tuple[int, int, AnyPayload]]] = defaultdict(deque)
         self.started: list[int] = []
 
@@ -63,9 +92,10 @@ class RemoteWorkers:
             self._send(rank, worker, local_round, down)
 
     def _send(self, rank: int, worker: int, local_round: int, down: AnyPayload) -> None:
-        wire.send_tensor(torch.tensor([_COMPUTE, worker, local_round]), rank)
+        send_command(rank, COMPUTE, worker, local_round)
         wire.send_payload(wire.row(down, 0), rank)
         self.busy[rank] = worker
+        self.since[rank] = time.monotonic()
 
     def collect(self, workers: Sequence[int]) -> list[Completed]:
         """Receive the computations of ``workers`` (and those queued before them on their ranks)."""
@@ -81,10 +111,17 @@ class RemoteWorkers:
         return received
 
     def next_arrival(self) -> Completed:
-        """The first computation under way to reach rank 0 (a receive from any rank)."""
-        header = torch.empty(4, dtype=_INT64)
-        rank = dist.recv(header, src=None)
-        return self._receive(rank, header)
+        """The first computation under way to reach rank 0 (a receive from any rank).
+
+        Raises:
+            PeerError: ranks busy for longer than the timeout, or none answered within it.
+        """
+        now = time.monotonic()
+        late = [rank for rank in sorted(self.busy) if now - self.since[rank] > self.timeout]
+        if late:
+            raise wire.PeerError(late, "timed out: busy for too long", self.timeout)
+        header = wire.recv_tensor_any((4,), _INT64, sorted(self.busy))
+        return self._receive(self.owner[int(header[0])], header)
 
     def _receive(self, rank: int, header: torch.Tensor | None = None) -> Completed:
         """A rank's answer as a one-row upload; then its next queued computation is sent.
@@ -96,6 +133,7 @@ class RemoteWorkers:
         worker, sent, grad_evals, hvps = header.tolist()
         payload = wire.recv_payload(rank, self.device)
         assert self.busy.pop(rank) == worker, "a rank answers for the worker it was sent"
+        del self.since[rank]
         self.started.remove(worker)
         if self.waiting[rank]:
             self._send(rank, *self.waiting[rank].popleft())
@@ -109,30 +147,81 @@ class RemoteWorkers:
         self.started = [w for w in self.started if self.busy.get(self.owner[w]) == w]
         self.collect(list(self.started))
         for rank in range(1, ranks + 1):
-            wire.send_tensor(torch.tensor([_STOP, 0, 0]), rank)
+            send_command(rank, STOP)
 
 
-class WorkerRank:
+class RemoteRounds(AsyncRounds):
+    """The asynchronous schedule with remote workers, which a checkpoint lets settle first."""
+
+    def settle(self, state: RunState) -> None:
+        """Receive every computation under way into the queue of uploads (none in flight)."""
+        for done in self.workforce.collect(list(state.engine["computing"])):
+            heapq.heappush(state.engine["queue"], self._arrived(state, done))
+
+    def _next(self, state: RunState) -> list[Arrival]:
+        """In ``arrival`` order, the uploads a checkpoint received come first, one at a time."""
+        queue = state.engine["queue"]
+        if queue and self.options.async_order == "arrival" and self.options.replay is None:
+            return [heapq.heappop(queue)]
+        return super()._next(state)
+
+
+class Aggregator:
+    """Rank 0's whole asynchronous run; the workers' state lives on the worker ranks."""
+
+    def __init__(self, engine: Any, groups: list[torch.Tensor]) -> None:
+        self.engine = engine
+        self.groups = groups
+        self.device = engine.problem.device
+        self.workforce = RemoteWorkers(owners(groups), self.device, engine.options.timeout)
+
+    def run(self, resume: RunState | None) -> RunResult:
+        """From the start or from ``resume`` (whose workers' state is sent to their ranks)."""
+        r = self.engine
+        sizes = r.shards.sizes
+        state = resume or first_state(r.algorithm, r.problem, sizes, r.streams, r.evaluator, None)
+        label = f"{r.algorithm.name} (torchdist, async)"
+        with aggregating(
+            lambda: state.round + 1,
+            lambda: result(state, r.algorithm, None),
+            r.options,
+            lambda: self.workforce.stop(len(self.groups)),
+        ):
+            if resume is not None:
+                scatter_workers(state.workers, self.groups)
+                state.workers = None
+            timing = r.clock.for_workers(r.shards.rows)
+            self.rounds = RemoteRounds(
+                r.algorithm, r.streams, timing, r.options, self.workforce, state
+            )
+            step = self.rounds.step
+            return run_rounds(state, r.algorithm, r.evaluator, r.options, label, step, self.save)
+
+    def save(self, state: RunState, folder: Path) -> None:
+        """Checkpoint: every computation received, the workers' state gathered, then saved."""
+        self.rounds.settle(state)
+        modules = (type(self.engine.algorithm).__module__,)
+        workers = gather_workers(len(self.groups), modules, self.device)
+        save_checkpoint(dataclasses.replace(state, workers=workers), folder)
+
+
+class WorkerRank(Follower):
     """A worker rank's side: its workers' state and shards; one computation per command."""
 
     def __init__(self, engine: Any, group: torch.Tensor) -> None:
         self.engine = engine
+        self.options = engine.options
+        self.modules = (type(engine.algorithm).__module__,)
         self.device = engine.problem.device
         self.first = int(group[0])
         shards = engine.shards.span(self.first, int(group[-1]) + 1)
         self.data = [LocalData(engine.problem, shards.span(i, i + 1)) for i in range(shards.rows)]
         self.state = engine.algorithm.init_workers(engine.problem, shards.workers, engine.streams)
 
-    def serve(self) -> None:
-        """Compute what rank 0 asks, in order, until it says stop."""
-        while True:
-            command, worker, local_round = wire.recv_tensor((3,), _INT64, 0).tolist()
-            if command == _STOP:
-                return
-            self._compute(worker, local_round, wire.recv_payload(0, self.device))
-
-    def _compute(self, worker: int, local_round: int, down: AnyPayload) -> None:
+    def work(self, command: int, worker: int, local_round: int) -> None:
+        """Compute what rank 0 asks (``command`` is ``COMPUTE``) and answer."""
         r, position = self.engine, worker - self.first
+        down = wire.recv_payload(0, self.device)
         done, self.state = compute_one(
             r.algorithm,
             self.state,
@@ -155,17 +244,3 @@ def check_order(order: str) -> None:
     if order == "arrival" and dist.get_backend() != dist.Backend.GLOO:
         allowed = "'clock' on NCCL (the 'arrival' order needs gloo's receive from any rank)"
         raise InvalidConfigError("async_order", "the torchdist engine", allowed, order)
-
-
-def run_aggregator(engine: Any, owner: list[int]) -> RunResult:
-    """Rank 0's whole asynchronous run (``owner[w]``: the rank hosting worker w)."""
-    r = engine
-    state = first_state(r.algorithm, r.problem, r.shards.sizes, r.streams, r.evaluator, None)
-    workforce = RemoteWorkers(owner, r.problem.device)
-    try:
-        timing = r.clock.for_workers(r.shards.rows)
-        rounds = AsyncRounds(r.algorithm, r.streams, timing, r.options, workforce, state)
-        label = f"{r.algorithm.name} (torchdist, async)"
-        return run_rounds(state, r.algorithm, r.evaluator, r.options, label, rounds.step)
-    finally:
-        workforce.stop(max(owner))

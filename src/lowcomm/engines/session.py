@@ -27,7 +27,7 @@ from lowcomm.core.errors import DivergenceError, InvalidConfigError
 from lowcomm.core.ledger import Ledger
 from lowcomm.core.messages import Download, Upload
 from lowcomm.core.rng import Streams
-from lowcomm.core.validate import at_least, one_of
+from lowcomm.core.validate import at_least, one_of, positive
 from lowcomm.engines.evaluation import Evaluator
 from lowcomm.engines.trusted import load_trusted
 from lowcomm.problems.base import Problem
@@ -48,7 +48,9 @@ class RunOptions:
     round in which it is reached completes); ``lag_cap`` bounds how many rounds a worker may
     run ahead of the slowest one in an asynchronous run (None: unbounded). ``async_order``
     and ``replay`` choose which uploads each asynchronous update handles
-    (:mod:`lowcomm.engines.asynchrony`).
+    (:mod:`lowcomm.engines.asynchrony`). ``stop`` is asked before each round; when it says
+    yes the run ends there, checkpointed if checkpoints are on (a signal handler sets it).
+    ``timeout``: the seconds a ``torchdist`` rank waits for another before it reports it.
     """
 
     rounds: int
@@ -61,9 +63,12 @@ class RunOptions:
     async_order: str = "clock"
     replay: Events | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    stop: Callable[[], bool] | None = None
+    timeout: float = 300.0
 
     def __post_init__(self) -> None:
         one_of("the run", "async_order", self.async_order, ASYNC_ORDERS)
+        positive("the run", "timeout", self.timeout)
         if self.replay is not None:
             object.__setattr__(self, "replay", _events(self.replay))
             if self.async_order == "arrival":
@@ -87,6 +92,10 @@ class RunOptions:
             self.grad_budget is not None and state.ledger.total("grad_evals") >= self.grad_budget
         )
         return state.round >= self.rounds or spent
+
+    def stop_asked(self) -> bool:
+        """Whether ``stop`` asks the run to end now."""
+        return self.stop is not None and self.stop()
 
 
 def _events(replay: Sequence[Sequence[int]]) -> Events:
@@ -117,12 +126,16 @@ class RunState:
 
 @dataclass
 class RunResult:
-    """The history (one row per evaluation), the ledger, the final model, and why it stopped."""
+    """The history (one row per evaluation), the ledger, the final model, and why it stopped.
+
+    ``stopped_at``: the round after which ``RunOptions.stop`` ended the run early, else None.
+    """
 
     history: pd.DataFrame
     ledger: Ledger
     model: torch.Tensor
     divergence: DivergenceError | None = None
+    stopped_at: int | None = None
 
 
 def first_state(
@@ -188,10 +201,17 @@ def record(state: RunState, algorithm: Algorithm, evaluator: Evaluator) -> dict[
     return row
 
 
-def diverged(row: dict[str, float]) -> DivergenceError | None:
-    """A divergence error if the row's training loss is NaN or infinite."""
+def diverged(row: dict[str, float], options: RunOptions) -> DivergenceError | None:
+    """A divergence error if the row's training loss is NaN or infinite.
+
+    Its message says whether a checkpoint (of an earlier, finite state) is there to keep.
+    """
     loss = row["train_loss"]
-    return None if math.isfinite(loss) else DivergenceError(int(row["round"]), loss)
+    if math.isfinite(loss):
+        return None
+    folder = options.checkpoint_dir
+    kept = folder is not None and (folder / CHECKPOINT_NAME).is_file()
+    return DivergenceError(int(row["round"]), loss, kept)
 
 
 def save_checkpoint(state: RunState, folder: Path) -> None:
@@ -218,10 +238,16 @@ def load_checkpoint(
     return state
 
 
-def result(state: RunState, algorithm: Algorithm, divergence: DivergenceError | None) -> RunResult:
+def result(
+    state: RunState,
+    algorithm: Algorithm,
+    divergence: DivergenceError | None,
+    stopped_at: int | None = None,
+) -> RunResult:
     """Package the state as a result."""
     frame = pd.DataFrame(state.history)
-    return RunResult(frame, state.ledger, algorithm.model(state.aggregator), divergence)
+    model = algorithm.model(state.aggregator)
+    return RunResult(frame, state.ledger, model, divergence, stopped_at)
 
 
 def run_rounds(
@@ -235,13 +261,14 @@ def run_rounds(
 ) -> RunResult:
     """Call ``step`` until ``options.rounds``; evaluate and checkpoint at their cadence.
 
-    Stops at the first divergence, whose result carries it. ``checkpoint`` writes the state
-    (an engine that keeps worker state elsewhere gathers it first).
+    Stops at the first divergence, whose result carries it, or when ``options.stop`` asks
+    (checkpointed there; the result says where). ``checkpoint`` writes the state (an engine
+    that keeps worker state elsewhere gathers it first).
     """
     state.settings = dict(options.settings)  # what its checkpoints are checked against
     watch = Stopwatch(state)
     with progress_bar(options.progress, options.rounds, label) as show:
-        while not options.finished(state):
+        while not options.finished(state) and not options.stop_asked():
             step(state)
             watch.pause()
             divergence = _after_round(state, algorithm, evaluator, options, show, checkpoint)
@@ -249,7 +276,11 @@ def run_rounds(
                 return result(state, algorithm, divergence)
             watch.resume()
     watch.pause()
-    return result(state, algorithm, None)
+    if options.finished(state):
+        return result(state, algorithm, None)
+    if options.checkpoint_every and state.round % options.checkpoint_every:
+        _keep(state, algorithm, options, checkpoint)  # not saved at this round yet
+    return result(state, algorithm, None, stopped_at=state.round)
 
 
 def _after_round(
@@ -265,12 +296,23 @@ def _after_round(
     if state.round % options.eval_every == 0 or options.finished(state):
         row = record(state, algorithm, evaluator)
         show(state.round, row["train_loss"])
-        divergence = diverged(row)
+        divergence = diverged(row, options)
     checkpoint_due = options.checkpoint_every and state.round % options.checkpoint_every == 0
-    healthy = divergence is None and bool(torch.isfinite(algorithm.model(state.aggregator)).all())
-    if checkpoint_due and healthy and options.checkpoint_dir is not None:
-        checkpoint(state, options.checkpoint_dir)
+    if checkpoint_due and divergence is None:
+        _keep(state, algorithm, options, checkpoint)
     return divergence
+
+
+def _keep(
+    state: RunState,
+    algorithm: Algorithm,
+    options: RunOptions,
+    checkpoint: Callable[[RunState, Path], None],
+) -> None:
+    """Checkpoint the state into ``options.checkpoint_dir`` if its model is finite."""
+    healthy = bool(torch.isfinite(algorithm.model(state.aggregator)).all())
+    if healthy and options.checkpoint_dir is not None:
+        checkpoint(state, options.checkpoint_dir)
 
 
 class Stopwatch:

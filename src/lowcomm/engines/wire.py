@@ -18,13 +18,19 @@ worker axis and sparse counts.
 Headers are host tensors; a payload's data travel on the backend's device (:func:`_device`) and
 are decoded on the device the receiver computes on, so a rank computing on its GPU under NCCL
 never copies a payload through the host.
+
+A point-to-point message waits at most the limit of :func:`waiting` (the run's timeout); one
+that fails raises :class:`PeerError` naming its peer: it did not answer within that limit, or
+its connection closed (it exited or was killed).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -246,6 +252,52 @@ def _map_tensors(
 # --- transport ----------------------------------------------------------------------------
 
 
+class PeerError(RuntimeError):
+    """A message to or from ``peers`` failed: they did not answer in time, or they are gone.
+
+    ``timed_out``: the wait of ``seconds`` ran out (gloo then closes that connection);
+    otherwise the connection closed or was reset (the peer exited or was killed).
+    """
+
+    def __init__(self, peers: Sequence[int], detail: str, seconds: float) -> None:
+        super().__init__(f"rank(s) {', '.join(map(str, peers))}: {detail}")
+        self.peers, self.seconds = tuple(peers), seconds
+        self.timed_out = any(word in detail.lower() for word in ("timed out", "timeout"))
+
+
+_LIMIT = [timedelta(seconds=300.0)]  # how long one message may wait (see ``waiting``)
+
+
+@contextmanager
+def waiting(seconds: float) -> Iterator[None]:
+    """Let each point-to-point message of the block wait at most ``seconds``."""
+    before, _LIMIT[0] = _LIMIT[0], timedelta(seconds=seconds)
+    try:
+        yield
+    finally:
+        _LIMIT[0] = before
+
+
+def limit() -> float:
+    """The seconds a message may wait now (see :func:`waiting`)."""
+    return _LIMIT[0].total_seconds()
+
+
+@contextmanager
+def _with(peers: Sequence[int]) -> Iterator[None]:
+    """Turn the backend's error in a message with ``peers`` into a :class:`PeerError`."""
+    try:
+        yield
+    except RuntimeError as exc:
+        raise PeerError(peers, str(exc), limit()) from exc
+
+
+def _wait(work: dist.Work | None) -> None:
+    """Wait for a message, at most the :func:`waiting` limit (None: not in the group)."""
+    if work is not None:
+        work.wait(_LIMIT[0])
+
+
 def _device() -> torch.device:
     """Where messages must live for the default group's backend (NCCL moves CUDA tensors)."""
     if dist.get_backend() == dist.Backend.NCCL:
@@ -254,8 +306,9 @@ def _device() -> torch.device:
 
 
 def send_tensor(tensor: torch.Tensor, dst: int) -> None:
-    """Send ``tensor`` to rank ``dst`` (blocking)."""
-    dist.send(tensor.contiguous().to(_device()), dst)
+    """Send ``tensor`` to rank ``dst`` (blocking, at most the :func:`waiting` limit)."""
+    with _with([dst]):
+        _wait(dist.isend(tensor.contiguous().to(_device()), dst))
 
 
 def recv_tensor(
@@ -263,8 +316,22 @@ def recv_tensor(
 ) -> torch.Tensor:
     """Receive a tensor of known shape and dtype from rank ``src``, on ``device``."""
     buffer = torch.empty(tuple(shape), dtype=dtype, device=_device())
-    dist.recv(buffer, src)
+    with _with([src]):
+        _wait(dist.irecv(buffer, src))
     return buffer.to(device)
+
+
+def recv_tensor_any(
+    shape: Sequence[int], dtype: torch.dtype, expected: Sequence[int]
+) -> torch.Tensor:
+    """A tensor from whichever rank sends first (gloo only), on the host.
+
+    ``expected``: the ranks that may send (named if none does in time).
+    """
+    buffer = torch.empty(tuple(shape), dtype=dtype)
+    with _with(expected):
+        _wait(dist.irecv(buffer, src=None))
+    return buffer
 
 
 def send_bytes(data: torch.Tensor, dst: int) -> None:

@@ -7,6 +7,10 @@ Layout of a comparison folder ``OUT``:
 - ``OUT/compare.json``: the algorithms, seeds, options, target loss and shared settings;
 - ``OUT/compare.png`` (four panels) and ``OUT/compare-<x>.png`` for x in round, bytes,
   grad_evals and sim_time: training loss against each, mean over seeds with a min-max band.
+
+``OUT`` is locked while a comparison writes it, and a comparison is not written over another
+(or over a run in one of its run folders) unless ``overwrite`` is given
+(:mod:`lowcomm.experiments.run_folder`).
 """
 
 from __future__ import annotations
@@ -28,12 +32,13 @@ from lowcomm.experiments.measures import first_reach
 from lowcomm.experiments.models import Objects
 from lowcomm.experiments.plots import plot_runs, title
 from lowcomm.experiments.results import load_history, mean_history, read_json, write_json
+from lowcomm.experiments.run_folder import COMPARE_JSON, check_new, hold, remove
 from lowcomm.experiments.runner import prepare
 
 OWNER = "lowcomm compare"
 SUMMARY_CSV = "summary.csv"
-COMPARE_JSON = "compare.json"
 FIGURE = "compare.png"
+COMPARE_FILES = (COMPARE_JSON, SUMMARY_CSV, FIGURE, "compare-*.png")
 REACH_KEYS = ("rounds", "uploads", "bytes", "grad_evals", "sim_time")
 _SEED_FOLDER = re.compile(r"seed\d+")
 
@@ -239,6 +244,7 @@ def compare(
     target_loss: float | None,
     progress: bool = False,
     objects: Objects | None = None,
+    overwrite: bool = False,
 ) -> Comparison:
     """Run every algorithm on every seed with ``base``'s settings; write runs, plots, summary.
 
@@ -255,6 +261,8 @@ def compare(
             :func:`automatic_target`.
         progress: show a progress bar per run on stderr.
         objects: data, module and loss given as Python objects, shared by every run.
+        overwrite: replace the comparison in ``out`` (refused otherwise, as are its run folders
+            that hold a run).
 
     Returns:
         The summary (written to ``summary.csv``; see :func:`summarize`) plus ``diverged``,
@@ -263,22 +271,53 @@ def compare(
     if out is not None:
         check_out(out)
     _check(base, algorithms, options_per_algorithm, seeds, target_loss)
+    _check_new(out, algorithms, seeds, overwrite)
     configs = _configs(base, algorithms, options_per_algorithm, seeds, objects)
-    runs: dict[str, list[Result]] = {name: [] for name in algorithms}
-    for (name, seed), config in configs.items():
-        result = run_config(
-            config, objects, None if out is None else out / name / f"seed{seed}", progress=progress
-        )
-        assert result is not None, "the simulate engine always returns a result"
-        runs[name].append(result)
-    histories = {name: [r.history for r in results] for name, results in runs.items()}
-    diverged = [sum(r.divergence is not None for r in results) for results in runs.values()]
-    table = summarize(histories, target_loss).assign(diverged=diverged)
-    if out is not None:
-        table.to_csv(out / SUMMARY_CSV, index=False)
-        shared = _write_info(out, base, configs, table, target_loss is not None)
-        plot_runs(histories, out / FIGURE, title=title(shared))
+    with hold(out):
+        _check_new(out, algorithms, seeds, overwrite)  # again, now that no one else writes it
+        if out is not None and overwrite:
+            remove(out, COMPARE_FILES)
+        runs = _run_all(configs, objects, out, progress, overwrite)
+        histories = {name: [r.history for r in results] for name, results in runs.items()}
+        diverged = [sum(r.divergence is not None for r in results) for results in runs.values()]
+        table = summarize(histories, target_loss).assign(diverged=diverged)
+        if out is not None:
+            table.to_csv(out / SUMMARY_CSV, index=False)
+            shared = _write_info(out, base, configs, table, target_loss is not None)
+            plot_runs(histories, out / FIGURE, title=title(shared))
     return Comparison(table, runs)
+
+
+def _run_folder(out: Path, name: str, seed: int) -> Path:
+    """The run folder of ``name`` on ``seed`` in the comparison folder ``out``."""
+    return out / name / f"seed{seed}"
+
+
+def _check_new(out: Path | None, algorithms: list[str], seeds: list[int], overwrite: bool) -> None:
+    """Refuse to write over a comparison, or a run in a run folder, unless ``overwrite``."""
+    if out is None:
+        return
+    check_new(out, overwrite, kind="comparison")
+    for name in algorithms:
+        for seed in seeds:
+            check_new(_run_folder(out, name, seed), overwrite)
+
+
+def _run_all(
+    configs: Mapping[tuple[str, int], RunConfig],
+    objects: Objects | None,
+    out: Path | None,
+    progress: bool,
+    overwrite: bool,
+) -> dict[str, list[Result]]:
+    """Every run, per algorithm in seed order, each saved in its folder of ``out``."""
+    runs: dict[str, list[Result]] = {}
+    for (name, seed), config in configs.items():
+        folder = None if out is None else _run_folder(out, name, seed)
+        result = run_config(config, objects, folder, progress=progress, overwrite=overwrite)
+        assert result is not None, "the simulate engine always returns a result"
+        runs.setdefault(name, []).append(result)
+    return runs
 
 
 def _write_info(

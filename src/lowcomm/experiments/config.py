@@ -6,14 +6,22 @@ import math
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import ErrorDetails
 
 from lowcomm.core.device import Device
 from lowcomm.core.errors import DataError, InvalidConfigError
+from lowcomm.data.loaders import utf8_text
 
 MODELS = ("auto", "logistic", "softmax", "mlp", "lenet", "lstm-lm", "pca")
 LOSSES = ("cross-entropy", "mse")
@@ -71,6 +79,7 @@ class RunConfig(BaseModel):
     speeds: tuple[float, ...] = ()
     lag_cap: int | None = Field(default=None, ge=0)
     async_order: Literal["clock", "arrival"] = "clock"
+    timeout: float = Field(default=300.0, gt=0, le=1e6)  # torchdist: seconds a rank waits
     test_fraction: float = Field(default=0.25, gt=0, lt=1)
 
     @field_validator("model")
@@ -90,13 +99,60 @@ class RunConfig(BaseModel):
     @field_validator("speeds")
     @classmethod
     def _speeds_positive(cls, speeds: tuple[float, ...]) -> tuple[float, ...]:
-        if any(not s > 0 for s in speeds):
-            raise ValueError("speeds must all be > 0")
+        if any(not 0 < s < math.inf for s in speeds):
+            raise ValueError("finite numbers > 0")
         return speeds
+
+    @field_validator("l2", "latency", "seconds_per_grad", "round_latency")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("a finite number")
+        return value
+
+    @field_validator("hidden")
+    @classmethod
+    def _widths(cls, hidden: tuple[int, ...]) -> tuple[int, ...]:
+        if any(width < 1 for width in hidden):
+            raise ValueError("layer widths >= 1")
+        return hidden
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """Refuse true/false for a number (pydantic would read them as 1 and 0)."""
+        values = value if isinstance(value, list | tuple) else [value]
+        numeric = _numeric(cls.model_fields[str(info.field_name)].annotation)
+        if numeric and any(isinstance(v, bool) for v in values):
+            raise ValueError("a number, not true or false")
+        return value
+
+
+def _numeric(annotation: Any) -> bool:
+    """Whether a field holds numbers: int or float, alone, optional or in a tuple."""
+    return annotation in (int, float) or any(_numeric(a) for a in get_args(annotation))
+
+
+_EXPECTED = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "text",
+    "tuple_type": "a list",
+    "list_type": "a list",
+    "dict_type": "a table of settings",
+}
+"""What a field of a pydantic error type must be, in the words of an ``InvalidConfigError``."""
 
 
 def _describe(error: ErrorDetails) -> str:
     """The allowed values of a failed field, in words."""
+    if error["type"] in _EXPECTED:
+        return _EXPECTED[error["type"]]
     ctx: dict[str, Any] = error.get("ctx", {})
     bounds = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
     for key, sign in bounds.items():
@@ -106,7 +162,7 @@ def _describe(error: ErrorDetails) -> str:
         return f"one of {ctx['expected']}"
     if error["type"] == "extra_forbidden":
         return f"a known setting (one of {', '.join(RunConfig.model_fields)})"
-    return str(error["msg"]).removeprefix("Value error, ").lower()
+    return str(error["msg"]).removeprefix("Value error, ").removeprefix("Input should be ")
 
 
 def make_config(values: dict[str, Any]) -> RunConfig:
@@ -123,7 +179,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     """The settings in a TOML or YAML file (by extension)."""
     if not path.is_file():
         raise DataError(path, "config file not found")
-    text = path.read_text()
+    text = utf8_text(path, path.read_bytes())
     try:
         loaded = tomllib.loads(text) if path.suffix == ".toml" else load_yaml(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
@@ -133,8 +189,17 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return loaded
 
 
-RESUME_MAY_CHANGE = ("rounds", "epochs", "grad_budget", "eval_every", "checkpoint_every", "engine")
-"""The settings a resumed run may change: how long, how often it records, where it runs."""
+RESUME_MAY_CHANGE = (
+    "rounds",
+    "epochs",
+    "grad_budget",
+    "eval_every",
+    "checkpoint_every",
+    "engine",
+    "timeout",
+)
+"""The settings a resumed run may change: how long, how often it records, where it runs and
+how long a torchdist rank waits for another."""
 
 
 def trajectory_settings(config: RunConfig) -> dict[str, Any]:

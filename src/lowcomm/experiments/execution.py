@@ -4,12 +4,16 @@ The Python API (:func:`lowcomm.run`) and the command line both come here. A run 
 writes ``history.csv``, ``history.parquet``, ``run.json`` (last) and, for asynchronous
 algorithms, ``ledger.csv``; without ``out`` nothing is written. With ``checkpoint_every`` a
 ``run.json`` without summary is written first, so a killed run can be resumed from ``out``
-alone, and only from its own checkpoints.
+alone, and only from its own checkpoints. ``out`` is locked while the run writes it and holds
+this run only (:mod:`lowcomm.experiments.run_folder`). SIGINT or SIGTERM ends the run after
+the round under way, saved with ``run.json`` marked interrupted, then raises
+:class:`~lowcomm.experiments.interrupts.Interrupted` (:mod:`lowcomm.experiments.interrupts`).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -23,13 +27,21 @@ from lowcomm.algorithms.registry import registered
 from lowcomm.core.device import run_device
 from lowcomm.core.errors import DataError, DivergenceError, InvalidConfigError
 from lowcomm.engines.asynchrony import event_order
-from lowcomm.engines.session import CHECKPOINT_NAME, Events, RunResult, RunState, load_checkpoint
+from lowcomm.engines.ranks import RankError
+from lowcomm.engines.session import (
+    CHECKPOINT_NAME,
+    Events,
+    RunResult,
+    RunState,
+    load_checkpoint,
+)
 from lowcomm.experiments.config import (
     RESUME_MAY_CHANGE,
     RunConfig,
     make_config,
     trajectory_settings,
 )
+from lowcomm.experiments.interrupts import SIGNALS, Interrupted, SignalStop, stop_on_signals
 from lowcomm.experiments.kept import note
 from lowcomm.experiments.models import Objects, model_state
 from lowcomm.experiments.results import (
@@ -40,7 +52,8 @@ from lowcomm.experiments.results import (
     summary,
     write_json,
 )
-from lowcomm.experiments.runner import Prepared, execute, metadata, prepare
+from lowcomm.experiments.run_folder import RUN_FILES, check_new, hold, remove
+from lowcomm.experiments.runner import UNBOUNDED, Prepared, execute, metadata, prepare
 
 
 @dataclass(frozen=True)
@@ -135,7 +148,8 @@ def _checkpoint(out: Path, config: RunConfig) -> RunState:
         modules = (registered(config.algorithm).factory.__module__,)  # its state classes
         state = load_checkpoint(path, device, modules)
     except Exception as exc:
-        raise DataError(path, f"not a readable lowcomm checkpoint ({exc})") from None
+        reason = str(exc) or type(exc).__name__
+        raise DataError(path, f"not a readable lowcomm checkpoint ({reason})") from None
     _check_same_run(path, state.settings, trajectory_settings(config))
     if state.round > config.rounds:
         allowed = f"a number >= {state.round} (the checkpoint's round)"
@@ -191,36 +205,80 @@ def run_config(
     resume: bool = False,
     replay: Path | None = None,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> Result | None:
     """Run ``config`` (with ``objects``); save it in ``out`` if given.
 
     ``resume``: continue from ``out``'s checkpoint (the settings must equal the saved ones
-    except :data:`RESUME_MAY_CHANGE`). ``replay``: an asynchronous run follows the update order
-    of the run saved in that folder. Everything is validated before the first round. Training
-    examples removed up front (:mod:`lowcomm.experiments.kept`) are announced in one line on
-    stderr, whatever ``progress`` says.
+    except :data:`RESUME_MAY_CHANGE`). ``overwrite``: replace the run saved in ``out`` (refused
+    otherwise). ``replay``: an asynchronous run follows the update order of the run saved in
+    that folder. Everything is validated before the first round. Training examples removed up
+    front (:mod:`lowcomm.experiments.kept`) are announced in one line on stderr, whatever
+    ``progress`` says.
 
     Returns:
         The result; None on torchdist ranks other than 0.
+
+    Raises:
+        Interrupted: SIGINT or SIGTERM stopped the run (saved in ``out`` as it was then).
     """
+    rank0 = config.engine == "simulate" or os.environ.get("RANK", "0") == "0"
+    mine = out if rank0 else None  # the folder this process writes: rank 0's on torchdist
     if out is None:
         _needs_out(config, resume)
     else:
         check_out(out)
+    if mine is not None:
+        check_new(mine, overwrite, resume)
     state = _checkpoint(out, config) if resume and out is not None else None
     prepared = prepare(config, objects)
     events = None if replay is None else _events(replay, prepared, resume)
-    meta = metadata(prepared)
-    rank0 = config.engine == "simulate" or os.environ.get("RANK", "0") == "0"
     if rank0 and prepared.removed.ids.size:
         print(note(prepared.removed, prepared.data.train.n), file=sys.stderr)
-    if out is not None and rank0 and config.checkpoint_every:
-        _start(out, meta, resume)
-    run = execute(prepared, progress, out, state, events)
+    with hold(mine), stop_on_signals(SIGNALS if rank0 else (signal.SIGINT,)) as stop:
+        if mine is not None:
+            check_new(mine, overwrite, resume)  # again: another run may have ended meanwhile
+            remove(mine, RUN_FILES if overwrite else ())
+        run = _run(prepared, (out, mine), resume, state, events, progress, stop)
     if run is None:
         return None
-    if out is not None:
-        save_run(out, run, meta, ledger=not prepared.algorithm.synchronous)
-        if not (resume or config.checkpoint_every):
-            (out / CHECKPOINT_NAME).unlink(missing_ok=True)
+    if run.stopped_at is not None and stop.received is not None:
+        rounds = None if prepared.rounds >= UNBOUNDED else prepared.rounds
+        resumable = out is not None and bool(config.checkpoint_every)
+        raise Interrupted(stop.received, run.stopped_at, rounds, out, resumable)
     return result_of(prepared, run)
+
+
+def _run(
+    prepared: Prepared,
+    folders: tuple[Path | None, Path | None],
+    resume: bool,
+    state: RunState | None,
+    events: Events | None,
+    progress: bool,
+    stop: SignalStop,
+) -> RunResult | None:
+    """Run ``prepared`` and save it; ``folders``: the run's ``out`` and the one this rank writes.
+
+    A run that ``stop`` ended early is saved with ``run.json`` saying where and why.
+    """
+    (out, mine), config, meta = folders, prepared.config, metadata(prepared)
+    if mine is not None and config.checkpoint_every:
+        _start(mine, meta, resume)
+    try:
+        run = execute(prepared, progress, out, state, events, stop)
+    except RankError as failure:  # a torchdist rank failed: keep the run so far
+        if mine is not None and failure.partial is not None:
+            meta["failed"] = {"round": failure.round, "error": failure.problem}
+            save_run(mine, failure.partial, meta, ledger=not prepared.algorithm.synchronous)
+            failure.saved = mine
+        raise
+    if run is None or mine is None:
+        return run
+    if run.stopped_at is not None and stop.received is not None:
+        name = signal.Signals(stop.received).name
+        meta["interrupted"] = {"signal": name, "round": run.stopped_at}
+    save_run(mine, run, meta, ledger=not prepared.algorithm.synchronous)
+    if not (resume or config.checkpoint_every):
+        (mine / CHECKPOINT_NAME).unlink(missing_ok=True)
+    return run

@@ -3,7 +3,8 @@
 ``run.json`` holds the run's metadata (:func:`lowcomm.experiments.runner.metadata`) plus a
 ``summary`` of the final state. It is strict JSON: non-finite numbers (an infinite bandwidth,
 the NaN loss of a diverged run) are written as the strings ``"inf"``, ``"-inf"`` and ``"nan"``.
-``run.json`` is written last, so a folder with one holds a finished run (:func:`finished_run`).
+``run.json`` is written last, so a folder with one holds a finished run (:func:`finished_run`),
+unless it says ``interrupted`` (the signal and the round a stopped run ended at).
 """
 
 from __future__ import annotations
@@ -78,8 +79,9 @@ def finished_run(folder: Path, config: RunConfig, version: str) -> bool:
     """Whether ``folder`` holds a finished run of ``config`` saved by lowcomm ``version``.
 
     The saved config is read back through :class:`RunConfig`, so a setting added since (absent
-    from the file) counts at its default. This is what ``lowcomm reproduce --resume`` reads back
-    instead of running again.
+    from the file) counts at its default; a run that a signal interrupted, or that a failed
+    rank ended, is not finished. This
+    is what ``lowcomm reproduce --resume`` reads back instead of running again.
     """
     path = folder / RUN_JSON
     if not path.is_file() or not (folder / HISTORY_PARQUET).is_file():
@@ -90,7 +92,8 @@ def finished_run(folder: Path, config: RunConfig, version: str) -> bool:
     except (DataError, InvalidConfigError):
         return False
     same_version = meta.get("versions", {}).get("lowcomm") == version
-    return same_version and saved.model_dump() == config.model_dump()
+    same_config = saved.model_dump() == config.model_dump()
+    return same_version and same_config and not (meta.get("interrupted") or meta.get("failed"))
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import math
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,7 @@ from lowcomm.engines.session import Events, RunOptions, RunResult, RunState
 from lowcomm.engines.simulate import Simulation
 from lowcomm.experiments.config import RunConfig, trajectory_settings
 from lowcomm.experiments.kept import Removed, cut_to_usable
-from lowcomm.experiments.models import Objects, make_problem
+from lowcomm.experiments.models import Objects, lenet_input, make_problem
 from lowcomm.problems.base import Problem
 
 UNBOUNDED = 10**12
@@ -51,9 +51,16 @@ class Prepared:
     removed: Removed
 
     def options(
-        self, progress: bool = False, checkpoint_dir: Any = None, replay: Events | None = None
+        self,
+        progress: bool = False,
+        checkpoint_dir: Any = None,
+        replay: Events | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> RunOptions:
-        """The engine's run options (``replay``: the workers of each asynchronous update)."""
+        """The engine's run options (``replay``: the workers of each asynchronous update).
+
+        ``stop``: asked before each round; yes ends the run there (None: never).
+        """
         c = self.config
         return RunOptions(
             rounds=self.rounds,
@@ -66,17 +73,9 @@ class Prepared:
             grad_budget=c.grad_budget,
             replay=replay,
             settings=trajectory_settings(c),
+            stop=stop,
+            timeout=c.timeout,
         )
-
-
-def _lenet_input(data: TrainTest) -> TrainTest:
-    """Images as [n, 1, H, W] for the CNN."""
-
-    def shaped(d: Any) -> Any:
-        side = round(math.sqrt(int(np.prod(d.feature_shape))))
-        return type(d)(d.name, d.X.reshape(-1, 1, side, side), d.y, d.n_classes)
-
-    return TrainTest(shaped(data.train), shaped(data.test))
 
 
 def _check_timing(config: RunConfig, algorithm: Algorithm) -> None:
@@ -104,7 +103,7 @@ def prepare(config: RunConfig, objects: Objects | None = None) -> Prepared:
     data = _data(config, objects)
     _check_sparse(config.model, data)
     if config.model == "lenet":
-        data = _lenet_input(data)
+        data = lenet_input(data)
     parts = partition(data.train.y, config.workers, partition_spec, config.seed)
     data, parts, removed = cut_to_usable(data, parts, algorithm, config.seed)
     problem = make_problem(config, data, objects, device)
@@ -208,13 +207,15 @@ def execute(
     checkpoint_dir: Any = None,
     resume: RunState | None = None,
     replay: Events | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> RunResult | None:
     """Run ``prepared`` on the configured engine; ``None`` on torchdist ranks other than 0.
 
     ``replay``: handle an asynchronous run's updates in this order of workers
-    (:func:`lowcomm.engines.asynchrony.event_order` of a saved run's ledger).
+    (:func:`lowcomm.engines.asynchrony.event_order` of a saved run's ledger). ``stop``: asked
+    before each round, yes ends the run early (its result's ``stopped_at``).
     """
-    options = prepared.options(progress, checkpoint_dir, replay)
+    options = prepared.options(progress, checkpoint_dir, replay, stop)
     parts = (
         prepared.algorithm,
         prepared.problem,
