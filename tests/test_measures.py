@@ -9,17 +9,20 @@ import pandas as pd
 import pytest
 import torch
 
+from lowcomm.experiments.config import make_config
 from lowcomm.experiments.measures import (
     decreased,
     exact_optimum,
     first_reach,
     loglog_slope,
     non_increasing,
+    optima,
     pooled_loglog_slope,
     reach,
     seed_mean,
     suboptimality,
 )
+from lowcomm.experiments.runner import prepare
 from lowcomm.problems.logistic import LogisticRegression
 
 NAN = math.nan
@@ -108,3 +111,17 @@ def test_seed_mean_has_no_value_when_a_seed_has_none() -> None:
     frame = pd.DataFrame({"m": [1, 1, 2, 2], "v": [1.0, 2.0, 4.0, math.nan]})
     means = frame.groupby("m")["v"].agg(seed_mean)
     assert means[1] == 1.5 and math.isnan(means[2])
+
+
+def test_optima_are_each_configs_kept_training_set_optimum() -> None:
+    base = {"data": "synthetic-logistic:300,5", "workers": 4, "rounds": 1, "dtype": "float64"}
+    logistic = make_config(base | {"l2": 0.1, "seed": 1})
+    network = make_config({"data": "digits", "model": "mlp", "hidden": (4,), "rounds": 1})
+    table = optima((logistic, network))
+    assert list(table.columns) == ["f_star", "n_train", "dim"]
+    train = prepare(logistic).data.train
+    X = torch.as_tensor(train.X, dtype=torch.float64)
+    expected = exact_optimum(LogisticRegression(5, 0.1, dtype=torch.float64), X, train.y)
+    assert table["f_star"].iloc[0] == expected and table["n_train"].iloc[0] == train.n == 225
+    assert table["dim"].iloc[0] == 5
+    assert math.isnan(table["f_star"].iloc[1])  # a network's optimum is unknown

@@ -18,9 +18,10 @@ from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.rng import Streams
 from lowcomm.engines.session import RunResult
 from lowcomm.experiments.config import make_config
+from lowcomm.experiments.measures import key_numbers, listed
 from lowcomm.experiments.reproduce.async_msgd import (
-    CLAIMS,
     STUDY,
+    TEXTS,
     Sizes,
     best_mu,
     cell_table,
@@ -243,7 +244,7 @@ def test_claims_table_equals_a_recomputation_from_the_saved_runs(quick: Outcome)
     ranks = {t: sorted(mean[(m, t)] for m in net_mus).index(mean[(0.9, t)]) + 1 for t in (8, 16)}
     measured[9] = ", ".join(f"tau={t}: rank {r} of 4 (1 = least loss)" for t, r in ranks.items())
     claims = json.loads((out / "claims.json").read_text())["claims"]
-    assert len(claims) == len(CLAIMS) == 9
+    assert len(claims) == len(TEXTS) == 9
     assert sorted(measured) == list(range(1, 10))
     for number, value in measured.items():
         assert claims[number - 1]["measured"] == value, number
@@ -292,9 +293,18 @@ def test_plan_has_one_engine_run_per_network_cell_and_one_call_per_pca_group() -
     config = net[3].config
     assert config is not None and config.seed == 1 and config.algorithm == "async-msgd"
     assert config.options["delay"] == "const:8" and config.options["momentum"] == 0.0
+    for job in net:  # the keys name the grid values, read back by key_numbers
+        values = key_numbers(job.key)
+        assert job.config is not None and job.config.seed == values["seed"]
+        assert job.config.options["momentum"] == values["mu"]
+        assert job.config.options["delay"] == f"const:{values['tau']:g}"
+    assert key_numbers(("pca", "d50", "eta0.01")) == {"d": 50.0, "eta": 0.01}
+    assert key_numbers(("network", "mu1e-05", "topk-ef", "x")) == {"mu": 1e-05}
     seeded = plan(Request(Path("x"), seeds=(5, 6, 7)), sizes)
     assert seeded.jobs[0].args[3] == (5, 6, 7) and seeded.jobs[-1].key[-1] == "seed6"
     assert plan(Request(Path("x"), quick=True)).facts["dims"] == "10"
+    assert plan(Request(Path("x"), quick=True)).facts["mus"] == "0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95"
+    assert listed((1, 0.5, math.nan, "1/n")) == "1, 0.5, none, 1/n" and listed((0, 1), ",") == "0,1"
     with pytest.raises(InvalidConfigError):
         plan(Request(Path("x"), data="digits"))
 
@@ -365,6 +375,11 @@ def test_tau_star_claims_under_the_rule_for_groups_with_no_value() -> None:
     steep = tau_claims(stars_table({(10, 0.01): [64, 8, 1]}, mus), 128)
     assert not steep[1].passed and steep[1].measured == "3.00 from 3 points"
     assert steep[2].passed is None and "one step size" in steep[2].measured
+    assert steep[2].measured == "not judged at quick size: one step size in the grid"
+    assert steep[1].criterion == (
+        "pooled slope of log tau* vs log(1-mu) in [1.0, 2.0] (one intercept per (d, eta), "
+        "tau* in [1, largest tau) only)"
+    )
     # censored tau* (0 or the largest tau) are left out of the slope
     assert (
         tau_claims(stars_table({(10, 0.01): [128, 16, 8]}, mus), 128)[1].measured

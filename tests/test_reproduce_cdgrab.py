@@ -14,7 +14,7 @@ from scipy.optimize import minimize
 from lowcomm.experiments.config import make_config
 from lowcomm.experiments.reproduce import REPRODUCTIONS
 from lowcomm.experiments.reproduce.cdgrab import (
-    CLAIMS,
+    LIMITS,
     QUICK,
     STUDY,
     calibration_measures,
@@ -26,9 +26,10 @@ from lowcomm.experiments.reproduce.cdgrab import (
     plan,
     run,
     speedup_measures,
+    texts,
     verdicts,
 )
-from lowcomm.experiments.reproduce.report import Outcome, Request, number
+from lowcomm.experiments.reproduce.report import Outcome, Request, claim_texts, number
 from lowcomm.experiments.runner import execute, prepare
 from lowcomm.experiments.study import datasets_root, run_study
 
@@ -74,8 +75,10 @@ def final_loss(folder: Path) -> float:
 
 def test_quick_claims_table_and_claims_json_agree(quick: Outcome) -> None:
     rows = table_rows(quick.report.read_text(), "## Claims")
-    assert (
-        [row[1] for row in rows] == [c.claim for c in quick.claims] == [c[0] for c in CLAIMS[:11]]
+    wording = list(claim_texts("cdgrab", LIMITS | {"data": "x"}).values())[:11]  # A-D, in order
+    assert [row[1] for row in rows] == [c.claim for c in quick.claims] == [t.claim for t in wording]
+    assert quick.claims[0].criterion == (
+        "project's calibration: final bound, max / min over m <= 1.5"
     )
     assert [row[-1] for row in rows] == [f"**{c.verdict}**" for c in quick.claims]
     listed = json.loads((quick.out / "claims.json").read_text())
@@ -239,7 +242,7 @@ def test_verdicts_with_a_reason_are_not_judged_and_never_measure() -> None:
     def fail() -> list[tuple[str, bool]]:
         raise AssertionError("measured")
 
-    claims = verdicts(CLAIMS[4:6], fail, "not judged at quick size: why")
+    claims = verdicts(texts("B"), fail, "not judged at quick size: why")
     assert [(c.passed, c.measured) for c in claims] == [(None, "not judged at quick size: why")] * 2
 
 
@@ -273,7 +276,7 @@ def test_intercept_adds_a_bias_to_logistic_and_softmax() -> None:
 
 
 def test_herding_balances_cd_grab_and_not_d_rr() -> None:
-    table = herding(QUICK.__class__(herding_total=512, herding_rounds=8, herding_trials=1), 4)
+    table = herding(512, 8, 1, 4)
     final = table.set_index(["method", "round"])["bound"]
     assert final["cd-grab", 8] < final["cd-grab", 0] / 3
     assert final["d-rr", 8] > final["d-rr", 0] / 3
@@ -285,7 +288,7 @@ def test_full_plan_without_phishing_says_so(
 ) -> None:
     monkeypatch.setenv("LOWCOMM_DATASETS", str(tmp_path))
     built = plan(Request(out=tmp_path / "out"))
-    assert "phishing not found" in built.note
+    assert built.note == f"phishing, wikitext-2 not found in {tmp_path}"
     assert {j.key[0] for j in built.jobs} == {"A", "C", "B-synthetic", "optima"}
 
 
@@ -297,7 +300,7 @@ def test_full_plan_runs_the_hmda_configuration_on_phishing() -> None:
     built = plan(Request(out=Path("x")))
     assert not built.note
     hmda = [j for j in built.jobs if j.key[0] == "B-hmda"]
-    assert {j.config.data for j in hmda if j.config} == {f"libsvm:{phishing}"}
+    assert {j.config.data for j in hmda if j.config} == {f"libsvm:{phishing},n_features=68"}
     assert len(hmda) == 6 and built.facts["name"] == "phishing"
 
 

@@ -23,9 +23,10 @@ from lowcomm.experiments.reproduce.hogwild import (
     ratios,
     slope_claim,
     step_rule,
-    train_set,
+    training,
 )
-from lowcomm.experiments.reproduce.report import Outcome, Request
+from lowcomm.experiments.reproduce.report import Claim, Outcome, Request
+from lowcomm.experiments.runner import prepare
 from lowcomm.experiments.study import datasets_root, run_study
 
 CONSTANT, LINEAR = ("const:1", "const:10", "const:100"), ("linear:1,1", "linear:4,1")
@@ -143,7 +144,8 @@ def test_claims_recomputed_from_histories_and_ledgers(quick: Outcome) -> None:
 
 
 def test_optima_agree_with_an_independent_newton(quick: Outcome) -> None:
-    X, y = (t.numpy() for t in train_set(QUICK.synthetic, 0))
+    train = prepare(training(QUICK.synthetic, 0)).data.train
+    X, y = np.asarray(train.X, dtype=float), np.asarray(train.y)
     for l2, used in (("0.1", 0.1), ("0", 1e-10)):
         assert f_star(quick.out, "synthetic", l2) == pytest.approx(
             numpy_optimum(X, y, used), abs=1e-9
@@ -216,11 +218,19 @@ def test_slope_claim_pass_fail_and_not_judged() -> None:
             {"group": "strong", "schedule": "linear:1,1", "slope": slopes, "first_rounds": first}
         )
 
-    assert slope_claim(table([0.46, 0.54], [3, 3]), "linear").passed
-    assert slope_claim(table([0.46, 0.56], [3, 3]), "linear").passed is False
-    assert slope_claim(table([0.5, 0.5], [1, 3]), "linear").passed is None
+    def claim(rows: pd.DataFrame) -> Claim:
+        return slope_claim(rows, "linear", LINEAR, 0.45, 0.55)
+
+    assert claim(table([0.46, 0.54], [3, 3])).passed
+    assert claim(table([0.46, 0.56], [3, 3])).passed is False
+    unjudged = claim(table([0.5, 0.5], [1, 3]))
+    assert unjudged.passed is None
+    assert unjudged.measured == (
+        "not judged at quick size: runs of s_i = i + 1 reach K/10 in their first round"
+    )
+    assert unjudged.criterion == "every run's fitted slope of log T vs log K in [0.45, 0.55]"
     delayed = table([0.2], [3]).assign(group="strong-delay")  # a sensitivity run is not judged
-    assert slope_claim(pd.concat([table([0.5], [3]), delayed]), "linear").passed
+    assert claim(pd.concat([table([0.5], [3]), delayed])).passed
 
 
 def test_ratios_take_the_best_base_per_group_case_and_split() -> None:
@@ -259,9 +269,15 @@ def test_quick_plan_keys_and_missing_data(monkeypatch: pytest.MonkeyPatch, tmp_p
     quick = plan(Request(out=tmp_path, quick=True))
     keys = [job.key for job in quick.jobs]
     assert len(set(keys)) == len(keys) and not quick.note
-    assert set(quick.facts["f_star"]) == {"synthetic/0.1/seed0", "synthetic/0/seed0"}
+    optima = [job for job in quick.jobs if job.call is not None]  # one F* per data set and l2
+    assert [job.key for job in optima] == [
+        ("optima", "synthetic", "0.1", "seed0"),
+        ("optima", "synthetic", "0", "seed0"),
+    ]
+    assert [job.args[0][0].l2 for job in optima] == [0.1, 1e-10]
     monkeypatch.setenv("LOWCOMM_DATASETS", str(tmp_path))
-    assert data_sets(hogwild.FULL, None)[1].startswith(f"{tmp_path} lacks")
+    note = f"phishing, a9a not found in {tmp_path}: the study runs on synthetic data only."
+    assert data_sets(hogwild.FULL, None) == ({"synthetic": hogwild.FULL.synthetic}, note)
     assert data_sets(hogwild.FULL, "synthetic-logistic:100,3")[0] == {
         "data": "synthetic-logistic:100,3"
     }
@@ -273,13 +289,14 @@ def test_full_plan_on_the_shared_data(tmp_path: Path) -> None:
         pytest.skip(f"{datasets_root()} lacks a9a")
     full = plan(Request(out=tmp_path, seeds=(0,)))
     groups = pd.Series([job.key[0] for job in full.jobs]).value_counts().to_dict()
-    # strong: 3 data x (5 iid + 6 sorted); delay: 3 x 6; convex 2 x 5; MLP 6; async 4
+    # strong: 3 data x (5 iid + 6 sorted); delay: 3 x 6; convex 2 x 5; MLP 6; async 4;
+    # F*: synthetic, phishing, a9a at l2 = 0.04, two at l2 = 0
     assert groups == {
         "strong": 33,
         "strong-delay": 18,
         "convex": 10,
         "nonconvex": 6,
         "async": 4,
+        "optima": 5,
     }
-    assert len(full.facts["f_star"]) == 5  # synthetic, phishing, a9a at l2 = 0.04; two at l2 = 0
     assert set(LABELS) == {job.key[3] for job in full.jobs if job.config is not None}

@@ -207,6 +207,15 @@ def test_claims_pass_and_fail_on_hand_made_curves() -> None:
     giant = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 5e-5, 5e-5, 5e-5, 5e-5]
     row, claims = judge(IID, curves(newton, giant, [8, 8, 7, 7, 7, 7, 7, 7, 7, 7]))
     assert [c.passed for c in claims] == [True, False, False, True]
+    assert (
+        claims[1].claim
+        == "LocalNewton beats GIANT to (F - F*)/F* <= 1e-3 on toy, 8 workers, gamma = 1/n, iid"
+    )
+    assert claims[1].criterion == "rounds <= 0.6x and time <= 0.4x GIANT's (tau = 1, 3 s)"
+    assert (
+        claims[3].claim
+        == "Adaptive L decreases during training on toy, 8 workers, gamma = 1/n, iid"
+    )
     assert "1 / 6 = 0.17 (L2)" in claims[0].measured
     assert "4 / 6 = 0.67 (L2)" in claims[1].measured  # 0.67 > 0.6: FAIL on rounds alone
     assert "- / 6" in claims[2].measured

@@ -197,7 +197,15 @@ def frame(uploads: list[float], bits: list[float], accuracy: list[float]) -> pd.
 def test_claims_pass_on_the_paper_run_numbers() -> None:
     sgd_bits, sasg_bits = 61_000 * 407_050 * 32, 23_775 * 4_071 * 64
     paper = frame([61_000, 34_269, 23_775], [sgd_bits, 0, sasg_bits], [0.9818, 0.98, 0.9815])
-    assert [c.verdict for c in claims(paper)] == ["PASS"] * 4
+    judged = claims(paper)
+    assert [c.verdict for c in judged] == ["PASS"] * 4
+    assert [c.criterion for c in judged] == [  # notes/sasg.claims.toml, thresholds filled
+        "uploads to target: SASG < LASG < SGD",
+        "SASG uploads <= 0.6x SGD's",
+        "SASG uplink bits <= 1/80 of SGD's",
+        "final test accuracy within 0.5 points of SGD's",
+    ]
+    assert judged[3].measured == "SASG 98.15%, SGD 98.18% (-0.03 points)"
 
 
 def test_claims_fail_when_the_numbers_miss_or_a_target_is_not_reached() -> None:

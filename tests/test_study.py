@@ -10,7 +10,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from matplotlib.figure import Figure
 from typer.testing import CliRunner
 
 from lowcomm.cli import app
@@ -22,9 +21,11 @@ from lowcomm.experiments.reproduce import (
     make_request,
     reproduce_all,
 )
+from lowcomm.experiments.reproduce import report as report_module
 from lowcomm.experiments.reproduce import runs as runs_module
+from lowcomm.experiments.reproduce.figures import Chart, Panel, draw
 from lowcomm.experiments.reproduce.html import to_html
-from lowcomm.experiments.reproduce.report import Claim, Request, unjudged
+from lowcomm.experiments.reproduce.report import Claim, ClaimText, Request, claim_texts
 from lowcomm.experiments.reproduce.runs import SavedRun
 from lowcomm.experiments.study import (
     Findings,
@@ -36,6 +37,7 @@ from lowcomm.experiments.study import (
     one_thread,
     run_jobs,
     run_study,
+    shared_data,
 )
 
 BASE = {"data": "synthetic-logistic:300,5", "workers": 3, "rounds": 6, "eval_every": 2}
@@ -59,16 +61,15 @@ def findings(plan: Plan, outputs: Mapping[Key, Output]) -> Findings:
     run = outputs[("sgd", "seed0")]
     assert isinstance(run, SavedRun)
     loss = float(run.history["train_loss"].iloc[-1])
-    figure = Figure()
-    figure.subplots().plot([0, 1], [1, 0])
+    line = pd.DataFrame({"line": ["sgd", "sgd"], "x": [0, 1], "y": [1, 0]})
     return Findings(
         [
             Claim("loss falls", "-", "final < first", f"{loss:.4f}", True),
-            unjudged("a big claim", "-", "needs 100 rounds", "6 rounds is too few"),
+            ClaimText("a big claim", "-", "needs 100 rounds").unjudged("6 rounds is too few"),
         ],
         sensitivity=[Claim("off-setting", "-", "x", "y", False)],
         tables={"losses": (pd.DataFrame({"run": ["sgd"], "loss": [loss]}), "Final losses")},
-        figures={"curve": (figure, "A line")},
+        figures={"curve": (Chart([Panel(line, "round", "loss")]), "A line")},
         facts={"loss": f"{loss:.4f}"},
     )
 
@@ -239,3 +240,72 @@ def test_the_command_line_refuses_data_with_all(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "--data" in result.stderr and "left out with NAME all" in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+WORDING = """
+[slope]
+claim = "rounds grow like K^$power"
+paper = "$$5 of compute"
+criterion = "every slope in [$low, $high]"
+
+[ratio]
+claim = "linear is as good as constant"
+paper = "same accuracy"
+criterion = "ratio <= ${ratio}x"
+"""
+
+
+def test_claim_texts_fill_the_placeholders_and_refuse_a_missing_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "toy.claims.toml").write_text(WORDING)
+    monkeypatch.setattr(report_module, "NOTES", tmp_path)
+    values = {"power": 0.5, "low": 0.45, "high": 0.55, "ratio": 1.5, "unused": 7}
+    texts = claim_texts("toy", values)
+    assert list(texts) == ["slope", "ratio"]  # the file's order, the report's
+    assert texts["slope"] == ClaimText(
+        "rounds grow like K^0.5", "$5 of compute", "every slope in [0.45, 0.55]"
+    )
+    assert texts["ratio"].judged("1.2x", True) == Claim(
+        "linear is as good as constant", "same accuracy", "ratio <= 1.5x", "1.2x", True
+    )
+    assert texts["ratio"].unjudged("too few runs") == Claim(
+        "linear is as good as constant",
+        "same accuracy",
+        "ratio <= 1.5x",
+        "not judged at quick size: too few runs",
+        None,
+    )
+    with pytest.raises(KeyError, match="ratio"):
+        claim_texts("toy", {"power": 0.5, "low": 0.45, "high": 0.55})
+
+
+def test_shared_data_finds_what_the_root_holds_and_names_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "phishing").mkdir()
+    (tmp_path / "phishing" / "phishing.gz").write_bytes(b"")
+    monkeypatch.setenv("LOWCOMM_DATASETS", str(tmp_path))
+    found, note = shared_data(["a9a", "phishing", "wikitext-2"])
+    assert found == {"phishing": f"libsvm:{tmp_path}/phishing/phishing.gz,n_features=68"}
+    assert note == f"a9a, wikitext-2 not found in {tmp_path}"
+    assert shared_data(["phishing"]) == (found, "")
+    assert shared_data([]) == ({}, "")
+
+
+def test_a_chart_is_drawn_as_declared() -> None:
+    band = {"low": [0.5, 0.05, 1.5, 0.1], "high": [1.5, 0.2, 2.5, 0.3]}
+    points = pd.DataFrame({"line": ["a", "a", "b", "b"], "x": [1, 2, 1, 2]})
+    points = points.assign(y=[1.0, 0.1, 2.0, 0.2], **band)
+    cells = pd.DataFrame({"x": [0, 1, 0, 1], "y": [0.5, 0.5, 0.9, 0.9], "value": [1.0] * 4})
+    cells = cells.assign(text=["p", "q", "r", "s"])
+    lines = Panel(points, "K", "gap", "one", log_y=True, lines=(0.5,))
+    chart = Chart([lines, Panel(cells, "tau", "mu", heat=True), None], columns=2)
+    curves, heat, empty = draw(chart).axes[:3]
+    assert (curves.get_xlabel(), curves.get_ylabel(), curves.get_title()) == ("K", "gap", "one")
+    assert (curves.get_xscale(), curves.get_yscale()) == ("linear", "log")
+    assert [t.get_text() for t in curves.get_legend().get_texts()] == ["a", "b"]
+    assert len(curves.collections) == 2 and list(curves.lines[2].get_ydata()) == [0.5, 0.5]
+    assert [t.get_text() for t in heat.texts] == ["p", "q", "r", "s"] and heat.get_legend() is None
+    assert [t.get_text() for t in heat.get_yticklabels()] == ["0.5", "0.9"]
+    assert not empty.get_visible()

@@ -20,7 +20,7 @@ from lowcomm.data.spec import DataSpec, parse_data_spec, parse_partition_spec
 from lowcomm.data.text import EOS, UNK, batchify, encode, read_words, vocabulary
 from lowcomm.experiments.reproduce.lstm import lstm_config, steps_per_epoch
 from lowcomm.experiments.runner import prepare
-from lowcomm.experiments.study import datasets_root
+from lowcomm.experiments.study import datasets_root, shared_data
 from lowcomm.problems.lstm import LSTMLayer, language_model
 from lowcomm.problems.torch_model import TorchModel
 
@@ -219,18 +219,19 @@ def test_run_per_minibatch_reduces_the_token_loss(tmp_path: Path, order: str) ->
 # --- the real files ----------------------------------------------------------------------------
 
 
-def _wikitext() -> Path:
-    root = datasets_root()
-    if not (root / "wikitext-2" / "valid.txt").is_file():
-        pytest.skip(f"{root}/wikitext-2 is absent (set LOWCOMM_DATASETS to the data sets' folder)")
-    return root
+def _wikitext() -> tuple[Path, str]:
+    """The data sets' root and the ``text:VALID,TEST`` spec of WikiText-2 there."""
+    found, missing = shared_data(["wikitext-2"])
+    if missing:
+        pytest.skip(f"{missing} (set LOWCOMM_DATASETS to the data sets' folder)")
+    return datasets_root(), found["wikitext-2"]
 
 
 @pytest.mark.shared_data
 def test_wikitext2_valid_and_test() -> None:
-    root = _wikitext()
-    config = lstm_config("cd-grab", seed=0, epochs=1, root=root)
-    assert steps_per_epoch(root) == 388
+    root, files = _wikitext()
+    config = lstm_config("cd-grab", seed=0, epochs=1, files=files)
+    assert steps_per_epoch(files) == 388 == prepare(config).rounds  # the engine's own count
     assert config.options["lr"] == "step:5.0,0.1,3880"
     prepared = prepare(config)
     train, test = prepared.data.train, prepared.data.test

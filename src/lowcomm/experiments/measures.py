@@ -2,10 +2,13 @@
 
 * :func:`first_reach` / :func:`reach`: where, and at what cost, a curve first hits a target.
 * :func:`suboptimality`: ``F - F*``, or relative ``(F - F*) / F*``.
-* :func:`exact_optimum`: ``F*`` of a logistic objective by Newton's method.
+* :func:`exact_optimum`: ``F*`` of a logistic objective by Newton's method; :func:`optima`,
+  a study's call job computing it once per training set.
 * :func:`loglog_slope` / :func:`pooled_loglog_slope`: power-law exponents fitted in log-log.
 * :func:`non_increasing` / :func:`decreased`: monotonicity of a per-group sequence, with an
   explicit rule for entries with no value.
+* :func:`listed` / :func:`key_numbers`: facts formatted one way for every report; the numbers
+  a job's key holds.
 
 **The rule for missing values (NaN).** A NaN entry of a sequence judged for monotonicity means
 "no value exists" -- e.g. the largest convergent delay when not even ``tau = 0`` converges, or
@@ -26,34 +29,16 @@ import pandas as pd
 import torch
 from numpy.typing import ArrayLike
 
+from lowcomm.experiments.config import RunConfig
+from lowcomm.experiments.runner import prepare
 from lowcomm.problems.logistic import LogisticRegression, newton_optimum
-
-__all__ = [
-    "decreased",
-    "exact_optimum",
-    "first_reach",
-    "loglog_slope",
-    "non_increasing",
-    "pooled_loglog_slope",
-    "reach",
-    "seed_mean",
-    "suboptimality",
-]
 
 
 def first_reach(values: ArrayLike, target: float, *, rising: bool = False) -> int | None:
-    """Position of the first value that reaches ``target``.
+    """Position (0-based) of the first value that reaches ``target``; None when none does.
 
     A value reaches the target when ``value <= target`` (a loss or a gap falling), or with
     ``rising`` when ``value >= target`` (an accuracy climbing). NaN never reaches it.
-
-    Args:
-        values: the curve, in order of evaluation.
-        target: the level to reach.
-        rising: whether the curve reaches the target from below.
-
-    Returns:
-        The 0-based position, or None when no value reaches the target.
     """
     array = np.asarray(values, dtype=float)
     hits = np.flatnonzero(array >= target if rising else array <= target)
@@ -61,32 +46,16 @@ def first_reach(values: ArrayLike, target: float, *, rising: bool = False) -> in
 
 
 def reach(values: ArrayLike, costs: ArrayLike, target: float, *, rising: bool = False) -> float:
-    """The cost spent when a curve first reaches ``target`` (:func:`first_reach`).
+    """The cost spent when a curve first reaches ``target`` (:func:`first_reach`); NaN if never.
 
-    Args:
-        values: the curve, in order of evaluation.
-        costs: what had been spent at each evaluation (rounds, uploads, time...), same length.
-        target: the level to reach.
-        rising: whether the curve reaches the target from below.
-
-    Returns:
-        ``costs`` at the first position that reaches the target; NaN when none does.
+    ``costs``: what had been spent at each evaluation (rounds, uploads, time...).
     """
     where = first_reach(values, target, rising=rising)
     return math.nan if where is None else float(np.asarray(costs, dtype=float)[where])
 
 
 def suboptimality(loss: pd.Series, f_star: float, *, relative: bool = False) -> pd.Series:
-    """The gap ``F - F*`` of a loss curve, or with ``relative`` ``(F - F*) / F*``.
-
-    Args:
-        loss: the objective ``F`` along a run.
-        f_star: its exact minimum ``F*`` (:func:`exact_optimum`).
-        relative: divide by ``F*``.
-
-    Returns:
-        The gap, elementwise.
-    """
+    """The gap ``F - F*`` of a loss curve, or with ``relative`` ``(F - F*) / F*``, elementwise."""
     gap = loss - f_star
     return gap / f_star if relative else gap
 
@@ -94,14 +63,8 @@ def suboptimality(loss: pd.Series, f_star: float, *, relative: bool = False) -> 
 def exact_optimum(problem: object, X: ArrayLike, y: ArrayLike) -> float:
     """``F*``, the minimum of a logistic objective on ``(X, y)``, by damped Newton in float64.
 
-    Args:
-        problem: the objective; only :class:`LogisticRegression` has a computable optimum.
-        X: all training examples (converted to float64).
-        y: their labels.
-
-    Returns:
-        ``F*`` (:func:`lowcomm.problems.logistic.newton_optimum`); NaN for any other problem
-        (e.g. a network, whose optimum is unknown).
+    See :func:`lowcomm.problems.logistic.newton_optimum`. NaN for any other problem (e.g. a
+    network, whose optimum is unknown).
     """
     if not isinstance(problem, LogisticRegression):
         return math.nan
@@ -109,15 +72,25 @@ def exact_optimum(problem: object, X: ArrayLike, y: ArrayLike) -> float:
     return float(newton_optimum(problem, features, torch.as_tensor(np.asarray(y)))[1])
 
 
+def optima(configs: tuple[RunConfig, ...]) -> pd.DataFrame:
+    """``F*`` (:func:`exact_optimum`), ``n_train`` and ``dim`` of each config's kept training set.
+
+    One row per config, in order: a study's call job, so each optimum is computed once (with
+    one torch thread, whatever the machine) and resumed with the study.
+    """
+    rows = []
+    for config in configs:
+        prepared = prepare(config)
+        train = prepared.data.train
+        f_star = exact_optimum(prepared.problem, train.X, train.y)
+        rows.append((f_star, train.n, prepared.problem.dim))
+    return pd.DataFrame(rows, columns=["f_star", "n_train", "dim"])
+
+
 def loglog_slope(x: ArrayLike, y: ArrayLike) -> float:
     """The least-squares slope ``p`` of ``log y = p log x + c``: the exponent of ``y ~ x^p``.
 
-    Args:
-        x: positive abscissae.
-        y: positive values, one per abscissa.
-
-    Returns:
-        The slope; NaN with fewer than 2 distinct ``x`` (no line is determined).
+    NaN with fewer than 2 distinct (positive) ``x``: no line is determined.
     """
     lx, ly = np.log(np.asarray(x, dtype=float)), np.log(np.asarray(y, dtype=float))
     if np.unique(lx).size < 2:
@@ -126,17 +99,11 @@ def loglog_slope(x: ArrayLike, y: ArrayLike) -> float:
 
 
 def pooled_loglog_slope(groups: Sequence[tuple[ArrayLike, ArrayLike]]) -> float:
-    """One slope of ``log y`` on ``log x`` shared by all groups, each with its own intercept.
+    """One slope of ``log y`` on ``log x`` shared by all ``(x, y)`` groups, each its own intercept.
 
-    Each group's logs are centred on their means, and the slope is
-    ``sum(dx * dy) / sum(dx^2)`` over all points (the within-group estimator). Groups of one
-    point carry no slope information and are dropped.
-
-    Args:
-        groups: per group, its ``(x, y)`` (positive).
-
-    Returns:
-        The pooled slope; NaN when no group has 2 points or every ``x`` equals its group mean.
+    The within-group estimator: each group's logs centred on their means, the slope is
+    ``sum(dx * dy) / sum(dx^2)`` over all points; groups of one point carry no slope and are
+    dropped. NaN when no group has 2 points or every ``x`` equals its group mean.
     """
     xs, ys = [], []
     for x, y in groups:
@@ -160,14 +127,8 @@ def _ranked(values: ArrayLike) -> np.ndarray:
 def non_increasing(values: ArrayLike) -> bool:
     """Whether the sequence never goes up, NaN ranking lowest (see the module docstring).
 
-    Examples: ``[3, 2, 2]``, ``[3, nan, nan]`` and ``[nan, nan]`` are non-increasing;
-    ``[2, 3]`` and ``[3, nan, 1]`` are not.
-
-    Args:
-        values: the sequence, in the order of the variable it is judged against.
-
-    Returns:
-        Whether every step is ``<=``, under the rule for NaN.
+    ``[3, 2, 2]``, ``[3, nan, nan]`` and ``[nan, nan]`` are non-increasing; ``[2, 3]`` and
+    ``[3, nan, 1]`` are not.
     """
     ranked = _ranked(values)
     return bool((ranked[1:] <= ranked[:-1]).all())  # not np.diff: -inf - -inf is NaN
@@ -177,12 +138,6 @@ def decreased(values: ArrayLike) -> bool:
     """Whether the last value is strictly below the first, NaN ranking lowest.
 
     ``[3, nan]`` decreased; ``[nan, nan]`` and ``[3, 3]`` did not.
-
-    Args:
-        values: the sequence (at least one entry).
-
-    Returns:
-        Whether ``last < first`` under the rule for NaN.
     """
     ranked = _ranked(values)
     return bool(ranked[-1] < ranked[0])
@@ -195,3 +150,32 @@ def seed_mean(values: ArrayLike) -> float:
     pandas' ``mean`` would skip them silently.
     """
     return float(np.mean(np.asarray(values, dtype=float)))
+
+
+# --- formatting facts and reading job keys ---------------------------------------------------
+
+
+def listed(values: Sequence[object], sep: str = ", ") -> str:
+    """Values as a note or a measurement lists them: floats as ``:g`` (NaN as ``none``), else text.
+
+    ``listed((1, 0.5, math.nan))`` is ``"1, 0.5, none"``; ``listed((0, 1), ",")`` is ``"0,1"``.
+    """
+    return sep.join(
+        ("none" if math.isnan(v) else f"{v:g}") if isinstance(v, float) else str(v) for v in values
+    )
+
+
+def key_numbers(key: Sequence[str]) -> dict[str, float]:
+    """The numbers a job key names: ``("network", "mu0.9", "tau8")`` -> ``{"mu": 0.9, "tau": 8}``.
+
+    A part is read as a name (letters) followed by a number; any other part (``"network"``,
+    ``"topk-ef"``) is skipped. So a spec reads its grid back from the keys it made.
+    """
+    numbers = {}
+    for part in key:
+        name = next((part[:i] for i, char in enumerate(part) if not char.isalpha()), part)
+        try:
+            numbers[name] = float(part[len(name) :])
+        except ValueError:
+            continue
+    return numbers

@@ -34,33 +34,26 @@ from typing import Any, TypeAlias
 
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
 from rich.console import Console
 from rich.progress import Progress
 
 import lowcomm
 from lowcomm.experiments.config import RunConfig
 from lowcomm.experiments.execution import check_out
+from lowcomm.experiments.reproduce import report
+from lowcomm.experiments.reproduce.figures import Chart, save
 from lowcomm.experiments.reproduce.html import write_html
-from lowcomm.experiments.reproduce.report import (
-    CLAIMS_JSON,
-    REPORT_MD,
-    Claim,
-    Outcome,
-    Request,
-    claims_table,
-    embed,
-    header,
-    markdown_table,
-    number,
-    save_figure,
-    write_claims,
-    write_report,
-)
+from lowcomm.experiments.reproduce.report import NOTES, Claim, Outcome, Request
 from lowcomm.experiments.reproduce.runs import SavedRun, run_or_resume
 
 DATASETS_ENV = "LOWCOMM_DATASETS"
-NOTES = Path(__file__).parent / "reproduce" / "notes"
+SHARED_DATA = {  # name -> --data spec under the data sets' root (the first file must exist)
+    "phishing": "libsvm:{root}/phishing/phishing.gz,n_features=68",
+    "a9a": "libsvm:{root}/a9a/a9a.gz,{root}/a9a/a9a.t.gz,n_features=123",
+    "w8a": "libsvm:{root}/w8a/w8a.gz,n_features=300",
+    "mnist": "mnist:{root}/mnist",
+    "wikitext-2": "text:{root}/wikitext-2/valid.txt,{root}/wikitext-2/test.txt",  # no train split
+}
 CALL_JSON = "call.json"
 CALL_TABLE = "table.parquet"
 
@@ -71,6 +64,24 @@ Output: TypeAlias = SavedRun | pd.DataFrame
 def datasets_root() -> Path:
     """Where the real data sets are: ``$LOWCOMM_DATASETS``, else ``../shared/datasets``."""
     return Path(os.environ.get(DATASETS_ENV, "../shared/datasets"))
+
+
+def shared_data(names: Sequence[str]) -> tuple[dict[str, str], str]:
+    """The ``--data`` specs of the named data sets found under :func:`datasets_root`.
+
+    Returns the specs by name (in the order asked) and a note naming those not found ("" when
+    all are there), for the plan's note.
+    """
+    root = datasets_root()
+    specs = {name: SHARED_DATA[name].format(root=root) for name in names}
+    found = {name: spec for name, spec in specs.items() if _first_path(spec).exists()}
+    missing = [name for name in names if name not in found]
+    return found, f"{', '.join(missing)} not found in {root}" if missing else ""
+
+
+def _first_path(spec: str) -> Path:
+    """The first file or folder a ``kind:path,...`` data spec names."""
+    return Path(spec.split(":", 1)[1].split(",", 1)[0])
 
 
 @dataclass(frozen=True)
@@ -121,7 +132,7 @@ class Findings:
         claims: the paper's claims, judged on the paper's own setting.
         sensitivity: results outside the paper's setting, shown beside, never part of a verdict.
         tables: name -> (table, caption); written as ``OUT/<name>.csv`` and shown in the report.
-        figures: name -> (figure, caption); written as ``OUT/<name>.png`` and shown.
+        figures: name -> (chart, caption); drawn to ``OUT/<name>.png`` and shown.
         facts: values the notes' ``$name`` placeholders quote (added to the plan's).
         files: name -> table written as ``OUT/<name>.csv`` only (too long to show).
     """
@@ -129,7 +140,7 @@ class Findings:
     claims: list[Claim]
     sensitivity: list[Claim] = field(default_factory=list)
     tables: dict[str, tuple[pd.DataFrame, str]] = field(default_factory=dict)
-    figures: dict[str, tuple[Figure, str]] = field(default_factory=dict)
+    figures: dict[str, tuple[Chart, str]] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
     files: dict[str, pd.DataFrame] = field(default_factory=dict)
 
@@ -226,13 +237,13 @@ def run_jobs(
 
 def cell(value: Any) -> str:
     """A table cell: floats to 4 significant digits (``-`` for NaN), anything else as text."""
-    return number(value) if isinstance(value, float) else str(value)
+    return report.number(value) if isinstance(value, float) else str(value)
 
 
 def frame_table(table: pd.DataFrame) -> str:
     """A DataFrame (index dropped) as a markdown table."""
     rows = [[cell(value) for value in row] for row in table.itertuples(index=False)]
-    return markdown_table([str(column) for column in table.columns], rows)
+    return report.markdown_table([str(column) for column in table.columns], rows)
 
 
 def summary_line(claims: Sequence[Claim]) -> str:
@@ -248,15 +259,15 @@ def sections(study: Study, plan: Plan, found: Findings, request: Request, wall: 
     facts = {**plan.facts, **found.facts}
     runs = f"- Jobs: {len(plan.jobs)}, {request.jobs} at a time, one torch thread each"
     parts = [
-        header(study.title, request.command, wall) + "\n" + runs,
+        report.header(study.title, request.command, wall) + "\n" + runs,
         f"## Claims\n\n{summary_line(found.claims)} (the paper's own setting). The paper-run "
         f"column is context from {study.paper_source}, not a measurement of this run.\n\n"
-        + claims_table(found.claims),
+        + report.claims_table(found.claims),
     ]
     if found.sensitivity:
         parts.append(
             "## Sensitivity results\n\nOutside the paper's setting: reported beside the claims, "
-            "never part of their verdicts.\n\n" + claims_table(found.sensitivity)
+            "never part of their verdicts.\n\n" + report.claims_table(found.sensitivity)
         )
     if plan.note:
         parts.append(f"> Note: {plan.note}")
@@ -266,7 +277,8 @@ def sections(study: Study, plan: Plan, found: Findings, request: Request, wall: 
     if found.figures:
         out = request.out
         shown = [
-            embed(out / f"{name}.png", caption, out) for name, (_, caption) in found.figures.items()
+            report.embed(out / f"{name}.png", caption, out)
+            for name, (_, caption) in found.figures.items()
         ]
         parts.append("## Figures\n\n" + "\n\n".join(shown))
     return parts
@@ -278,14 +290,16 @@ def write_outputs(study: Study, plan: Plan, found: Findings, request: Request, w
     shown = {name: table for name, (table, _) in found.tables.items()}
     for name, table in (shown | found.files).items():
         table.to_csv(out / f"{name}.csv", index=False)
-    for name, (figure, _) in found.figures.items():
-        save_figure(figure, out / f"{name}.png")
+    for name, (chart, _) in found.figures.items():
+        save(chart, out / f"{name}.png")
     extra = {"study": study.name, "facts": {**plan.facts, **found.facts}, "wall_time_s": wall}
     extra["sensitivity"] = [c.as_json() for c in found.sensitivity]
-    write_claims(out / CLAIMS_JSON, found.claims, extra)
-    report = write_report(out / REPORT_MD, sections(study, plan, found, request, wall))
-    write_html(report)
-    return report
+    report.write_claims(out / report.CLAIMS_JSON, found.claims, extra)
+    written = report.write_report(
+        out / report.REPORT_MD, sections(study, plan, found, request, wall)
+    )
+    write_html(written)
+    return written
 
 
 def planned(study: Study, request: Request) -> tuple[Plan, float]:
@@ -314,7 +328,12 @@ def run_study(study: Study, request: Request, plan: tuple[Plan, float] | None = 
     found = study.findings(made, outputs)
     request.out.mkdir(parents=True, exist_ok=True)
     wall = time.perf_counter() - start + (planning if plan else 0.0)
-    report = write_outputs(study, made, found, request, wall)
+    written = write_outputs(study, made, found, request, wall)
     return Outcome(
-        request.out, report, tuple(found.claims), study.paper_source, wall, tuple(found.sensitivity)
+        request.out,
+        written,
+        tuple(found.claims),
+        study.paper_source,
+        wall,
+        tuple(found.sensitivity),
     )

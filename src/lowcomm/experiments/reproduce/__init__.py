@@ -2,7 +2,8 @@
 
 Each reproduction is a module of this package declaring a
 :class:`~lowcomm.experiments.study.Study` named ``STUDY``; :data:`REPRODUCTIONS` maps the name
-the command line takes to that module, imported only when asked for.
+the command line takes to that module, imported only when asked for. Importing this package
+is cheap (no pandas, matplotlib or study module), so ``lowcomm --help`` can list the names.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lowcomm.core.errors import InvalidConfigError
-from lowcomm.experiments.reproduce.html import write_html
-from lowcomm.experiments.reproduce.report import Outcome, Request, markdown_table, write_report
 
 if TYPE_CHECKING:
+    from lowcomm.experiments.reproduce.report import Outcome, Request
     from lowcomm.experiments.study import Study
 
 OWNER = "lowcomm reproduce"
@@ -99,6 +99,8 @@ def make_request(
     jobs: int | None = None,
 ) -> Request:
     """Validate the command line's arguments into a request (defaults filled in)."""
+    from lowcomm.experiments.reproduce.report import Request
+
     check_name(name)
     if name == ALL and data is not None:
         raise InvalidConfigError("--data", OWNER, "left out with NAME all", data)
@@ -133,6 +135,7 @@ def reproduce_all(request: Request) -> dict[str, Outcome]:
 
     Every study is planned (and so validated) before the first one runs.
     """
+    from lowcomm.experiments.reproduce.report import Request
     from lowcomm.experiments.study import planned, run_study
 
     start = time.perf_counter()
@@ -150,19 +153,15 @@ def reproduce_all(request: Request) -> dict[str, Outcome]:
 
 def write_index(request: Request, outcomes: dict[str, Outcome], wall: float) -> Path:
     """The index page of ``reproduce all``: each study's verdicts, wall time and report."""
+    from lowcomm.experiments.reproduce.html import write_html
+    from lowcomm.experiments.reproduce.report import markdown_table, write_report
+
     rows = []
     for name, outcome in outcomes.items():
         verdicts = [c.verdict for c in outcome.claims]
-        rows.append(
-            (
-                f"[{name}]({name}/report.md)",
-                verdicts.count("PASS"),
-                verdicts.count("FAIL"),
-                len(verdicts) - verdicts.count("PASS") - verdicts.count("FAIL"),
-                len(outcome.sensitivity),
-                f"{outcome.wall_time:.0f}",
-            )
-        )
+        passed, failed = verdicts.count("PASS"), verdicts.count("FAIL")
+        row = (f"[{name}]({name}/report.md)", passed, failed, len(verdicts) - passed - failed)
+        rows.append((*row, len(outcome.sensitivity), f"{outcome.wall_time:.0f}"))
     headers = ("study", "PASS", "FAIL", "not judged", "sensitivity results", "wall time (s)")
     sections = [
         "# Reproductions",

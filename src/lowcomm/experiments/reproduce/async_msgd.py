@@ -3,30 +3,38 @@
 The network study is one engine run of ``async-msgd`` (``delay=const:tau``) per (mu, tau, seed);
 streaming PCA is one call job per (d, eta) that runs the same recursion for all its (mu, tau,
 seed) at once (:func:`simulate_pca`, tested equal to the engine; the engine would cost ~1,000x
-more). Setup, measures, costs and departures: ``notes/async-msgd.md``. Thresholds are the
-constants below, fixed before measuring.
+more). Setup, measures, costs and departures: ``notes/async-msgd.md``; the claims' wording:
+``notes/async-msgd.claims.toml``, their thresholds the constants below, fixed before measuring.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor
 
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.rng import Streams
 from lowcomm.data.synthetic_pca import pca_spectrum
-from lowcomm.experiments.config import RunConfig, make_config
-from lowcomm.experiments.measures import decreased, loglog_slope, non_increasing, seed_mean
+from lowcomm.experiments.config import make_config
+from lowcomm.experiments.measures import (
+    decreased,
+    key_numbers,
+    listed,
+    loglog_slope,
+    non_increasing,
+    seed_mean,
+)
 from lowcomm.experiments.measures import pooled_loglog_slope as pooled
-from lowcomm.experiments.reproduce.report import Claim, Request, mean_std, number, unjudged
+from lowcomm.experiments.reproduce.figures import Chart, Panel
+from lowcomm.experiments.reproduce.report import Claim, Request, claim_texts, mean_std, number
 from lowcomm.experiments.reproduce.runs import SavedRun
 from lowcomm.experiments.study import Findings, Job, Key, Output, Plan, Study
 from lowcomm.problems.pca import StreamingPCA
@@ -40,34 +48,11 @@ TAU_SLOPE = (1.0, 2.0)  # claim 4: slope of log tau* vs log(1 - mu) (spec B.6 (b
 ETA_SLOPE = (-1.0, -0.5)  # claim 5: slope of log tau* vs log eta (spec B.6 (b))
 WORST = 2  # claim 9: mu = 0.9 among the WORST highest final losses
 NET_LR, NET_BATCH, CHUNK = 0.05, 32, 1000
-NAN_RULE = "no value (nothing converges) ranks below every value (measures.non_increasing)"
-CLAIMS = [  # claim | paper run | criterion
-    "at tau = 0 the first-hit time scales like (1 - mu) (momentum accelerates by 1/(1-mu)) | "
-    "theory (Sync-MSGD diffusion limit); spec pilot slope ~0.95 | slope of log median first hit "
-    f"vs log(1-mu) in {list(SLOW_SLOPE)} for every (d, eta)",
-    "at tau = 0 the stationary error scales like 1/(1 - mu) | theory; spec pilot slope ~-0.99 | "
-    f"slope of log mean sin^2 (last 25%) vs log(1-mu) in {list(ERROR_SLOPE)} for every (d, eta)",
-    "the largest convergent delay tau* decreases as mu grows | hypothesis (notes): mu 0.7 -> 120, "
-    "0.9 -> 30, 0.95 -> 10 | tau*(mu) non-increasing over the mu grid and tau*(largest mu) < "
-    f"tau*(0), every (d, eta); {NAN_RULE}",
-    "tau* ~ (1-mu)^p with p between 1 (stability boundary) and 2 (the paper's condition) | "
-    "theory: tau <~ (1-mu)^2 / eta^(1-gamma) | pooled slope of log tau* vs log(1-mu) in "
-    f"{list(TAU_SLOPE)} (one intercept per (d, eta), tau* in [1, largest tau) only)",
-    "tau* grows as eta shrinks, like eta^-(1-gamma), gamma in [0, 0.5] | theory | pooled slope "
-    f"of log tau* vs log eta in {list(ETA_SLOPE)} (one intercept per (d, mu), tau* in "
-    "[1, largest tau) only)",
-    "the best mu for a given delay does not increase with tau | hypothesis (notes): best mu "
-    "shrinks with the number of workers | mu with the least median first hit among convergent "
-    f"cells, non-increasing in tau (every (d, eta)); {NAN_RULE}",
-    "more workers with less momentum beat fewer workers with mu = 0.9 (wall-clock proxy) | "
-    "theory: acceleration through asynchrony within the admissible region | min first "
-    "hit/(tau+1) over convergent cells with mu < 0.9 below that of mu = 0.9, every (d, eta)",
-    "network: the best mu (least final training loss) is non-increasing in tau | hypothesis "
-    "(notes): best mu 0.9, 0.9, 0.7, 0.5 for 1, 2, 4, 8 workers | argmin over mu of mean final "
-    "training loss, non-increasing over tau",
-    "network: mu = 0.9 is among the worst at tau >= 8 | hypothesis (notes): mu = 0.9 worst at 8 "
-    f"workers | mu = 0.9 among the {WORST} highest mean final training losses at every tau >= 8",
-]
+TEXTS = claim_texts(  # the claims' wording: notes/async-msgd.claims.toml
+    "async-msgd",
+    {"slow_slope": list(SLOW_SLOPE), "error_slope": list(ERROR_SLOPE), "worst": WORST}
+    | {"tau_slope": list(TAU_SLOPE), "eta_slope": list(ETA_SLOPE)},
+)
 
 
 @dataclass(frozen=True)
@@ -161,9 +146,14 @@ def cell_table(runs: pd.DataFrame) -> pd.DataFrame:
     stationary = runs["stationary"].where(finite, 1.0)
     ok = finite & np.isfinite(runs["first_hit"]) & (stationary <= STUCK)
     groups = runs.assign(stationary=stationary, share=ok).groupby(["d", "eta", "mu", "tau"])
-    lower_median = lambda x: np.sort(x)[(len(x) - 1) // 2]  # noqa: E731
     cells = groups.agg({"first_hit": lower_median, "stationary": "mean", "share": "mean"})
-    return cells.reset_index().assign(converged=lambda c: c["share"] >= CONVERGED_SHARE)
+    cells = cells.reset_index()
+    return cells.assign(converged=cells["share"] >= CONVERGED_SHARE)
+
+
+def lower_median(values: pd.Series) -> float:
+    """The lower of the two middle values for an even count: a value some seed has."""
+    return float(np.sort(values)[(len(values) - 1) // 2])
 
 
 def tau_star(cells: pd.DataFrame) -> float:
@@ -185,17 +175,7 @@ def per_group(cells: pd.DataFrame, by: str, read: Callable[[pd.DataFrame], float
     return cells.groupby(["d", "eta", by]).apply(read, include_groups=False).unstack(by)
 
 
-# --- the network: one engine run per (mu, tau, seed); the plan ---------------------------------
-
-
-def net_config(seed: int, mu: float, tau: int, updates: int) -> RunConfig:
-    """``lowcomm run`` settings of one network run (eta NET_LR, batch NET_BATCH)."""
-    options = {"lr": NET_LR, "momentum": mu, "batch_size": NET_BATCH, "delay": f"const:{tau}"}
-    return make_config(
-        {"algorithm": "async-msgd", "data": "digits", "model": "mlp", "hidden": (64,)}
-        | {"workers": 1, "rounds": updates, "eval_every": updates, "seed": seed}
-        | {"options": options}
-    )
+# --- the plan: PCA call jobs, one engine run per network (mu, tau, seed) -----------------------
 
 
 def plan(request: Request, sizes: Sizes | None = None) -> Plan:
@@ -210,45 +190,55 @@ def plan(request: Request, sizes: Sizes | None = None) -> Plan:
         for d in sorted(s.dims, reverse=True)
         for lr in s.lrs
     ]
-    net = [
-        Job(("network", f"mu{m:g}", f"tau{t}", f"seed{k}"), net_config(k, m, t, s.net_updates))
+    net: dict[str, Any] = {"algorithm": "async-msgd", "data": "digits", "model": "mlp"}
+    net |= {"hidden": (64,)}
+    net |= {"workers": 1, "rounds": s.net_updates, "eval_every": s.net_updates}
+    options = {"lr": NET_LR, "batch_size": NET_BATCH}
+    runs = [
+        Job(
+            ("network", f"mu{m:g}", f"tau{t}", f"seed{k}"),
+            make_config(
+                net | {"seed": k, "options": options | {"momentum": m, "delay": f"const:{t}"}}
+            ),
+        )
         for m in s.net_mus
         for t in s.net_taus
         for k in net_seeds
     ]
     grids = ("mus", "taus", "lrs", "dims", "net_mus", "net_taus")
-    facts: dict[str, Any] = {k: ", ".join(f"{v:g}" for v in getattr(s, k)) for k in grids}
+    facts: dict[str, Any] = {k: listed(getattr(s, k)) for k in grids}
     facts |= {"seeds": len(seeds), "iters": f"{s.iters:,}", "net_updates": f"{s.net_updates:,}"}
-    facts |= {"net_seeds": ", ".join(map(str, net_seeds)), "net_lr": NET_LR, "top": max(s.taus)}
-    facts |= {"net_batch": NET_BATCH, "hit": HIT, "stuck": STUCK, "runs": len(net)}
-    facts |= {"share": f"{CONVERGED_SHARE:.0%}"}
-    return Plan([*pca, *net], facts)
+    facts |= {"net_seeds": listed(net_seeds), "net_lr": NET_LR, "top": max(s.taus)}
+    facts |= {"net_batch": NET_BATCH, "hit": HIT, "stuck": STUCK, "runs": len(runs)}
+    return Plan([*pca, *runs], facts | {"share": f"{CONVERGED_SHARE:.0%}"})
 
 
 # --- claims ------------------------------------------------------------------------------------
 
 
-def judged(n: int, measured: str, passed: bool | None) -> Claim:
-    """Claim ``n`` (1-based, :data:`CLAIMS`) with its measurement and verdict.
-
-    ``passed`` None: not judged at this size, ``measured`` saying why.
-    """
-    claim, paper, criterion = CLAIMS[n - 1].split(" | ")
-    if passed is None:
-        return unjudged(claim, paper, criterion, measured)
-    return Claim(claim, paper, criterion, measured, bool(passed))
+def judged(key: str, measured: str, passed: bool | None) -> Claim:
+    """Claim ``key`` of the claims file; ``passed`` None: not judged, ``measured`` saying why."""
+    return TEXTS[key].unjudged(measured) if passed is None else TEXTS[key].judged(measured, passed)
 
 
-def _name(key: tuple[float, ...]) -> str:
+def within(values: Iterable[float], bounds: tuple[float, float]) -> bool:
+    """Whether every value lies in ``[low, high]`` (NaN never does)."""
+    return all(bounds[0] <= v <= bounds[1] for v in values)
+
+
+def group_name(key: tuple[float, ...]) -> str:
+    """``d=10, eta=0.01``."""
     return f"d={key[0]:g}, eta={key[1]:g}"
 
 
-def _listed(values: Sequence[float]) -> str:
-    return ", ".join("none" if math.isnan(v) else f"{v:g}" for v in values)
+def by_group(values: Mapping[Any, Any], form: str = "{}") -> str:
+    """``d=10, eta=0.01: <value>; ...``: a measurement per (d, eta), each value as ``form``."""
+    return "; ".join(f"{group_name(key)}: {form.format(v)}" for key, v in values.items())
 
 
-def _by_group(table: pd.DataFrame) -> str:
-    return "; ".join(f"{_name(k)}: {_listed(v)}" for k, v in table.iterrows())
+def rows_listed(table: pd.DataFrame) -> str:
+    """Each row of a (d, eta) x grid table, listed (NaN as ``none``), by group."""
+    return by_group({key: listed(row.tolist()) for key, row in table.iterrows()})
 
 
 def slope_claims(cells: pd.DataFrame) -> list[Claim]:
@@ -258,11 +248,16 @@ def slope_claims(cells: pd.DataFrame) -> list[Claim]:
         ok = g[np.isfinite(g["first_hit"])]  # a mu that never hits leaves the fit: claim FAILs
         hit[key] = loglog_slope(1 - ok["mu"], ok["first_hit"]) if len(ok) == len(g) else math.nan
         err[key] = loglog_slope(1 - g["mu"], g["stationary"])
-    text = lambda slopes: "; ".join(f"{_name(k)}: {v:.2f}" for k, v in slopes.items())  # noqa: E731
     return [
-        judged(1, text(hit), all(SLOW_SLOPE[0] <= v <= SLOW_SLOPE[1] for v in hit.values())),
-        judged(2, text(err), all(ERROR_SLOPE[0] <= v <= ERROR_SLOPE[1] for v in err.values())),
+        judged("first_hit", by_group(hit, "{:.2f}"), within(hit.values(), SLOW_SLOPE)),
+        judged("stationary", by_group(err, "{:.2f}"), within(err.values(), ERROR_SLOPE)),
     ]
+
+
+def pooled_fit(groups: list[tuple[Any, pd.Series]]) -> tuple[float, str]:
+    """The pooled log-log slope of ``groups`` and ``"<slope> from <n> points"``."""
+    slope, points = pooled(groups), sum(len(x) for x, _ in groups if len(x) >= 2)
+    return slope, f"{slope:.2f} from {points} points"
 
 
 def tau_claims(stars: pd.DataFrame, top: int) -> list[Claim]:
@@ -277,18 +272,15 @@ def tau_claims(stars: pd.DataFrame, top: int) -> list[Claim]:
         for _, g in inside.groupby(level="d")
         for mu in inside.columns
     ]
-    points = lambda groups: sum(len(x) for x, _ in groups if len(x) >= 2)  # noqa: E731
-    mu_slope, eta_slope = pooled(by_mu), pooled(by_eta)
+    (mu_slope, mu_text), (eta_slope, eta_text) = pooled_fit(by_mu), pooled_fit(by_eta)
     monotone = all(non_increasing(v) and decreased(v) for _, v in stars.iterrows())
-    mu_text, eta_text = (
-        f"{p:.2f} from {points(g)} points" for p, g in [(mu_slope, by_mu), (eta_slope, by_eta)]
-    )
+    one_eta = stars.index.get_level_values("eta").nunique() == 1
     return [
-        judged(3, _by_group(stars), monotone),
-        judged(4, mu_text, TAU_SLOPE[0] <= mu_slope <= TAU_SLOPE[1]),
-        judged(5, eta_text, ETA_SLOPE[0] <= eta_slope <= ETA_SLOPE[1])
-        if stars.index.get_level_values("eta").nunique() > 1
-        else judged(5, "one step size in the grid", None),
+        judged("tau_star", rows_listed(stars), monotone),
+        judged("tau_mu_slope", mu_text, within([mu_slope], TAU_SLOPE)),
+        judged("tau_eta_slope", "one step size in the grid", None)
+        if one_eta
+        else judged("tau_eta_slope", eta_text, within([eta_slope], ETA_SLOPE)),
     ]
 
 
@@ -302,15 +294,16 @@ def fastest(cells: pd.DataFrame) -> tuple[float, str]:
 
 def mu_claims(bests: pd.DataFrame, cells: pd.DataFrame) -> list[Claim]:
     """Claim 6 (best mu per tau, a (d, eta) x tau table) and claim 7 (wall-clock proxy)."""
-    proxy = []
+    proxy = {}
     for key, g in cells.groupby(["d", "eta"]):  # a group with no convergent cell: inf vs inf
         g = g[g["converged"]]
         (lo, at), (hi, _) = fastest(g[g["mu"] < 0.9]), fastest(g[g["mu"] == 0.9])
-        proxy.append((key, lo, hi, at))
-    text = "; ".join(f"{_name(k)}: {lo:.1f}{at} vs {hi:.1f}" for k, lo, hi, at in proxy)
+        proxy[key] = (f"{lo:.1f}{at} vs {hi:.1f}", lo < hi)
+    monotone = all(non_increasing(v) for _, v in bests.iterrows())
+    wall = by_group({k: text for k, (text, _) in proxy.items()})
     return [
-        judged(6, _by_group(bests), all(non_increasing(v) for _, v in bests.iterrows())),
-        judged(7, text, all(lo < hi for _, lo, hi, _ in proxy)),
+        judged("best_mu", rows_listed(bests), monotone),
+        judged("wall_clock", wall, all(ok for _, ok in proxy.values())),
     ]
 
 
@@ -322,97 +315,93 @@ def network_claims(mean: pd.DataFrame) -> list[Claim]:
     n = len(mean.index)
     ranks = ", ".join(f"tau={t}: rank {r} of {n} (1 = least loss)" for t, r in rank.items())
     bests = ", ".join(f"tau={t}: {m:g}" for t, m in zip(mean.columns, best, strict=True))
+    worst = bool(rank) and all(r > n - WORST for r in rank.values())
     return [
-        judged(8, bests, non_increasing(best)),
-        judged(9, ranks, bool(rank) and all(r > n - WORST for r in rank.values())),
+        judged("network_best_mu", bests, non_increasing(best)),
+        judged("network_worst", ranks, worst),
     ]
 
 
 # --- figures and findings ------------------------------------------------------------------------
 
 
-def heat_maps(cells: pd.DataFrame, column: str, label: str) -> Figure:
+def heat_maps(cells: pd.DataFrame, column: str, label: str) -> Chart:
     """log10 ``column`` per (d, eta): rows mu, columns tau; x marks a cell not convergent."""
-    groups = list(cells.groupby(["d", "eta"]))
-    across, down = min(3, len(groups)), math.ceil(len(groups) / 3)
-    figure = Figure(figsize=(4.6 * across, 3.6 * down), layout="constrained")
-    axes = figure.subplots(down, across, squeeze=False).flat
-    for ax, (key, g) in zip(axes, groups, strict=False):
-        table = g.pivot(index="mu", columns="tau", values=column)
-        ok = g.pivot(index="mu", columns="tau", values="converged").to_numpy(bool)
-        values = table.to_numpy(float)
-        shown = np.log10(np.where(np.isfinite(values), values, np.nan).clip(min=1e-12))
-        figure.colorbar(ax.imshow(shown, aspect="auto"), ax=ax)
-        for (r, c), value in np.ndenumerate(values):
-            text = ("" if ok[r, c] else "x\n") + (
-                number(value, 2) if np.isfinite(value) else "never"
-            )
-            ax.text(c, r, text, ha="center", va="center", fontsize=6, color="w")
-        ax.set_xticks(range(len(table.columns)), [str(t) for t in table.columns])
-        ax.set_yticks(range(len(table.index)), [f"{m:g}" for m in table.index])
-        ax.set(xlabel="delay tau", ylabel="momentum mu", title=f"{_name(key)}: log10 {label}")
-    return figure
+    panels = []
+    for key, g in cells.groupby(["d", "eta"]):
+        text = [
+            ("" if ok else "x\n") + (number(v, 2) if np.isfinite(v) else "never")
+            for v, ok in zip(g[column], g["converged"], strict=True)
+        ]
+        points = pd.DataFrame({"x": g["tau"], "y": g["mu"], "value": g[column], "text": text})
+        title = f"{group_name(key)}: log10 {label}"
+        panels.append(Panel(points, "delay tau", "momentum mu", title, heat=True))
+    return Chart(panels, 3, (4.6, 3.6))
 
 
-def lines(table: pd.DataFrame, xlabel: str, ylabel: str, logx: bool) -> Figure:
-    """One line per row of ``table`` against its columns, log y (and log x with ``logx``)."""
-    figure = Figure(figsize=(6.4, 4.2), layout="constrained")
-    ax = figure.subplots()
-    for name, row in table.iterrows():
-        ax.plot(row.index.to_numpy(float), row.to_numpy(float), marker="o", label=str(name))
-    ax.set(yscale="log", xscale="log" if logx else "linear", xlabel=xlabel, ylabel=ylabel)
-    ax.legend(fontsize=7)
-    return figure
+def lines(table: pd.DataFrame, xlabel: str, ylabel: str, log: bool = False) -> Chart:
+    """One line per row of ``table`` against its columns, log y (and x with ``log``)."""
+    points = table.rename(index=str).reset_index(names="line")
+    points = points.melt(id_vars="line", var_name="x", value_name="y").astype({"x": float})
+    return Chart([Panel(points, xlabel, ylabel, log_x=log, log_y=True)], size=(6.4, 4.2))
 
 
-def network_losses(outputs: Mapping[Key, Output]) -> pd.DataFrame:
-    """The engine's final training loss (whole training set) of each (mu, tau, seed) run."""
-    rows = [
-        (float(key[1][2:]), int(key[2][3:]), int(key[3][4:]), run.history["train_loss"].iloc[-1])
-        for key, run in outputs.items()
-        if isinstance(run, SavedRun)
-    ]
-    return pd.DataFrame(rows, columns=["mu", "tau", "seed", "train_loss"])
+def named(table: pd.DataFrame) -> pd.DataFrame:
+    """A (d, eta) x grid table with rows named ``d=10, eta=0.01``."""
+    return table.set_axis([group_name(k) for k in table.index]).rename_axis("(d, eta)")
+
+
+def shown(table: pd.DataFrame) -> pd.DataFrame:
+    """A (d, eta) x grid table as the report shows it: named rows, ``:g`` columns, ``none``."""
+    return named(table).map(lambda v: listed([v])).rename(columns="{:g}".format).reset_index()
+
+
+def figures(
+    cells: pd.DataFrame, stars: pd.DataFrame, mean: pd.DataFrame, top: int
+) -> dict[str, tuple[Chart, str]]:
+    """Heat maps of first hit and stationary error, tau* against 1 - mu, the network's losses."""
+    drawn = named(stars).clip(lower=0.5).set_axis(1 - stars.columns, axis=1)  # tau* = 0 at 0.5
+    x = "(x: cell not convergent)"
+    return {
+        "first-hit": (
+            heat_maps(cells, "first_hit", "median first hit"),
+            f"Median first iteration with sin^2 <= {HIT} {x}",
+        ),
+        "stationary": (
+            heat_maps(cells, "stationary", "stationary sin^2"),
+            f"Mean sin^2 over the last 25% of iterations {x}",
+        ),
+        "tau-star": (
+            lines(drawn, "1 - mu", "largest convergent delay tau* (0 drawn at 0.5)", log=True),
+            f"Largest convergent delay tau* against 1 - mu ({top}: the largest delay tried, all"
+            " convergent; no point: not even tau = 0 converges)",
+        ),
+        "network": (
+            lines(mean.rename(index="mu = {:g}".format), "delay tau", "mean final training loss"),
+            "Network: mean final training loss against the delay tau, a line per momentum mu",
+        ),
+    }
 
 
 def findings(plan: Plan, outputs: Mapping[Key, Output]) -> Findings:
     """Cells, tau*, best mu and network losses; the nine claims; tables and figures."""
     cells = cell_table(pd.concat([o for o in outputs.values() if isinstance(o, pd.DataFrame)]))
+    runs = {key: run for key, run in outputs.items() if isinstance(run, SavedRun)}
     stars, bests = per_group(cells, "mu", tau_star), per_group(cells, "tau", best_mu)
-    net = network_losses(outputs)
-    mean = net.pivot_table("train_loss", "mu", "tau", aggfunc=seed_mean, dropna=False)
-    found = slope_claims(cells) + tau_claims(stars, plan.facts["top"]) + mu_claims(bests, cells)
-    named = lambda t: t.set_axis([_name(k) for k in t.index]).rename_axis("(d, eta)")  # noqa: E731
-    labelled = lambda t: t.rename(columns=lambda c: f"{c:g}")  # noqa: E731
-    shown = lambda t: labelled(named(t).map(lambda v: _listed([v]))).reset_index()  # noqa: E731
-    losses = net.groupby(["mu", "tau"])["train_loss"].agg(lambda x: mean_std(list(x), 3))
-    curve = named(stars).clip(lower=0.5).set_axis(1 - stars.columns, axis=1)
-    return Findings(
-        found + network_claims(mean),
-        tables={
-            "tau_star": (shown(stars), "Largest convergent delay tau*(mu) (none: tau = 0 fails)"),
-            "best_mu": (shown(bests), "Best mu per tau (none: no convergent mu)"),
-            "network": (losses.unstack("tau").reset_index(), "Network: final training loss"),
-        },
-        figures={
-            "first-hit": (
-                heat_maps(cells, "first_hit", "median first hit"),
-                f"Median first iteration with sin^2 <= {HIT} (x: cell not convergent)",
-            ),
-            "stationary": (
-                heat_maps(cells, "stationary", "stationary sin^2"),
-                "Mean sin^2 over the last 25% of iterations (x: cell not convergent)",
-            ),
-            "tau-star": (
-                lines(curve, "1 - mu", "tau* (0.5: none)", logx=True),
-                "Largest convergent delay tau* against 1 - mu",
-            ),
-            "network": (
-                lines(mean.rename(index=lambda m: f"mu={m:g}"), "tau", "loss", logx=False),
-                "Network: mean final training loss against the delay tau",
-            ),
-        },
-    )
+    net = pd.DataFrame(  # the final training loss (whole training set) of each network run
+        [key_numbers(k) | {"loss": o.history["train_loss"].iloc[-1]} for k, o in runs.items()],
+        columns=["mu", "tau", "seed", "loss"],
+    ).astype({"tau": int})
+    mean = net.pivot_table("loss", "mu", "tau", aggfunc=seed_mean, dropna=False)
+    claims = slope_claims(cells) + tau_claims(stars, plan.facts["top"]) + mu_claims(bests, cells)
+    losses = net.groupby(["mu", "tau"])["loss"].agg(functools.partial(mean_std, digits=3))
+    tables = {
+        "tau_star": (shown(stars), "Largest convergent delay tau*(mu) (none: tau = 0 fails)"),
+        "best_mu": (shown(bests), "Best mu per tau (none: no convergent mu)"),
+        "network": (losses.unstack("tau").reset_index(), "Network: final training loss"),
+    }
+    drawn = figures(cells, stars, mean, plan.facts["top"])
+    return Findings(claims + network_claims(mean), [], tables, drawn)
 
 
 STUDY = Study(

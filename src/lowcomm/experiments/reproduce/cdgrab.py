@@ -2,10 +2,11 @@
 
 Cooper et al., "CD-GraB: Coordinating Distributed Example Orders for Provably Accelerated
 Training", NeurIPS 2023; spec ``../shared/papers/cd-grab.md``; setup, measures and departures in
-``notes/cdgrab.md``. Claims on the paper's settings: A, the parallel herding bound of random
-vectors (the paper's simulation, smaller); B, logistic regression in the authors' HMDA
-configuration (phishing stands in for HMDA); C, linear speedup. A and C have no threshold in the
-paper: their criteria are the project's calibration (spec section 7). B in the project's
+``notes/cdgrab.md``, claim wording in ``notes/cdgrab.claims.toml``. Claims on the paper's
+settings: A, the parallel herding bound of random vectors (the paper's simulation, smaller); B,
+logistic regression in the authors' HMDA configuration (phishing stands in for HMDA); C, linear
+speedup; D, the LSTM language model on WikiText-2 (:mod:`.lstm`). A and C have no threshold in
+the paper: their criteria are the project's calibration (spec section 7). B in the project's
 calibration (b = 1, plain SGD, L2) is outside the paper's setting: sensitivity results, with the
 efficient ``cd-grab-signs`` server (projection k) beside the faithful one.
 """
@@ -21,17 +22,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from lowcomm.data.loaders import file_stem, load_data
 from lowcomm.data.spec import parse_data_spec
 from lowcomm.experiments.config import RunConfig, make_config
-from lowcomm.experiments.measures import exact_optimum, loglog_slope, seed_mean
-from lowcomm.experiments.reproduce.lstm import lstm_config, steps_per_epoch
-from lowcomm.experiments.reproduce.report import Claim, Request, mean_std, number
+from lowcomm.experiments.measures import loglog_slope, optima, seed_mean
+from lowcomm.experiments.reproduce import report
+from lowcomm.experiments.reproduce.figures import Chart, Panel, bands
+from lowcomm.experiments.reproduce.lstm import lstm_config
+from lowcomm.experiments.reproduce.report import Claim, ClaimText, Request, claim_texts
 from lowcomm.experiments.reproduce.runs import SavedRun
 from lowcomm.experiments.runner import prepare
-from lowcomm.experiments.study import Findings, Job, Key, Output, Plan, Study, datasets_root
+from lowcomm.experiments.study import Findings, Job, Key, Output, Plan, Study, shared_data
 from lowcomm.ordering import balance
 
 ORDERS, PAIR = ("d-rr", "id-grab-mean", "id-grab", "cd-grab"), ("d-rr", "cd-grab")
@@ -52,62 +54,22 @@ HMDA: dict[str, Any] = {"lr": 5e-3, "b": 4, "momentum": 0.9, "intercept": True, 
 HMDA |= {"fraction": 0.2, "epochs": 50}
 FLAT_IN_M, BELOW_ID, SLOPE, DRR_NEAR = 1.5, 2, (0.25, 0.75), (0.5, 2)  # A
 MIN_RATIO, SPEEDUP, ID_DEGRADES = 10, 3, 10  # B (calibration), C
-# Three lines per claim: the claim, the paper's run, the criterion ({NAME}: a constant above).
-TEXTS = """\
-A. CD-GraB's parallel herding bound does not grow with the number of workers m
-~2.5 for every m in 5..100 after 15 rounds (start ~350)
-project's calibration: final bound, max / min over m <= {FLAT_IN_M}
-A. CD-GraB balances far better than per-worker (independent) GraB at large m
-ID-GraB 4.3-17.5 (Bal), 6-24 (PairBal) vs CD-GraB 2.5
-project's calibration: both ID-GraB bounds >= {BELOW_ID}x CD-GraB's at every m >= 8
-A. ID-GraB's bound grows with m, roughly like sqrt(m)
-4.3 -> 17.5 (Bal), 6 -> 24 (PairBal) for m = 5 -> 100 (slope ~0.47)
-project's calibration: increasing in m, log-log slope in [{SLOPE[0]}, {SLOPE[1]}], both
-A. D-RR does not improve the bound
-~350 at the start and after 15 rounds
-project's calibration: final / starting bound in [{DRR_NEAR[0]}, {DRR_NEAR[1]}] at every m
-B. HMDA configuration: CD-GraB reaches a lower full training loss than D-RR at equal epochs
-HMDA, epoch 50, mean of 5 seeds: ~0.3355 vs ~0.3372
-mean over seeds of the last epoch's full training loss: CD-GraB < D-RR
-B. HMDA configuration: CD-GraB's test accuracy is at least D-RR's
-HMDA, epoch 50, mean of 5 seeds: ~82.37% vs ~82.28%
-mean over seeds of the last epoch's test accuracy: CD-GraB >= D-RR
-C. Linear speedup: CD-GraB keeps the m = 1 (centralised GraB) accuracy with m-fold fewer steps
-theory only; calibration: 9.3e-6 at m = 1, 6.4e-6 to 1.6e-5 at m = 2..16
-project's calibration: CD-GraB's f - f* at every m <= {SPEEDUP}x its m = 1 value
-C. ID-GraB loses the benefit as m grows
-LeNet: gone by m = 64; calibration (Bal): 2.7e-5 at m = 2 -> 6.6e-4 at m = 16
-project's calibration: ID-GraB (Bal) f - f* grows >= {ID_DEGRADES}x from m = 2 to m = 16
-C. D-RR stays at the random-reshuffling level
-calibration: 2.8e-3 to 6.4e-3 for every m
-project's calibration: D-RR's f - f* at every m within {SPEEDUP}x of its m = 1 value
-D. LSTM on WikiText-2 (per-minibatch mode): CD-GraB reaches a lower full training loss than D-RR
-epoch 50, mean of 5 seeds: ~5.31 vs ~5.36
-mean over seeds of the last epoch's full training loss: CD-GraB < D-RR
-D. LSTM on WikiText-2 (per-minibatch mode): CD-GraB's test perplexity is at most D-RR's
-epoch 50, mean of 5 seeds: ~223 vs ~232
-mean over seeds of the last epoch's test perplexity: CD-GraB <= D-RR
-B, project's calibration, {{name}}. CD-GraB's final full training loss is below D-RR's
-calibration (m = 4, b = 4): 0.4765 vs 0.4792
-CD-GraB < D-RR for every m and seed
-B, project's calibration, {{name}}. D-RR's f - f* is >= 10x CD-GraB's, more so as m grows
-calibration (lr 0.5): 10x (m = 1), 63x (m = 4), 800x (m = 16)
-D-RR / CD-GraB (mean f - f*) >= {MIN_RATIO} at m = 4 and 16, larger at 16
-B, project's calibration, {{name}}. ID-GraB lies between, its gap to CD-GraB growing with m
-m = 4: CD 3.5e-4 < Bal 8.7e-4 < PairBal 1.6e-3 < D-RR 2.2e-2; m = 16: 3.5e-6 < 3.4e-4, 3.1e-4
-CD-GraB < both ID-GraB < D-RR (mean f - f*) at m = 4 and 16; ID-GraB / CD-GraB larger at 16
-""".format_map(globals()).splitlines()
-CLAIMS: list[Texts] = [(TEXTS[i], TEXTS[i + 1], TEXTS[i + 2]) for i in range(0, len(TEXTS), 3)]
+LIMITS = {"flat_in_m": FLAT_IN_M, "below_id": BELOW_ID, "min_ratio": MIN_RATIO}  # the TOML's $names
+LIMITS |= {"slope_low": SLOPE[0], "slope_high": SLOPE[1], "drr_low": DRR_NEAR[0]}
+LIMITS |= {"drr_high": DRR_NEAR[1], "speedup": SPEEDUP, "id_degrades": ID_DEGRADES}
+QUICK_SIZE = "not judged at quick size: "
+MEASURES = ("train_loss", "suboptimality", "test_metric", "herding_bound")
+SHOWN = {"B-hmda": "B. HMDA configuration, {name}", "C": "C. Linear speedup (step 0.04 m)"}
+SHOWN |= {"B-synthetic": "B. Calibration, synthetic", "B-real": "B. Calibration, {name}"}
+SHOWN |= {"D": "D. LSTM on WikiText-2 (test_metric: perplexity)"}
 Measured = list[tuple[str, Any]]  # per claim: what was measured, and whether it passes
-Texts = tuple[str, str, str]  # the claim, the paper's run, the criterion
 
 
 @dataclass(frozen=True)
 class Sizes:
     """How big: A's vectors, the synthetic set (B calibration, C), epochs and seeds per part.
 
-    ``real``: phishing from :func:`datasets_root` (B); ``small``: the claims that need the full
-    size are not judged.
+    ``real``: phishing and WikiText-2 (:func:`shared_data`); ``small``: full-size claims unjudged.
     """
 
     herding_total: int = 20480
@@ -126,21 +88,24 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(herding_trials=1, train=1024, epochs=4, speedup_epochs=6, lstm_epochs=0)
+QUICK = replace(FULL, herding_trials=1, train=1024, epochs=4, speedup_epochs=6, lstm_epochs=0)
 QUICK = replace(QUICK, real=False, small=True)
 
 
-# --- the plan ----------------------------------------------------------------------------------
+def texts(part: str, data: str = "") -> list[ClaimText]:
+    """The wording of the claims whose id starts with ``part``; ``data``: the calibration's set."""
+    every = claim_texts("cdgrab", LIMITS | {"data": data})
+    return [text for key, text in every.items() if key.startswith(part)]
 
 
-def herding(z: Sizes, m: int, dim: int = 16) -> pd.DataFrame:
+def herding(total: int, rounds: int, trials: int, m: int, dim: int = 16) -> pd.DataFrame:
     """Experiment A at m workers: each method's parallel herding bound per reorder round.
 
-    Unit Gaussian directions centred per worker (the paper's simulation); CD-GraB balances
-    all workers' pairs with one running sum, ID-GraB each worker alone, D-RR reshuffles.
+    ``total`` unit Gaussian directions centred per worker (the paper's simulation); CD-GraB
+    balances all workers' pairs with one running sum, ID-GraB each worker alone, D-RR reshuffles.
     """
-    rows, n = [], z.herding_total // m
-    for trial in range(z.herding_trials):
+    rows, n = [], total // m
+    for trial in range(trials):
         rng = np.random.default_rng([m, trial])
         vectors = rng.standard_normal((m, n, dim))
         vectors /= np.linalg.norm(vectors, axis=2, keepdims=True)
@@ -148,7 +113,7 @@ def herding(z: Sizes, m: int, dim: int = 16) -> pd.DataFrame:
         start = np.stack([rng.permutation(n) for _ in range(m)])
         for method, rule in REORDER.items():
             order = start
-            for r in range(z.herding_rounds + 1):
+            for r in range(rounds + 1):
                 visited = np.take_along_axis(vectors, order[:, :, None], axis=1)
                 order = rule(order, visited, rng) if r else order
                 rows.append((m, trial, method, r, balance.herding_bound(order, vectors)))
@@ -164,10 +129,7 @@ def epoch_steps(data: str, fraction: float, m: int, b: int) -> tuple[int, int]:
 
 
 def run(part: str, data: str, m: int, method: str, seed: int, epochs: int, **more: Any) -> Job:
-    """A job: ``sgd`` over ``method``'s order, evaluated once per epoch, keyed by its settings.
-
-    ``more``: lr, fraction, b, momentum, l2, intercept (default: the calibration's).
-    """
+    """``sgd`` over ``method``'s order, evaluated per epoch; ``more``: lr, fraction, b, etc."""
     s = {"fraction": HELD_OUT, "b": 1, "momentum": 0.0, "l2": L2, "intercept": False} | more
     order, _, k = method.partition("-k")
     options = {"lr": s["lr"], "batch_size": s["b"], "momentum": s["momentum"]}
@@ -180,10 +142,7 @@ def run(part: str, data: str, m: int, method: str, seed: int, epochs: int, **mor
 
 
 def split(data: str, train: int) -> tuple[float, float]:
-    """The test share leaving ``train`` examples (0.25 if too few), and the step-size factor.
-
-    The factor is the spec's mean squared feature norm over this training set's.
-    """
+    """The test share leaving ``train`` examples (or 0.25), and the spec's |x|^2 over the set's."""
     loaded = load_data(parse_data_spec(data), 0, HELD_OUT)
     total = loaded.train.n + loaded.test.n
     share = (total - train) / total if 4 * train <= 3 * total and "synthetic" not in data else 0.25
@@ -196,42 +155,30 @@ def case(c: RunConfig) -> str:
     return f"{c.data}|{c.test_fraction}|{c.seed}|{c.workers}|{c.options['batch_size']}"
 
 
-def optima(configs: tuple[RunConfig, ...]) -> pd.DataFrame:
-    """f* of each run's kept training set, by Newton in float64 (:func:`exact_optimum`)."""
-    rows = []
-    for config in configs:
-        train, problem = (p := prepare(config)).data.train, p.problem
-        rows.append((case(config), exact_optimum(problem, train.X, train.y)))
-    return pd.DataFrame(rows, columns=["case", "fstar"])
-
-
 def plan(request: Request, sizes: Sizes | None = None) -> Plan:
-    """Every job of A, B (HMDA configuration; calibration) and C; f* once per kept set."""
+    """Every job of A, B (HMDA configuration; calibration), C and D; f* once per kept set."""
     z = sizes or (QUICK if request.quick else FULL)
     seeds = request.seeds
     z = replace(z, seeds=seeds, hmda_seeds=seeds, lstm_seeds=seeds) if seeds else z
     total = next(t for t in count(z.train) if t - round(t * HELD_OUT) == z.train)
-    synthetic, phishing = f"synthetic-logistic:{total},32", datasets_root() / "phishing"
-    found = z.real and (phishing / "phishing.gz").is_file()
-    real = request.data or (f"libsvm:{phishing / 'phishing.gz'}" if found else "")
-    scale = split(synthetic, z.train)[1]
+    synthetic, wanted = f"synthetic-logistic:{total},32", ["phishing"] * (not request.data)
+    found, note = shared_data([*wanted, "wikitext-2"]) if z.real else ({}, "")
+    real, scale = request.data or found.get("phishing", ""), split(synthetic, z.train)[1]
     jobs = [run("C", synthetic, 1, o, 0, z.speedup_epochs, lr=0.04 * scale) for o in PAIR]
     for m, o in [*product((2, 4, 8, 16), PAIR), (2, "id-grab-mean"), (16, "id-grab-mean")]:
         jobs.append(run("C", synthetic, m, o, 0, z.speedup_epochs, lr=0.04 * m * scale))
     jobs += [run("B-hmda", real, 4, o, s, **HMDA) for o in PAIR for s in z.hmda_seeds if real]
-    jobs += [Job(("A", f"m{m}"), call=herding, args=(z, m)) for m in z.herding_workers]
+    herd = (z.herding_total, z.herding_rounds, z.herding_trials)
+    jobs += [Job(("A", f"m{m}"), call=herding, args=(*herd, m)) for m in z.herding_workers]
     for part, data in [("B-synthetic", synthetic)] + [("B-real", real)] * bool(real):
         share, factor = split(data, z.train)
         grid = list(product((4, 16), ORDERS)) + [(16, s) for s in SIGNS if part == "B-synthetic"]
         for (m, o), s in product(grid, z.seeds):
             jobs.append(run(part, data, m, o, s, z.epochs, lr=0.5 * factor, fraction=share))
-    if z.lstm_epochs and (datasets_root() / "wikitext-2" / "valid.txt").is_file():
-        end = z.lstm_epochs * steps_per_epoch(datasets_root())  # evaluated at the start and end
+    if z.lstm_epochs and "wikitext-2" in found:
         for o, s in product(PAIR, z.lstm_seeds):
-            lstm = lstm_config(o, s, z.lstm_epochs, datasets_root())
-            jobs.append(
-                Job(("D", "m4", o, f"seed{s}"), lstm.model_copy(update={"eval_every": end}))
-            )
+            config = lstm_config(o, s, z.lstm_epochs, found["wikitext-2"])
+            jobs.append(Job(("D", "m4", o, f"seed{s}"), config))
     cases = {case(c): c for j in jobs if (c := j.config) and c.l2 > 0}
     jobs.append(Job(("optima",), call=optima, args=(tuple(sorted(cases.values(), key=case)),)))
     facts: dict[str, Any] = {k: str(v).strip("(,)") for k, v in vars(z).items()}
@@ -239,34 +186,27 @@ def plan(request: Request, sizes: Sizes | None = None) -> Plan:
     facts |= {"name": file_stem(parse_data_spec(real).path) if real else "phishing"}
     facts["real"] = f"`{real}`" if real else "phishing (not run)"
     facts["removed"] = epoch_steps(real, HMDA["fraction"], 4, HMDA["b"])[1] if real else "-"
-    return Plan(jobs, facts, "" if real or not z.real else f"{phishing} not found: B is not run")
+    return Plan(jobs, facts, note)
 
 
-# --- measures and claims -----------------------------------------------------------------------
-
-
-def epoch_table(plan: Plan, outputs: Mapping[Key, Output]) -> pd.DataFrame:
-    """Every engine run per epoch: part, m, method, seed, losses, herding bound and f - f*."""
-    fstar = outputs[("optima",)].set_index("case")["fstar"]  # type: ignore[union-attr]
+def histories(plan: Plan, outputs: Mapping[Key, Output]) -> pd.DataFrame:
+    """Every engine run's history with its part, m, method, seed, epoch and f - f*."""
+    job = next(job for job in plan.jobs if job.key == ("optima",))
+    optimum = outputs[job.key]
+    assert isinstance(optimum, pd.DataFrame)
+    f_star = dict(zip(map(case, job.args[0]), optimum["f_star"], strict=True))
     frames = []
     for job in plan.jobs:
         if (c := job.config) is not None and isinstance(saved := outputs[job.key], SavedRun):
-            h = saved.history[["train_loss", "test_metric", "herding_bound"]]
-            h = h.assign(part=job.key[0], m=c.workers, method=job.key[2], seed=c.seed)
-            h["epoch"] = saved.history["round"] // c.eval_every
-            frames.append(h.assign(suboptimality=h["train_loss"] - fstar.get(case(c), math.nan)))
+            h = saved.history.assign(part=job.key[0], m=c.workers, method=job.key[2], seed=c.seed)
+            h["epoch"] = h["round"] // c.eval_every
+            frames.append(h.assign(suboptimality=h["train_loss"] - f_star.get(case(c), math.nan)))
     return pd.concat(frames, ignore_index=True)
-
-
-def finals(runs: pd.DataFrame) -> pd.DataFrame:
-    """The last epoch of every run."""
-    last = runs.groupby(["part", "m", "method", "seed"])["epoch"].transform("max")
-    return runs.loc[runs["epoch"] == last]
 
 
 def span(values: pd.Series) -> str:
     """``low-high`` of ``values`` in 3 significant digits."""
-    return f"{number(float(values.min()), 3)}-{number(float(values.max()), 3)}"
+    return f"{report.number(float(values.min()), 3)}-{report.number(float(values.max()), 3)}"
 
 
 def herding_final(herding: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
@@ -316,13 +256,11 @@ def calibration_measures(fin: pd.DataFrame) -> Measured:
     gap = "; ".join(f"{LABELS[i]} / CD-GraB {span(g)}x" for i, g in gaps.items())
     wins = f"{(diff < 0).sum()} of {len(diff)} (m, seed); largest CD-GraB - D-RR {diff.max():.3g}"
     growth = (ratio >= MIN_RATIO).all() and ratio.is_monotonic_increasing
+    widening = between and (gaps.iloc[-1] > gaps.iloc[0]).all()
     return [
         (wins, (diff < 0).all()),
         (", ".join(f"m = {m}: {r:.3g}x" for m, r in ratio.items()), growth),
-        (
-            gap + ("" if between else "; not between"),
-            between and (gaps.iloc[-1] > gaps.iloc[0]).all(),
-        ),
+        (gap + ("" if between else "; not between"), widening),
     ]
 
 
@@ -330,11 +268,9 @@ def lstm_measures(fin: pd.DataFrame) -> Measured:
     """Experiment D: last full training loss and test perplexity, means over seeds."""
     loss = fin.pivot_table("train_loss", "seed", "method").agg(seed_mean)
     ppl = fin.pivot_table("test_metric", "seed", "method").agg(seed_mean)
+    losses = f"CD-GraB {loss['cd-grab']:.4f} vs D-RR {loss['d-rr']:.4f}"
     return [
-        (
-            f"CD-GraB {loss['cd-grab']:.4f} vs D-RR {loss['d-rr']:.4f}",
-            loss["cd-grab"] < loss["d-rr"],
-        ),
+        (losses, loss["cd-grab"] < loss["d-rr"]),
         (f"CD-GraB {ppl['cd-grab']:.1f} vs D-RR {ppl['d-rr']:.1f}", ppl["cd-grab"] <= ppl["d-rr"]),
     ]
 
@@ -345,111 +281,106 @@ def speedup_measures(fin: pd.DataFrame) -> Measured:
     cd, drr = sub["cd-grab"] / sub["cd-grab"][1], sub["d-rr"] / sub["d-rr"][1]
     ident = sub["id-grab-mean"]
     worse = ident[16] / ident[2]
-    keeps = f"m = 1: {number(sub['cd-grab'][1], 3)}; m = 2..16: {span(cd[1:])}x of it"
+    keeps = f"m = 1: {report.number(sub['cd-grab'][1], 3)}; m = 2..16: {span(cd[1:])}x of it"
     return [
         (keeps, (cd <= SPEEDUP).all()),
-        (f"{number(ident[2], 3)} -> {number(ident[16], 3)} ({worse:.3g}x)", worse >= ID_DEGRADES),
+        (
+            f"{report.number(ident[2], 3)} -> {report.number(ident[16], 3)} ({worse:.3g}x)",
+            worse >= ID_DEGRADES,
+        ),
         (f"{span(sub['d-rr'])} ({span(drr)}x of m = 1)", drr.between(1 / SPEEDUP, SPEEDUP).all()),
     ]
 
 
-def verdicts(texts: list[Texts], measure: Callable[[], Measured], why: str) -> list[Claim]:
+def verdicts(texts: list[ClaimText], measure: Callable[[], Measured], why: str) -> list[Claim]:
     """The claims with their measurements, or, given a reason ``why``, not judged."""
     measured = [(why, None)] * len(texts) if why else [(m, bool(ok)) for m, ok in measure()]
-    return [Claim(*t, m, ok) for t, (m, ok) in zip(texts, measured, strict=True)]
+    return [text.judged(m, ok) for text, (m, ok) in zip(texts, measured, strict=True)]
 
 
-# --- tables, figures, findings -----------------------------------------------------------------
+def claims(herding: pd.DataFrame, part: dict[str, pd.DataFrame], plan: Plan) -> list[Claim]:
+    """A, B (HMDA configuration), C and D, each judged unless not run or too small."""
+    small, name = plan.facts["small"], plan.facts["name"]
+    hmda = "" if "B-hmda" in part else not_run(small, f"{name} runs in the full study", name)
+    lstm = (
+        "" if "D" in part else not_run(small, "runs in the full study (WikiText-2)", "wikitext-2")
+    )
+    found = verdicts(texts("A"), lambda: herding_measures(herding), "")
+    found += verdicts(texts("B"), lambda: hmda_measures(part["B-hmda"]), hmda)
+    found += verdicts(texts("C"), lambda: speedup_measures(part["C"]), "")
+    if small:  # ID-GraB's loss shows once the order's error dominates the optimiser's
+        found[7] = verdicts(texts("C-id"), list, QUICK_SIZE + "needs N = 4,096 and 15 epochs")[0]
+    return found + verdicts(texts("D"), lambda: lstm_measures(part["D"]), lstm)
+
+
+def calibration(part: dict[str, pd.DataFrame], plan: Plan) -> list[Claim]:
+    """B in the project's calibration, on synthetic data and the real set: sensitivity results."""
+    small, name = plan.facts["small"], plan.facts["name"]
+    calibrated = QUICK_SIZE + "calibrated at N = 4,096 and 20 epochs" if small else ""
+    real = "" if "B-real" in part else not_run(small, f"{name} runs in the full study", name)
+    found = []
+    for p, label, why in (("B-synthetic", "synthetic", ""), ("B-real", name, real)):
+        measure = functools.partial(calibration_measures, part.get(p, pd.DataFrame()))
+        found += verdicts(texts("calibration", label), measure, why or calibrated)
+    return found
+
+
+def not_run(small: bool, later: str, data: str) -> str:
+    """Why claims on ``data`` are not judged: at quick size they run ``later``, else not found."""
+    return QUICK_SIZE + later if small else f"not run: no {data}"
+
+
+def figure(rows: pd.DataFrame, x: str, y: str, seed: str = "seed") -> Chart:
+    """Mean of ``y`` against ``x`` per method, min-max band over ``seed``; a panel per m."""
+    panels = []
+    for m, mine in rows.groupby("m"):
+        runs = {
+            LABELS[str(method)]: [frame for _, frame in seeds.groupby(seed)]
+            for method, seeds in mine.groupby("method", sort=False)
+        }
+        panels.append(Panel(bands(runs, x, y), x, y, f"m = {m}", log_y=True))
+    return Chart(panels, len(panels), (3.6, 3.8))
+
+
+def gap_figure(rows: pd.DataFrame) -> Chart:
+    """CD-GraB's full training loss minus D-RR's per epoch, one line per seed."""
+    wide = rows.pivot_table("train_loss", ["epoch", "seed"], "method")
+    gap = (wide["cd-grab"] - wide["d-rr"]).rename("y").reset_index()
+    points = gap.assign(line="seed " + gap["seed"].astype(str)).rename(columns={"epoch": "x"})
+    return Chart([Panel(points, "epoch", "CD-GraB - D-RR, full training loss", lines=(0.0,))])
 
 
 def summary(fin: pd.DataFrame) -> pd.DataFrame:
     """Per m and method: seeds, and mean ± std over seeds of the last epoch's measures."""
     rows = []
     for (m, method), r in fin.sort_values("m", kind="stable").groupby(["m", "method"], sort=False):
-        cells = {c: mean_std(r[c].tolist(), 6 if c == "train_loss" else 3) for c in MEASURES}
+        cells = {c: report.mean_std(r[c].tolist(), 6 if c == "train_loss" else 3) for c in MEASURES}
         rows.append({"m": m, "method": LABELS[str(method)], "seeds": len(r)} | cells)
     return pd.DataFrame(rows)
 
 
-def figure(rows: pd.DataFrame, x: str, y: str, panel: str | None = None) -> Figure:
-    """Mean of ``y`` against ``x`` per method (min-max band), one panel per ``panel`` value."""
-    groups = list(rows.groupby(panel)) if panel else [("", rows)]
-    fig = Figure(figsize=(3.4 * len(groups) + 0.6, 3.8), layout="constrained")
-    for ax, (value, mine) in zip(
-        fig.subplots(1, len(groups), squeeze=False)[0], groups, strict=True
-    ):
-        for method, runs in mine.groupby("method", sort=False):
-            values = runs[y].clip(lower=1e-16).groupby(runs[x])
-            color = f"C{list(LABELS).index(str(method))}"
-            ax.plot(values.mean(), marker=".", label=LABELS[str(method)], color=color)
-            ax.fill_between(values.mean().index, values.min(), values.max(), alpha=0.2, color=color)
-        ax.set(title=f"{panel} = {value}" if panel else "", xlabel=x, ylabel=y, yscale="log")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize="x-small")
-    return fig
-
-
-def gap_figure(rows: pd.DataFrame) -> Figure:
-    """CD-GraB's full training loss minus D-RR's per epoch, one line per seed."""
-    wide = rows.pivot_table("train_loss", ["epoch", "seed"], "method")
-    gap = (wide["cd-grab"] - wide["d-rr"]).unstack("seed")
-    fig = Figure(figsize=(6.4, 3.8), layout="constrained")
-    ax = fig.subplots()
-    ax.plot(gap, marker=".", label=[f"seed {s}" for s in gap.columns])
-    ax.axhline(0.0, color="gray", linewidth=0.8)
-    ax.set(xlabel="epoch", ylabel="CD-GraB - D-RR, full training loss")
-    ax.legend()
-    return fig
-
-
 def findings(plan: Plan, outputs: Mapping[Key, Output]) -> Findings:
-    """The claims (A, B in the HMDA configuration, C), B's calibration, tables and figures."""
-    small, name = plan.facts["small"], plan.facts["name"]
+    """The claims (A, B in the HMDA configuration, C, D), B's calibration, tables and figures."""
     herding = pd.concat([o for k, o in outputs.items() if k[0] == "A"], ignore_index=True)
-    runs = epoch_table(plan, outputs)
-    part = dict(tuple(finals(runs).groupby("part")))
-    quick = "not judged at quick size: "
-    no_real = quick + f"{name} runs in the full study" if small else f"not run: no {name}"
-    no_real = "" if "B-hmda" in part else no_real  # --quick --data X: X is run, so judged
-    claims = verdicts(CLAIMS[:4], lambda: herding_measures(herding), "")
-    claims += verdicts(CLAIMS[4:6], lambda: hmda_measures(part["B-hmda"]), no_real)
-    claims += verdicts(CLAIMS[6:9], lambda: speedup_measures(part["C"]), "")
-    if small:  # ID-GraB's loss shows once the order's error dominates the optimiser's
-        claims[7] = verdicts(CLAIMS[7:8], list, quick + "needs N = 4,096 and 15 epochs")[0]
-    calibrated = quick + "calibrated at N = 4,096 and 20 epochs" if small else ""
-    sensitivity = []
-    for p, label, why in (("B-synthetic", "synthetic", calibrated), ("B-real", name, no_real)):
-        texts = [(c.format(name=label), paper, test) for c, paper, test in CLAIMS[11:]]
-        measure = functools.partial(calibration_measures, part.get(p, pd.DataFrame()))
-        sensitivity += verdicts(texts, measure, why or calibrated)
-    no_text = quick + "runs in the full study (WikiText-2)" if small else "not run: no wikitext-2"
-    claims += verdicts(
-        CLAIMS[9:11], lambda: lstm_measures(part["D"]), "" if "D" in part else no_text
-    )
+    runs = histories(plan, outputs)
+    last = runs.groupby(["part", "m", "method", "seed"])["epoch"].transform("max")
+    part = dict(tuple(runs.loc[runs["epoch"] == last].groupby("part")))  # each run's last epoch
     final, start = herding_final(herding)
     table = final.T[list(ORDERS)].rename(columns=LABELS).assign(start=start).reset_index()
     tables = {"herding": (table, "A. Parallel herding bound, last round and start (trial mean)")}
-    figures = {"herding": (figure(herding, "round", "bound", "m"), "A. Parallel herding bound")}
+    trials = herding.assign(bytes_up=0, bytes_down=0)  # seed_band stacks histories, with bytes
+    figures = {"herding": (figure(trials, "round", "bound", "trial"), "A. Parallel herding bound")}
     for p in (p for p in SHOWN if p in part):
-        title, rows = (
-            SHOWN[p].format(name=name),
-            runs.loc[(runs["part"] == p) & (runs["epoch"] > 0)],
-        )
+        title = SHOWN[p].format(name=plan.facts["name"])
+        rows = runs.loc[(runs["part"] == p) & (runs["epoch"] > 0)]
         tables[p.lower()] = (summary(part[p]), f"{title}: the last epoch (mean ± std over seeds)")
         if p == "B-hmda":
             figures[p.lower()] = (gap_figure(rows), f"{title}: CD-GraB's loss minus D-RR's")
         elif p != "D":
-            figures[p.lower()] = (
-                figure(rows, "epoch", "suboptimality", "m"),
-                f"{title}: suboptimality",
-            )
-    return Findings(claims, sensitivity, tables, figures)
+            figures[p.lower()] = (figure(rows, "epoch", "suboptimality"), f"{title}: suboptimality")
+    return Findings(claims(herding, part, plan), calibration(part, plan), tables, figures)
 
 
-MEASURES = ("train_loss", "suboptimality", "test_metric", "herding_bound")
-SHOWN = {"B-hmda": "B. HMDA configuration, {name}", "C": "C. Linear speedup (step 0.04 m)"}
-SHOWN |= {"B-synthetic": "B. Calibration, synthetic", "B-real": "B. Calibration, {name}"}
-SHOWN |= {"D": "D. LSTM on WikiText-2 (test_metric: perplexity)"}
 STUDY = Study(
     name="cdgrab",
     title="Reproduction: CD-GraB (Cooper et al., NeurIPS 2023)",

@@ -1,20 +1,13 @@
 """``lowcomm reproduce hogwild``: Hogwild!-style local SGD with increasing sample sizes, declared.
 
 van Dijk et al., AISTATS 2021 (arXiv 2010.14763), as the spec reconstructs it
-(``../shared/papers/hogwild-increasing-batch-and-async-msgd.md``, A.2-A.4, A.7; the paper body
-was not available). Every run is ``hogwild-ib`` on the simulate engine: 5 workers, option L
-(s_i sequential single-example steps on the worker's copy, the summed update added by the
-aggregator), one step size per round, stopped by ``grad_budget`` K. Setup, measures and
-departures: ``notes/hogwild.md``; the criteria are the constants below, fixed before measuring.
-
-Step sizes (spec A.3): strongly convex (L2 logistic) ``hogwild:ALPHA,MU,E`` =
-alpha / (mu (t + E)), alpha = 2, mu = l2, with the **classic** offset E = 4 L alpha / mu,
-L = max_i ||x_i||^2 / 4 + l2 (the worst single-example smoothness): the claims are judged on it.
-Each strongly convex case also runs (group ``strong-delay``, a sensitivity result, never judged)
-with the **delay-aware** offset of the initial delay, E = E_classic n s_0
-(:func:`~lowcomm.algorithms.schedules.delay_aware_offset` over the first round): the first
-round's n s_0 summed steps are no longer than the classic first step 1 / (4 L). Plain convex
-(l2 = 0): ``inv:1/L,K/10``; non-convex (MLP): ``inv:ETA0,K/10``.
+(``../shared/papers/hogwild-increasing-batch-and-async-msgd.md``, A.2-A.4, A.7). Every run is
+``hogwild-ib`` on the simulate engine, 5 workers, option L, stopped by ``grad_budget`` K.
+Strongly convex step (spec A.3) ``hogwild:ALPHA,MU,E`` = alpha / (mu (t + E)): the claims are
+judged on the classic offset E = 4 L alpha / mu; group ``strong-delay`` reruns each case with
+the delay-aware offset E = E_classic n s_0 (a sensitivity result). Plain convex: ``inv:1/L,K/10``;
+non-convex (MLP): ``inv:ETA0,K/10``. Setup, the offsets and departures: ``notes/hogwild.md``;
+claim wording: ``notes/hogwild.claims.toml``, its thresholds the constants below.
 """
 
 from __future__ import annotations
@@ -22,23 +15,22 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
+from itertools import product
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
 
 from lowcomm.algorithms.hogwild_ib import HogwildIB, HogwildIBConfig
 from lowcomm.algorithms.schedules import SampleSizes, delay_aware_offset
 from lowcomm.experiments.config import RunConfig, make_config
-from lowcomm.experiments.measures import exact_optimum, loglog_slope, reach, seed_mean
-from lowcomm.experiments.plots import seed_band
-from lowcomm.experiments.reproduce.report import Claim, Request, unjudged
+from lowcomm.experiments.measures import loglog_slope, optima, reach, seed_mean
+from lowcomm.experiments.reproduce.figures import Chart, Panel, bands
+from lowcomm.experiments.reproduce.report import Claim, Request, claim_texts
 from lowcomm.experiments.reproduce.runs import SavedRun
 from lowcomm.experiments.runner import prepare
-from lowcomm.experiments.study import Findings, Job, Key, Output, Plan, Study, datasets_root
-from lowcomm.problems.logistic import LogisticRegression
+from lowcomm.experiments.study import Findings, Job, Key, Output, Plan, Study, shared_data
 
 WORKERS, ALPHA, CONVEX_L2 = 5, 2.0, 1e-10  # CONVEX_L2: the l2 of the plain convex F*
 EVALS, BUDGET_POINTS = 100, 8  # evaluations per run; budgets K/10 .. K of the slope fit
@@ -48,19 +40,19 @@ MAX_LINEAR_RATIO = 1.5  # linear F - F* <= 1.5 x the best constant schedule's, a
 MAX_ACCURACY_GAP = 2.0  # non-convex: best constant - linear test accuracy, in points
 MAX_ASYNC_RATIO = 2.0  # asynchronous (cap <= 2) F - F* <= 2 x the synchronous run's
 MIN_QUADRATIC_RATIO = 1.5  # quadratic F - F* >= 1.5 x the best linear's (biased split)
-CONSTANT, QUADRATIC = ("const:1", "const:10", "const:100"), "poly:2"
-LINEAR = ("linear:1,1", "linear:4,1")
-LABELS = {
-    "const:1": "s = 1",
-    "const:10": "s = 10",
-    "const:100": "s = 100",
-    "linear:1,1": "s_i = i + 1",
-    "linear:4,1": "s_i = 4i + 1",
-    "poly:2": "s_i = (i + 1)^2",
-}
+TEXTS = claim_texts(
+    "hogwild",
+    {"linear_low": LINEAR_SLOPE[0], "linear_high": LINEAR_SLOPE[1]}
+    | {"constant_low": CONSTANT_SLOPE[0], "constant_high": CONSTANT_SLOPE[1]}
+    | {"max_linear_ratio": MAX_LINEAR_RATIO, "max_accuracy_gap": MAX_ACCURACY_GAP}
+    | {"max_async_ratio": MAX_ASYNC_RATIO, "min_quadratic_ratio": MIN_QUADRATIC_RATIO},
+)
+CONSTANT, LINEAR = ("const:1", "const:10", "const:100"), ("linear:1,1", "linear:4,1")
+QUADRATIC = "poly:2"
+LABELS = {"const:1": "s = 1", "const:10": "s = 10", "const:100": "s = 100"}
+LABELS |= {"linear:1,1": "s_i = i + 1", "linear:4,1": "s_i = 4i + 1", "poly:2": "s_i = (i + 1)^2"}
 JUDGED = ("strong", "convex", "nonconvex")  # on the paper's step; strong-delay is a sensitivity
 KEYS = ["group", "case", "split", "schedule", "cap"]  # a run's key, then f"seed{k}"
-OPTIMA = ["data", "l2", "seed", "F*"]
 SHOWN = {"gap": "F - F* (F)", "test_metric": "test accuracy %", "wall_time": "wall s (all seeds)"}
 
 
@@ -69,7 +61,7 @@ class Sizes:
     """Data, budget K and l2 of the logistic cases; data, K, width and eta0 of the MLP; seeds."""
 
     synthetic: str = "synthetic-logistic:10000,20"
-    real_data: bool = True  # phishing and a9a from datasets_root()
+    real_data: bool = True  # phishing and a9a from the shared data sets
     budget: int = 10_000
     l2: float = 0.04
     mlp_data: str = "digits"
@@ -80,7 +72,9 @@ class Sizes:
 
 
 SMALL = "synthetic-logistic:4000,20"
-FULL, QUICK = Sizes(), Sizes(SMALL, False, 3_000, 0.1, SMALL, 1_000, (16,), 0.1, (0,))
+FULL = Sizes()
+QUICK = replace(FULL, synthetic=SMALL, real_data=False, budget=3_000, l2=0.1, seeds=(0,))
+QUICK = replace(QUICK, mlp_data=SMALL, mlp_budget=1_000, hidden=(16,), eta0=0.1)  # the MLP
 
 
 @dataclass(frozen=True)
@@ -95,11 +89,7 @@ class Case:
     model: str = "logistic"
 
     def grid(self) -> list[tuple[str, str]]:
-        """(split, schedule) pairs.
-
-        The quadratic schedule runs on the sorted split only (claim 8 uses no other); so do
-        the sensitivity and the plain convex case, to fit the time budget.
-        """
+        """(split, schedule) pairs; quadratic, the sensitivity and plain convex: sorted only."""
         if self.model != "logistic":
             return [(s, x) for s in ("iid", "sorted") for x in ("const:1", "const:10", LINEAR[0])]
         quadratic = (QUADRATIC,) if self.group.startswith("strong") else ()
@@ -109,40 +99,26 @@ class Case:
 
 def data_sets(sizes: Sizes, data: str | None) -> tuple[dict[str, str], str]:
     """The logistic data sets by name (``--data`` replaces them) and a note on what is missing."""
-    root, synthetic = datasets_root(), {"synthetic": sizes.synthetic}
-    a9a, phishing = root / "a9a", root / "phishing" / "phishing.gz"
     if data is not None or not sizes.real_data:
-        return ({"data": data} if data else synthetic), ""
-    if not (phishing.is_file() and (a9a / "a9a.gz").is_file()):
-        return synthetic, f"{root} lacks phishing or a9a: the study runs on synthetic data only."
-    a9a_spec = f"libsvm:{a9a / 'a9a.gz'},{a9a / 'a9a.t.gz'},n_features=123"
-    return synthetic | {"phishing": f"libsvm:{phishing}", "a9a": a9a_spec}, ""
+        return ({"data": data} if data else {"synthetic": sizes.synthetic}), ""
+    found, missing = shared_data(["phishing", "a9a"])  # synthetic data only unless both are there
+    sets = {"synthetic": sizes.synthetic} | ({} if missing else found)
+    return sets, missing and f"{missing}: the study runs on synthetic data only."
 
 
 def run_config(
     case: Case, split: str, schedule: str, seed: int, step: str, sizes: Sizes, cap: str = "sync"
 ) -> RunConfig:
-    """One run; ``cap``: ``sync`` (equal speeds) or a lag cap (``none``: no cap).
-
-    With a cap the run is asynchronous, the workers' speeds drawn per seed from :data:`SPEEDS`.
-    """
+    """One run; ``cap``: ``sync``, or a lag cap (``none``: no cap) with speeds drawn per seed."""
     logistic = case.model == "logistic"
     rounds = HogwildIB(HogwildIBConfig(schedule)).rounds_for_budget(WORKERS, case.budget)
-    values: dict[str, Any] = {
-        "algorithm": "hogwild-ib",
-        "data": case.data,
-        "model": case.model,
-        "hidden": sizes.hidden,
-        "l2": case.l2,
-        "workers": WORKERS,
-        "partition": "classes:2" if split == "sorted" and not logistic else split,
-        "sample_sizes": schedule,
-        "grad_budget": case.budget,
-        "options": {"step": step, "mode": "local-steps", "step_timing": "round"},
-        "dtype": "float64" if logistic else "float32",
-        "seed": seed,
-        "eval_every": max(1, rounds * (1 if cap == "sync" else WORKERS) // EVALS),
-    }
+    values: dict[str, Any] = {"algorithm": "hogwild-ib", "data": case.data, "workers": WORKERS}
+    values |= {"model": case.model, "hidden": sizes.hidden, "l2": case.l2, "seed": seed}
+    values |= {"partition": "classes:2" if split == "sorted" and not logistic else split}
+    values |= {"sample_sizes": schedule, "grad_budget": case.budget}
+    values |= {"options": {"step": step, "mode": "local-steps", "step_timing": "round"}}
+    values |= {"dtype": "float64" if logistic else "float32"}
+    values["eval_every"] = max(1, rounds * (1 if cap == "sync" else WORKERS) // EVALS)
     if cap != "sync":
         speeds = np.random.default_rng(10_000 + seed).choice(SPEEDS, size=WORKERS)
         values |= {"speeds": tuple(speeds.tolist()), "seconds_per_grad": SECONDS_PER_GRAD}
@@ -161,32 +137,33 @@ def step_rule(case: Case, schedule: str, smoothness: float, sizes: Sizes) -> str
     return f"inv:{eta0:.6g},{case.budget / 10:g}"
 
 
-def train_set(data: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The training examples (float64, flattened) of a data set at ``seed``, as runs see them."""
-    config = {"algorithm": "hogwild-ib", "data": data, "workers": WORKERS, "dtype": "float64"}
-    train = prepare(make_config(config | {"seed": seed})).data.train
+def training(data: str, seed: int, l2: float = 0.0) -> RunConfig:
+    """The training set runs see at ``seed``, with its L2 logistic objective (0: CONVEX_L2)."""
+    values = {"algorithm": "hogwild-ib", "data": data, "workers": WORKERS, "dtype": "float64"}
+    return make_config(values | {"seed": seed, "l2": l2 or CONVEX_L2})
+
+
+def smoothness(config: RunConfig) -> float:
+    """max_i ||x_i||^2 / 4 on ``config``'s training set: the worst example's L, l2 aside."""
+    train = prepare(config).data.train
     X = torch.as_tensor(train.X, dtype=torch.float64).reshape(train.n, -1)
-    return X, torch.as_tensor(train.y)
-
-
-def optimum(X: torch.Tensor, y: torch.Tensor, l2: float) -> float:
-    """F* of L2 logistic regression on (X, y) by Newton (l2 = 0: :data:`CONVEX_L2`)."""
-    return exact_optimum(LogisticRegression(X.shape[1], l2 or CONVEX_L2, dtype=X.dtype), X, y)
+    return float((X**2).sum(1).max()) / 4
 
 
 def plan(request: Request, sizes: Sizes | None = None) -> Plan:
-    """Every run; L and F* (facts) once per data set, l2 and seed, from its training set."""
+    """F* jobs (per data set, l2 and seed), then every run; L (a fact) per data set and seed."""
     sizes = sizes or (QUICK if request.quick else FULL)
     seeds, (sets, note) = request.seeds or sizes.seeds, data_sets(sizes, request.data)
     strong = [Case("strong", n, d, sizes.l2, sizes.budget) for n, d in sets.items()]
     cases = [*strong, *(replace(c, group="strong-delay") for c in strong)]
     cases += [replace(c, group="convex", l2=0.0) for c in strong[:2]]
     cases.append(Case("nonconvex", "mlp", sizes.mlp_data, 0.0, sizes.mlp_budget, "mlp"))
-    train = {(n, s): train_set(d, s) for n, d in sets.items() for s in seeds}
-    L = {k: float((X**2).sum(1).max()) / 4 for k, (X, _) in train.items()}  # + l2 per case
-    l2s = dict.fromkeys((c.name, c.l2) for c in cases if c.model == "logistic")
-    f_star = {f"{n}/{l2:g}/seed{s}": optimum(*train[n, s], l2) for n, l2 in l2s for s in seeds}
-    jobs = []
+    L = {(n, s): smoothness(training(d, s)) for n, d in sets.items() for s in seeds}
+    l2s = dict.fromkeys((c.name, c.data, c.l2) for c in cases if c.model == "logistic")
+    jobs = [
+        Job(("optima", n, f"{l2:g}", f"seed{s}"), call=optima, args=((training(d, s, l2),),))
+        for (n, d, l2), s in product(l2s, seeds)
+    ]
     first, runs = strong[0], [(c, *g, "sync") for c in cases for g in c.grid()]
     for case, split, schedule, cap in runs + [(first, "sorted", LINEAR[0], c) for c in CAPS]:
         for seed in seeds:
@@ -194,22 +171,18 @@ def plan(request: Request, sizes: Sizes | None = None) -> Plan:
             config = run_config(case, split, schedule, seed, step, sizes, cap)
             group = case.group if cap == "sync" else "async"
             jobs.append(Job((group, case.name, split, schedule, cap, f"seed{seed}"), config))
-    facts = asdict(sizes) | {"seeds": ", ".join(map(str, seeds))}
-    facts |= {"budget": f"{sizes.budget:,}", "mlp_budget": f"{sizes.mlp_budget:,}"}
-    facts["hidden"] = "-".join(map(str, sizes.hidden))
+    facts = asdict(sizes) | {"budget": f"{sizes.budget:,}", "mlp_budget": f"{sizes.mlp_budget:,}"}
+    facts |= {"seeds": ", ".join(map(str, seeds)), "hidden": "-".join(map(str, sizes.hidden))}
     facts["sets"] = ", ".join(f"{n} (`{d}`)" for n, d in sets.items())
     facts["L"] = {f"{n}/seed{s}": v for (n, s), v in L.items()}
-    return Plan(jobs, facts | {"f_star": f_star}, note)
-
-
-# --- measures ----------------------------------------------------------------------------------
+    return Plan(jobs, facts, note)
 
 
 def run_row(job: Job, run: SavedRun, f_star: Mapping[str, float]) -> dict[str, Any]:
-    """One run's measures: final K, rounds, F - F* (F where F* is unknown), test metric, slope.
+    """One run's final K, rounds, F - F* (F where F* is unknown), test metric and slope.
 
-    The slope is that of log T on log K over :data:`BUDGET_POINTS` budgets from K/10 to K, T
-    the first update whose cumulative gradient count (from the ledger) reaches the budget.
+    The slope: of log T on log K over :data:`BUDGET_POINTS` budgets from K/10 to K, T the first
+    update whose cumulative gradient count (from the ledger) reaches the budget.
     """
     assert job.config is not None
     *names, seed = job.key
@@ -219,25 +192,17 @@ def run_row(job: Job, run: SavedRun, f_star: Mapping[str, float]) -> dict[str, A
     grid = np.unique(np.round(np.geomspace(K / 10, K, BUDGET_POINTS)).astype(np.int64))
     per_round = run.ledger().groupby("round")["grad_evals"].sum().sort_index()
     needed = [reach(per_round.cumsum(), per_round.index, b, rising=True) for b in grid]
-    return dict(zip(KEYS, names, strict=True)) | {
-        "seed": int(seed.removeprefix("seed")),
-        "step": job.config.options["step"],
-        "K": K,
-        "rounds": int(last["round"]),
-        "f_star": star,
-        "gap": float(last["train_loss"]) - (0.0 if math.isnan(star) else star),
-        "test_metric": float(last["test_metric"]),
-        "slope": loglog_slope(grid, needed),
-        "first_rounds": float(needed[0]),
-        "wall_time": float(last["wall_time"]),
-    }
+    gap = float(last["train_loss"]) - np.nan_to_num(star)
+    values = {"step": job.config.options["step"], "K": K, "rounds": int(last["round"])}
+    values |= {"f_star": star, "gap": gap, "test_metric": float(last["test_metric"])}
+    values |= {"slope": loglog_slope(grid, needed), "first_rounds": float(needed[0])}
+    return dict(zip(KEYS, names, strict=True)) | values | {"wall_time": float(last["wall_time"])}
 
 
 def ratios(means: pd.DataFrame, tops: tuple[str, ...], bases: tuple[str, ...]) -> pd.DataFrame:
-    """Each ``tops`` schedule's mean F - F* over the best ``bases`` schedule's (synchronous).
+    """Per group, case and split: each ``tops`` schedule's mean F - F* over the best base's.
 
-    Per group, case and split; ``accuracy_gap``: the best base test accuracy minus the top's,
-    in points.
+    Synchronous runs; ``accuracy_gap``: the best base test accuracy minus the top's, in points.
     """
     rows = []
     sync = means.loc[means["cap"] == "sync"]
@@ -261,67 +226,32 @@ def async_ratios(means: pd.DataFrame) -> pd.DataFrame:
     return mine[KEYS[1:]].assign(ratio=mine["gap"].to_numpy() / np.array(reference), what=what)
 
 
-# --- claims ------------------------------------------------------------------------------------
+def slope_claim(
+    table: pd.DataFrame, name: str, schedules: tuple[str, ...], low: float, high: float
+) -> Claim:
+    """Every judged run of ``schedules`` has a slope of log T on log K in [low, high].
 
-EQUAL_K = "at equal K, linear sample sizes are as accurate as constant ones"
-SAME = "same accuracy with fewer rounds (abstract, companion paper)"
-VS_CONSTANT = f"of every linear schedule <= {MAX_LINEAR_RATIO}x the best constant schedule's"
-SLOPES = {  # the claim and the paper's value
-    "linear": ("rounds T grow like K^0.5 for linear sample sizes", "O(sqrt K) rounds (abstract)"),
-    "constant": ("rounds T grow like K for constant sample sizes", "T = K / (n s) (spec A.4)"),
-}
-TEXTS = {  # the claim, the paper's value, the criterion
-    "strong": (f"strongly convex: {EQUAL_K}", SAME, f"mean F - F* {VS_CONSTANT}"),
-    "convex": (f"plain convex: {EQUAL_K}", SAME, f"mean F - F* {VS_CONSTANT}"),
-    "nonconvex": (f"non-convex: {EQUAL_K}", SAME, f"mean F {VS_CONSTANT}"),
-    "accuracy": (
-        "non-convex: similar final test accuracy for linear and constant sizes",
-        "spec A-3 expects within ~1-2 points",
-        f"best constant - linear test accuracy <= {MAX_ACCURACY_GAP} points",
-    ),
-    "async": (
-        "asynchronous runs with lag cap <= 2 degrade gracefully",
-        "amount of asynchrony tolerated (companion paper)",
-        f"mean F - F* at equal K <= {MAX_ASYNC_RATIO}x the synchronous run's, caps 0, 1, 2",
-    ),
-    "quadratic": (
-        "quadratic sample sizes are worse at equal K (biased split, strongly convex)",
-        "spec pilot: 2.5x worse F - F*",
-        f"quadratic F - F* >= {MIN_QUADRATIC_RATIO}x the best linear schedule's, every data set",
-    ),
-}
-
-
-def slope_claim(table: pd.DataFrame, name: str) -> Claim:
-    """Rounds grow like K^0.5 (``linear``) or K (``constant``): every judged run's slope.
-
-    Not judged when a run reaches K/10 gradients in its first round: T is then 1 at the low
-    end of the fit, whatever the growth.
+    Not judged when a run reaches K/10 gradients in its first round (T = 1 at the low end).
     """
-    schedules, (low, high) = (
-        (LINEAR, LINEAR_SLOPE) if name == "linear" else (CONSTANT, CONSTANT_SLOPE)
-    )
-    text = (*SLOPES[name], f"every run's fitted slope of log T vs log K in [{low}, {high}]")
     mine = table.loc[table["group"].isin(JUDGED) & table["schedule"].isin(schedules)]
     if coarse := sorted({LABELS[s] for s in mine.loc[mine["first_rounds"] < 2, "schedule"]}):
-        reason = f"runs of {', '.join(coarse)} reach K/10 in their first round"
-        return unjudged(*text, reason)
+        return TEXTS[name].unjudged(f"runs of {', '.join(coarse)} reach K/10 in their first round")
     per = mine.groupby("schedule", sort=False)["slope"]
     shown = "; ".join(f"{LABELS[s]}: {v.min():.3f}-{v.max():.3f}" for s, v in per)
     passed = bool(len(mine)) and bool(mine["slope"].between(low, high).all())
-    return Claim(*text, f"min-max over {len(mine)} runs: {shown}", passed)
+    return TEXTS[name].judged(f"min-max over {len(mine)} runs: {shown}", passed)
 
 
 def bounded(name: str, rows: pd.DataFrame, column: str, low: float, high: float) -> Claim:
     """PASS when every row's ``column`` lies in [low, high]; shows the worst row and all values."""
     if rows.empty:
-        return Claim(*TEXTS[name], "no runs", False)
+        return TEXTS[name].judged("no runs", False)
     values = rows[column]
     worst = rows.loc[values.idxmax() if high < math.inf else values.idxmin()]
     unit = " points" if column == "accuracy_gap" else "x"
     shown = ", ".join(f"{v:.2f}" for v in values)
     measured = f"worst {worst[column]:.2f}{unit} ({worst['what']}); all: {shown}"
-    return Claim(*TEXTS[name], measured, bool(values.between(low, high).all()))
+    return TEXTS[name].judged(measured, bool(values.between(low, high).all()))
 
 
 def claims(
@@ -330,8 +260,8 @@ def claims(
     """The eight claims; ``strong``: the group the strongly convex claims 3 and 8 are judged on."""
     inf, nonconvex = math.inf, lin.loc[lin["group"] == "nonconvex"]
     return [
-        slope_claim(table, "linear"),
-        slope_claim(table, "constant"),
+        slope_claim(table, "linear", LINEAR, *LINEAR_SLOPE),
+        slope_claim(table, "constant", CONSTANT, *CONSTANT_SLOPE),
         bounded("strong", lin.loc[lin["group"] == strong], "ratio", -inf, MAX_LINEAR_RATIO),
         bounded("convex", lin.loc[lin["group"] == "convex"], "ratio", -inf, MAX_LINEAR_RATIO),
         bounded("nonconvex", nonconvex, "ratio", -inf, MAX_LINEAR_RATIO),
@@ -341,54 +271,45 @@ def claims(
     ]
 
 
-# --- figures and findings ----------------------------------------------------------------------
-
 COLUMNS = (("grad_evals", "gap"), ("round", "gap"), ("grad_evals", "round"))
-FIGURES = {
-    "strong": "Strongly convex, classic offset",
-    "strong-delay": "Strongly convex, delay-aware offset (sensitivity)",
-    "convex": "Plain convex",
-    "nonconvex": "Non-convex MLP (F: the training loss)",
-    "async": "Asynchronous lag caps against the synchronous run",
-}
+AXES = {"grad_evals": "K", "round": "rounds", "gap": "F - F* (F for the MLP)"}
+FIGURES = {"strong": "Strongly convex, classic offset", "convex": "Plain convex"}
+FIGURES |= {"strong-delay": "Strongly convex, delay-aware offset (sensitivity)"}
+FIGURES |= {"nonconvex": "Non-convex MLP (F: the training loss)"}
+FIGURES |= {"async": "Asynchronous lag caps against the synchronous run"}
 Panels = dict[str, dict[str, list[pd.DataFrame]]]
 
 
-def curves(panels: Panels) -> Figure:
-    """One row per panel: F - F* against K and against rounds, rounds against K (log-log).
-
-    One line per label: the mean over seeds of its histories (with a ``gap`` column).
-    """
-    figure = Figure(figsize=(15, 3.4 * len(panels)), layout="constrained")
-    axes = figure.subplots(len(panels), len(COLUMNS), squeeze=False)
-    for row, (title, lines) in zip(axes, panels.items(), strict=True):
-        for ax, (x, y) in zip(row, COLUMNS, strict=True):
-            for label, histories in lines.items():
-                band = seed_band(histories, x, y)
-                keep = (band["x"] > 0) & (band["mean"] > 0)
-                ax.loglog(band["x"][keep], band["mean"][keep], label=label)
-            ylabel = "F - F* (F for the MLP)" if y == "gap" else "rounds (updates)"
-            ax.set(title=title, xlabel="K" if x == "grad_evals" else "rounds", ylabel=ylabel)
-            ax.grid(True, which="both", alpha=0.3)
-        row[0].legend(fontsize=7)
-    return figure
+def curves(panels: Panels) -> Chart:
+    """Per panel: F - F* against K and rounds, rounds against K, log-log."""
+    charts = [
+        Panel(bands(lines, x, y), AXES[x], AXES[y], title, log_x=True, log_y=True)
+        for title, lines in panels.items()
+        for x, y in COLUMNS
+    ]
+    return Chart(charts, len(COLUMNS), (5.0, 3.4), legend="first")
 
 
-def panels_of(histories: Mapping[Key, list[pd.DataFrame]], group: str) -> Panels:
-    """A group's panels: one per case and split, a line per schedule (async: per lag cap)."""
-    panels: Panels = {}
-    for (g, case, split, schedule, cap), mine in histories.items():
-        if g == group == "async":
-            sync = {"synchronous": histories[("strong", case, split, schedule, "sync")]}
-            panels.setdefault(f"{case}, {split}, {LABELS[schedule]}", sync)[f"cap {cap}"] = mine
-        elif g == group:
-            panels.setdefault(f"{case}, {split}", {})[LABELS[schedule]] = mine
-    return panels
+def figures(runs: list[tuple[Job, SavedRun]], stars: pd.Series) -> dict[str, tuple[Chart, str]]:
+    """Per group, a panel per case and split, a line per schedule (async: per lag cap)."""
+    lines: dict[str, Panels] = {group: {} for group in FIGURES}
+    for (job, run), star in zip(runs, stars, strict=True):
+        group, case, split, schedule, cap = job.key[:5]
+        history = run.history.assign(gap=run.history["train_loss"] - np.nan_to_num(star))
+        panel, line = f"{case}, {split}", LABELS[schedule]
+        if group == "async":
+            sync = lines["strong"][panel][line]
+            panel, line = f"{panel}, {line}", f"cap {cap}"
+            lines[group].setdefault(panel, {"synchronous": sync})
+        lines[group].setdefault(panel, {}).setdefault(line, []).append(history)
+    caption = "{}: F - F* against K and rounds, rounds against K (mean over seeds)"
+    return {g: (curves(p), caption.format(FIGURES[g])) for g, p in lines.items() if p}
 
 
 def findings(plan: Plan, outputs: Mapping[Key, Output]) -> Findings:
     """Per-run measures, the ratio tables, the eight claims, the sensitivity and the figures."""
-    f_star = plan.facts["f_star"]
+    calls = {key: out for key, out in outputs.items() if isinstance(out, pd.DataFrame)}
+    f_star = {"/".join(key[1:]): float(out["f_star"].iloc[0]) for key, out in calls.items()}
     runs = [(job, run) for job in plan.jobs if isinstance(run := outputs[job.key], SavedRun)]
     table = pd.DataFrame([run_row(job, run, f_star) for job, run in runs])
     mean = dict.fromkeys(("K", "rounds", "gap", "test_metric", "slope"), seed_mean)
@@ -398,27 +319,20 @@ def findings(plan: Plan, outputs: Mapping[Key, Output]) -> Findings:
     asyn = async_ratios(means)
     delay = claims(table, lin, quad, asyn, "strong-delay")
     sensitivity = [replace(c, claim=f"{c.claim}; delay-aware offset") for c in (delay[2], delay[7])]
-    histories: dict[Key, list[pd.DataFrame]] = {}
-    for (job, run), star in zip(runs, table["f_star"], strict=True):
-        gap = run.history["train_loss"] - (0.0 if math.isnan(star) else star)
-        histories.setdefault(job.key[:5], []).append(run.history.assign(gap=gap))
-    figures = {
-        g: (curves(p), f"{title}: F - F* against K and rounds, rounds against K (mean over seeds)")
-        for g, title in FIGURES.items()
-        if (p := panels_of(histories, g))
-    }
-    optima = pd.DataFrame([(*k.split("/"), v) for k, v in f_star.items()], columns=OPTIMA)
+    summary = means.assign(test_metric=100 * means["test_metric"]).rename(columns=SHOWN)
+    optimum = [(*key.split("/"), value) for key, value in f_star.items()]
     tables = {
-        "summary": (
-            means.assign(test_metric=100 * means["test_metric"]).rename(columns=SHOWN),
-            "Mean over seeds",
-        ),
+        "summary": (summary, "Mean over seeds"),
         "linear": (lin, "Linear against the best constant schedule at equal K"),
         "quadratic": (quad, "Quadratic against the best linear schedule (sorted split)"),
         "async": (asyn, "Asynchronous against synchronous at equal K (cap none: not judged)"),
-        "optima": (optima, "F* per data set, l2 and seed (Newton's method, float64)"),
+        "optima": (
+            pd.DataFrame(optimum, columns=["data", "l2", "seed", "F*"]),
+            "F* per data set, l2 and seed (Newton's method, float64)",
+        ),
     }
-    return Findings(claims(table, lin, quad, asyn, "strong"), sensitivity, tables, figures)
+    judged = claims(table, lin, quad, asyn, "strong")
+    return Findings(judged, sensitivity, tables, figures(runs, table["f_star"]), {"f_star": f_star})
 
 
 STUDY = Study(

@@ -12,42 +12,36 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 from lowcomm.algorithms.registry import build_algorithm
 from lowcomm.data.inputs import Supplied
 from lowcomm.data.loaders import load_data
 from lowcomm.data.spec import parse_data_spec
 from lowcomm.experiments.config import RunConfig, make_config
-from lowcomm.experiments.measures import decreased, exact_optimum, reach, suboptimality
+from lowcomm.experiments.measures import decreased, listed, optima, reach, suboptimality
 from lowcomm.experiments.models import Objects
-from lowcomm.experiments.reproduce.report import Claim, Request
-from lowcomm.experiments.runner import Prepared, execute, prepare
-from lowcomm.experiments.study import Findings, Job, Key, Output, Plan, Study, datasets_root
+from lowcomm.experiments.reproduce.figures import Chart, Panel
+from lowcomm.experiments.reproduce.report import Claim, Request, claim_texts
+from lowcomm.experiments.runner import execute, prepare
+from lowcomm.experiments.study import Findings, Job, Key, Output, Plan, Study, shared_data
 
-SHARED_DATA = {
-    "w8a": "libsvm:{root}/w8a/w8a.gz,n_features=300",
-    "a9a": "libsvm:{root}/a9a/a9a.gz,{root}/a9a/a9a.t.gz,n_features=123",
-    "phishing": "libsvm:{root}/phishing/phishing.gz,n_features=68",
-}
 SYNTHETIC = "synthetic-logistic:4000,20"
 TARGETS = (1e-2, 1e-3, 1e-4)
 SCAN = tuple(10.0 ** (-k / 4) for k in range(4, 25))  # 1e-1 ... 1e-6, 4 per decade
 LATENCIES, CLAIM_LATENCIES = (0.1, 1.0, 3.0), (1.0, 3.0)
 RUN_LATENCY = 1.0  # every run's round_latency; other latencies are derived exactly (curve)
+TIME = {tau: f"time_{tau:g}" for tau in LATENCIES}  # the curve's simulated time at latency tau
 MAX_ROUNDS, MAX_TIME = 0.6, 0.4
 PAPER_SPLIT, STRESS_SPLIT = "iid", "sorted"
 NEWTON, GIANT, GIANT3, SGD = "local-newton", "giant", "giant-3", "local-sgd"
 ADAPTIVE, ADAPTIVE_GIANT = "local-newton-adaptive", "local-newton-adaptive-giant"
-PAPER = "< 60% of rounds, < 40% of time (abstract)"
 
 
 @dataclass(frozen=True)
@@ -84,8 +78,9 @@ class Setting:
     @property
     def slug(self) -> str:
         """The folder name, e.g. ``a9a-w8-g1n-iid-s0``."""
-        gamma = self.gamma.replace("/", "")
-        return f"{self.data}-w{self.workers}-g{gamma}-{self.split}-s{self.seed}"
+        return (
+            f"{self.data}-w{self.workers}-g{self.gamma.replace('/', '')}-{self.split}-s{self.seed}"
+        )
 
     @property
     def label(self) -> str:
@@ -93,35 +88,46 @@ class Setting:
         text = f"{self.data}, {self.workers} workers, gamma = {self.gamma}, {self.split}"
         return text + (f", seed {self.seed}" if self.seed else "")
 
+    @property
+    def optimum_key(self) -> Key:
+        """The key of the F* job of the setting's data set, gamma and seed."""
+        return ("optimum", self.data, self.gamma.replace("/", ""), f"s{self.seed}")
+
 
 def data_specs(request: Request, sizes: Sizes) -> tuple[dict[str, str], str]:
-    """Name -> data spec (``--data``, else the shared sets found), and a note on what is not."""
+    """Name -> data spec (``--data``, else the shared sets found), and a note on the missing."""
     if request.data:
         spec = parse_data_spec(request.data)
         return {Path(spec.path).name.split(".")[0] if spec.path else spec.kind: request.data}, ""
-    root = datasets_root()
-    found = {n: SHARED_DATA[n].format(root=root) for n in sizes.data if (root / n).is_dir()}
-    missing = ", ".join(n for n in sizes.data if n not in found)
+    found, missing = shared_data(sizes.data)
     if not found:
-        return {"synthetic": SYNTHETIC}, f"{missing} not in {root}: the study runs on {SYNTHETIC}."
-    return found, f"{missing} not in {root}: left out." if missing else ""
+        return {"synthetic": SYNTHETIC}, f"{missing}: the study runs on {SYNTHETIC}."
+    return found, f"{missing}: left out." if missing else ""
 
 
-def methods(sizes: Sizes) -> dict[str, tuple[str, dict[str, Any]]]:
-    """Key -> (algorithm, options): LocalNewton variants, GIANT, local SGD (L, step), GD."""
-    adaptive = {"local_steps": sizes.adaptive_l0, "adaptive": True}
-    found: dict[str, tuple[str, dict[str, Any]]] = {
-        f"{NEWTON}-L{s}": (NEWTON, {"local_steps": s}) for s in sizes.local_steps
+def methods(sizes: Sizes) -> dict[str, dict[str, Any]]:
+    """Key -> run settings: LocalNewton variants, GIANT, local SGD (L, step), GD.
+
+    GIANT and the switching variant get 3/2 engine rounds per sync round.
+    """
+
+    def run(algorithm: str, giant: bool = False, **options: Any) -> dict[str, Any]:
+        rounds = sizes.sync_rounds * 3 // 2 if giant else sizes.sync_rounds
+        return {"algorithm": algorithm, "options": options, "rounds": rounds}
+
+    adaptive: dict[str, Any] = {"local_steps": sizes.adaptive_l0, "adaptive": True}
+    sgd = {
+        f"{SGD}-L{s}-lr{lr:g}": run(SGD, local_steps=s, lr=lr, batch_size=sizes.sgd_batch)
+        for s, lr in itertools.product(sizes.local_steps, sizes.sgd_lrs)
     }
-    found |= {
-        ADAPTIVE: (NEWTON, adaptive),
-        ADAPTIVE_GIANT: (NEWTON, adaptive | {"then_giant": True}),
-    }
-    found[GIANT] = (GIANT, {"line_search": "piggyback"})
-    for s, lr in itertools.product(sizes.local_steps, sizes.sgd_lrs):
-        options = {"local_steps": s, "lr": lr, "batch_size": sizes.sgd_batch}
-        found[f"{SGD}-L{s}-lr{lr:g}"] = (SGD, options)
-    return found | {"gd": ("gd", {})}
+    return (
+        {f"{NEWTON}-L{s}": run(NEWTON, local_steps=s) for s in sizes.local_steps}
+        | {ADAPTIVE: run(NEWTON, **adaptive)}
+        | {ADAPTIVE_GIANT: run(NEWTON, True, **adaptive, then_giant=True)}
+        | {GIANT: run(GIANT, True, line_search="piggyback")}
+        | sgd
+        | {"gd": run("gd")}
+    )
 
 
 @functools.cache
@@ -131,84 +137,53 @@ def loaded(spec: str, seed: int, test_fraction: float) -> Supplied:
     return Supplied(data.train, data.test)
 
 
-def prepared(config: RunConfig) -> Prepared:
-    """:func:`prepare` on :func:`loaded` data: the data ``config.data`` names."""
-    return prepare(config, Objects(data=loaded(config.data, config.seed, config.test_fraction)))
-
-
 def history(config: RunConfig) -> pd.DataFrame:
-    """One run's history, without its wall time (no output depends on the machine)."""
-    result = execute(prepared(config))
+    """One run on :func:`loaded` data: its history without wall time (machine-dependent)."""
+    data = loaded(config.data, config.seed, config.test_fraction)
+    result = execute(prepare(config, Objects(data=data)))
     assert result is not None, "the simulate engine always returns a result"
     return result.history.drop(columns="wall_time")
 
 
-def optimum(config: RunConfig) -> pd.DataFrame:
-    """F* of ``config``'s objective on the whole training set (float64 Newton), n and d."""
-    run = prepared(config)
-    train = run.data.train
-    f_star = exact_optimum(run.problem, train.X, train.y)
-    return pd.DataFrame({"f_star": [f_star], "n_train": [train.n], "dim": [run.problem.dim]})
-
-
 def plan(request: Request, sizes: Sizes | None = None) -> Plan:
-    """F* per (data, gamma, seed), then every run: Newton-type first (the longest), then the rest.
+    """F* per (data, gamma, seed) (:func:`optima`), then every run, Newton-type (longest) first.
 
     Settings: the iid grid (data x workers x gamma x seed), then the label-sorted stress test
-    per data set and seed. GIANT and the switching variant get 3/2 engine rounds per sync round.
+    per data set and seed.
     """
     sizes = sizes or (QUICK if request.quick else FULL)
     specs, note = data_specs(request, sizes)
     seeds = request.seeds or sizes.seeds
     iid = itertools.product(specs, sizes.workers, sizes.gammas, [PAPER_SPLIT], seeds)
-    stress = [Setting(d, *sizes.stress, STRESS_SPLIT, s) for d in specs for s in seeds]
-    grid = [Setting(*values) for values in iid] + stress
-    optima: dict[Key, RunConfig] = {}
-    heavy: list[Job] = []
-    light: list[Job] = []
+    grid = [Setting(*v) for v in iid] + [
+        Setting(d, *sizes.stress, STRESS_SPLIT, s) for d in specs for s in seeds
+    ]
+    first: dict[Key, RunConfig] = {}
+    heavy, light = [], []  # type: list[Job], list[Job]
     for s in grid:
         n = loaded(specs[s.data], s.seed, RunConfig().test_fraction).train.n
         base = {"data": specs[s.data], "workers": s.workers, "partition": s.split, "seed": s.seed}
         base |= {"model": "logistic", "dtype": "float64", "eval_every": 1}
         base |= {"l2": 1.0 / n if s.gamma == "1/n" else float(s.gamma)}
         base |= {"round_latency": RUN_LATENCY, "seconds_per_grad": sizes.seconds_per_grad}
-        for key, (algorithm, options) in methods(sizes).items():
-            giant = algorithm == GIANT or "then_giant" in options
-            rounds = sizes.sync_rounds * 3 // 2 if giant else sizes.sync_rounds
-            config = make_config(
-                base | {"algorithm": algorithm, "options": options, "rounds": rounds}
-            )
+        for key, run in methods(sizes).items():
+            config = make_config(base | run)
             build_algorithm(config.algorithm, config.options)
             job = Job((s.slug, key), call=history, args=(config,))
-            (light if algorithm in (SGD, "gd") else heavy).append(job)
-            optima.setdefault(optimum_key(s), config)
-    jobs = [Job(key, call=optimum, args=(config,)) for key, config in optima.items()]
+            (light if config.algorithm in (SGD, "gd") else heavy).append(job)
+            first.setdefault(s.optimum_key, config)
+    jobs = [Job(key, call=optima, args=((config,),)) for key, config in first.items()]
     facts = {k: listed(v) if isinstance(v, tuple) else v for k, v in asdict(sizes).items()}
     facts |= {"data": ", ".join(f"`{spec}`" for spec in specs.values())}
     facts |= {"settings": [asdict(s) for s in grid], "giant_iterations": sizes.sync_rounds // 2}
     return Plan(jobs + heavy + light, facts, note)
 
 
-def listed(values: tuple[Any, ...]) -> str:
-    """``1, 2, 4`` (numbers as ``:g``), for the notes."""
-    return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
-
-
-def optimum_key(s: Setting) -> Key:
-    """The key of the F* job of a setting's data set, gamma and seed."""
-    return ("optimum", s.data, s.gamma.replace("/", ""), f"s{s.seed}")
-
-
 # --- measures ----------------------------------------------------------------------------------
 
 
-def time_column(tau: float) -> str:
-    """The curve column of simulated time at latency ``tau``."""
-    return f"time_{tau:g}"
-
-
 def curve(history: pd.DataFrame, f_star: float, rounds: str = "sync_rounds") -> pd.DataFrame:
-    """Counted rounds, (F - F*)/F*, simulated time at each latency and L of a run.
+    """Counted rounds, (F - F*)/F*, simulated time at each latency (:data:`TIME`) and L of a run.
 
     ``rounds="round"`` counts every engine round (GIANT's 3-round count: its piggy-backed
     line-search exchanges then pay the latency too). A run paid ``RUN_LATENCY`` per sync round,
@@ -219,7 +194,7 @@ def curve(history: pd.DataFrame, f_star: float, rounds: str = "sync_rounds") -> 
     frame = pd.DataFrame({"rounds": counted, "rel": rel})
     for tau in LATENCIES:
         extra = (tau - RUN_LATENCY) * sync + tau * (counted - sync)
-        frame[time_column(tau)] = history["sim_time"].to_numpy(float) + extra
+        frame[TIME[tau]] = history["sim_time"].to_numpy(float) + extra
     return frame.assign(local_steps=history.get("local_steps", np.nan))
 
 
@@ -229,56 +204,42 @@ def final_loss(history: pd.DataFrame) -> float:
     return loss if math.isfinite(loss) else math.inf
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """The best LocalNewton variant against GIANT at one target, on one axis.
+def versus(curves: Mapping[str, pd.DataFrame], giant: str, targets: Sequence[float]) -> Any:
+    """Per (axis, target): the LocalNewton variant needing least (the first on ties) vs ``giant``.
 
-    ``giant`` is NaN when GIANT never reached the target; ``bound`` is then its cost at its
-    last row, a lower bound on its cost to the target (so the ratio is an upper bound).
+    ``bound`` is GIANT's cost or, when it never reached the target, its cost at its last row (a
+    lower bound: ``ratio`` is then an upper bound); ``ok``: a variant reached the target within
+    MAX_ROUNDS (rounds) or MAX_TIME (time) times the bound.
     """
-
-    variant: str
-    local_newton: float
-    giant: float
-    bound: float
-
-    @property
-    def ratio(self) -> float:
-        """LocalNewton / GIANT; NaN when no variant reached the target."""
-        return self.local_newton / self.bound if self.bound > 0 else math.inf
-
-    def holds(self, limit: float) -> bool:
-        """Whether a variant reached the target within ``limit`` times GIANT's cost."""
-        return math.isfinite(self.local_newton) and self.local_newton <= limit * self.bound
-
-    def cell(self) -> str:
-        """``1 / 6 = 0.17 (L4)``; ``>N``: GIANT never reached; ``-``: no variant did."""
-        giant = f"{self.giant:g}" if math.isfinite(self.giant) else f">{self.bound:g}"
-        if math.isnan(self.local_newton):
-            return f"- / {giant}"
-        name = self.variant.removeprefix(f"{NEWTON}-").replace("-giant", "+GIANT")
-        return f"{self.local_newton:g} / {giant} = {self.ratio:.2f} ({name})"
+    newton = [key for key in curves if key.startswith(NEWTON)]
+    index = pd.MultiIndex.from_product([["rounds", *TIME.values()], targets])
+    costs = {
+        key: [reach(curves[key]["rel"], curves[key][x], t) for x, t in index]
+        for key in [*newton, giant]
+    }
+    table, last = pd.DataFrame(costs, index=index), curves[giant].iloc[-1]
+    best, cost = table[newton].min(axis=1), table.pop(giant)
+    bound = cost.fillna(pd.Series([float(last[x]) for x, _ in index], index=index))
+    limit = np.where(index.get_level_values(0) == "rounds", MAX_ROUNDS, MAX_TIME)
+    variant = [row.idxmin() if row.notna().any() else "" for _, row in table.iterrows()]
+    frame = pd.DataFrame({"variant": variant, "ln": best, "giant": cost, "bound": bound})
+    ok = np.isfinite(best) & (best <= limit * bound)
+    return frame.assign(ratio=(best / bound).where(bound > 0, math.inf), ok=ok)
 
 
-def compare(
-    curves: Mapping[str, pd.DataFrame], variants: Sequence[str], giant: str, t: float, x: str
-) -> Comparison:
-    """The variant needing the least ``x`` to reach ``t`` (the first on ties), against ``giant``."""
-    costs = {key: reach(curves[key]["rel"], curves[key][x], t) for key in variants}
-    reached = [key for key in variants if math.isfinite(costs[key])]
-    best = min(reached, key=lambda key: costs[key]) if reached else ""
-    cost = reach(curves[giant]["rel"], curves[giant][x], t)
-    bound = cost if math.isfinite(cost) else float(curves[giant][x].iloc[-1])
-    return Comparison(best, costs.get(best, math.nan), cost, bound)
+def passes(vs: pd.DataFrame) -> pd.DataFrame:
+    """Per target: whether the rounds criterion, and the time one at every claim latency, hold."""
+    times = np.logical_and.reduce([vs.loc[TIME[tau], "ok"] for tau in CLAIM_LATENCIES])
+    return pd.DataFrame({"rounds": vs.loc["rounds", "ok"], "time": times})
 
 
-def holds(
-    curves: Mapping[str, pd.DataFrame], variants: Sequence[str], giant: str, t: float
-) -> tuple[bool, bool]:
-    """Whether the rounds criterion, and the time criterion at every claim latency, hold at t."""
-    rounds = compare(curves, variants, giant, t, "rounds").holds(MAX_ROUNDS)
-    times = [compare(curves, variants, giant, t, time_column(tau)) for tau in CLAIM_LATENCIES]
-    return rounds, all(c.holds(MAX_TIME) for c in times)
+def cell(row: pd.Series) -> str:
+    """A :func:`versus` row as ``1 / 6 = 0.17 (L4)``; ``>N``: GIANT never reached; ``-``: no LN."""
+    giant = f"{row['giant']:g}" if math.isfinite(row["giant"]) else f">{row['bound']:g}"
+    if math.isnan(row["ln"]):
+        return f"- / {giant}"
+    name = row["variant"].removeprefix(f"{NEWTON}-").replace("-giant", "+GIANT")
+    return f"{row['ln']:g} / {giant} = {row['ratio']:.2f} ({name})"
 
 
 def sci(value: float) -> str:
@@ -287,46 +248,43 @@ def sci(value: float) -> str:
     return f"{'1' if mantissa == '1.0' else mantissa}e{int(exponent)}"
 
 
+def tightest(ok: pd.Series, every: bool = False) -> str:
+    """The lowest target where ``ok`` (by target) holds (a crossover) or, with ``every``, all."""
+    chosen = [t for t, good in ok.items() if good]
+    shown = ", ".join(map(sci, chosen)) if every else sci(min(chosen)) if chosen else ""
+    return shown or "none"
+
+
 def judge(s: Setting, curves: Mapping[str, pd.DataFrame]) -> tuple[dict[str, str], list[Claim]]:
     """A setting's row of the verdict table and its claims: one per target, and adaptive L."""
-    newton = [key for key in curves if key.startswith(NEWTON)]
-    scan = np.array([holds(curves, newton, GIANT, t) for t in SCAN])
-    cross = f"rounds {tightest(SCAN, scan[:, 0])}, time {tightest(SCAN, scan[:, 1])}"
+    scan = passes(versus(curves, GIANT, SCAN))
+    cross = f"rounds {tightest(scan['rounds'])}, time {tightest(scan['time'])}"
+    vs = versus(curves, GIANT, TARGETS)
+    held, three = passes(vs).all(axis=1), passes(versus(curves, GIANT3, TARGETS)).all(axis=1)
     row = {"setting": s.label, "judged as": "claim" if s.split == PAPER_SPLIT else "sensitivity"}
-    taus, claims, held, three = ", ".join(f"{tau:g}" for tau in CLAIM_LATENCIES), [], [], []
+    values: dict[str, Any] = {"setting": s.label, "taus": listed(CLAIM_LATENCIES)}
+    values |= {"max_rounds": MAX_ROUNDS, "max_time": MAX_TIME}  # notes/localnewton.claims.toml
+    texts = {t: claim_texts(STUDY.name, values | {"target": sci(t)}) for t in TARGETS}
+    claims = []
     for t in TARGETS:
-        rounds = compare(curves, newton, GIANT, t, "rounds")
-        ratios = [compare(curves, newton, GIANT, t, time_column(tau)).ratio for tau in LATENCIES]
-        shown = ["-" if math.isnan(r) else f"{r:.2f}" for r in ratios]
-        row[f"rounds @ {sci(t)}"] = rounds.cell()
-        row[f"time ratio @ {sci(t)}, tau = 0.1 / 1 / 3 s"] = " / ".join(shown)
-        held.append(all(holds(curves, newton, GIANT, t)))
-        three.append(all(holds(curves, newton, GIANT3, t)))
-        measured = f"rounds (best LN / GIANT): {rounds.cell()}; time ratio at tau = {taus} s: "
-        criterion = f"rounds <= {MAX_ROUNDS}x and time <= {MAX_TIME}x GIANT's (tau = {taus} s)"
-        claim = f"LocalNewton beats GIANT to (F - F*)/F* <= {sci(t)} on {s.label}"
-        measured += " / ".join(shown[LATENCIES.index(tau)] for tau in CLAIM_LATENCIES)
-        measured += f"; crossover: {cross}"
-        claims.append(Claim(claim, PAPER, criterion, measured, held[-1]))
+        ratios = {tau: vs.loc[(TIME[tau], t), "ratio"] for tau in LATENCIES}
+        shown = {tau: "-" if math.isnan(r) else f"{r:.2f}" for tau, r in ratios.items()}
+        rounds = cell(vs.loc[("rounds", t)])
+        row[f"rounds @ {sci(t)}"] = rounds
+        row[f"time ratio @ {sci(t)}, tau = 0.1 / 1 / 3 s"] = " / ".join(shown.values())
+        times = " / ".join(shown[tau] for tau in CLAIM_LATENCIES)
+        measured = f"rounds (best LN / GIANT): {rounds}; time ratio at tau = "
+        measured += f"{listed(CLAIM_LATENCIES)} s: {times}; crossover: {cross}"
+        claims.append(texts[t]["beats"].judged(measured, bool(held[t])))
     steps = curves[ADAPTIVE]["local_steps"].to_numpy(float)
     lower = curves[ADAPTIVE]["rounds"][steps < steps[0]]
     where = f"first lower at sync round {lower.iloc[0]:g}" if len(lower) else "never lower"
     adaptive = f"L {steps[0]:g} -> {steps[-1]:g} ({where})"
-    paper = "the adaptive scheme decreases L as training proceeds (abstract)"
-    claim = f"Adaptive L decreases during training on {s.label}"
-    claims.append(
-        Claim(claim, paper, "L at the end of the budget < L0", adaptive, decreased(steps[[0, -1]]))
-    )
+    wording = texts[TARGETS[0]]["adaptive"]  # names no target
+    claims.append(wording.judged(adaptive, decreased(steps[[0, -1]])))
     row |= {"adaptive L": adaptive, "crossover": cross}
-    row |= {"holds vs 3-round GIANT at": tightest(TARGETS, three, every=True)}
-    return row | {"holds at": tightest(TARGETS, held, every=True)}, claims
-
-
-def tightest(targets: Sequence[float], ok: Iterable[bool], every: bool = False) -> str:
-    """The lowest target where ``ok`` holds (a crossover) or, with ``every``, all; or ``none``."""
-    chosen = [t for t, good in zip(targets, ok, strict=True) if good]
-    shown = ", ".join(map(sci, chosen)) if every else sci(min(chosen)) if chosen else ""
-    return shown or "none"
+    row |= {"holds vs 3-round GIANT at": tightest(three, every=True)}
+    return row | {"holds at": tightest(held, every=True)}, claims
 
 
 # --- findings ----------------------------------------------------------------------------------
@@ -334,46 +292,47 @@ def tightest(targets: Sequence[float], ok: Iterable[bool], every: bool = False) 
 
 @dataclass(frozen=True)
 class Result:
-    """One setting read back: F*, n and d, its runs cut at the budget, their curves."""
+    """One setting read back: F*, n and d, its runs' final losses and curves, the best SGD."""
 
     setting: Setting
     optimum: pd.Series
-    histories: dict[str, pd.DataFrame]
+    finals: dict[str, float]
     curves: dict[str, pd.DataFrame]
     best_sgd: str
 
 
-def result(s: Setting, outputs: Mapping[Key, Output], budget: int) -> Result:
+def result(s: Setting, runs: Mapping[Key, pd.DataFrame], budget: int) -> Result:
     """A setting's runs up to the budget, curves (GIANT's 3-round count, best local SGD)."""
-    best = outputs[optimum_key(s)]
-    assert isinstance(best, pd.DataFrame)
-    histories = {}
-    for key, run in outputs.items():
-        if key[0] == s.slug:
-            assert isinstance(run, pd.DataFrame)
-            histories[key[1]] = run[run["sync_rounds"] <= budget].reset_index(drop=True)
+    best = runs[s.optimum_key]
+    cut = {
+        key[1]: run[run["sync_rounds"] <= budget].reset_index(drop=True)
+        for key, run in runs.items()
+        if key[0] == s.slug
+    }
     f_star = float(best["f_star"].iloc[0])
-    curves = {key: curve(h, f_star) for key, h in histories.items()}
-    curves[GIANT3] = curve(histories[GIANT], f_star, rounds="round")
-    sgd = [key for key in histories if key.startswith(SGD)]
-    chosen = min(sgd, key=lambda key: final_loss(histories[key]))
+    curves = {key: curve(h, f_star) for key, h in cut.items()}
+    curves[GIANT3] = curve(cut[GIANT], f_star, rounds="round")
+    finals = {key: final_loss(h) for key, h in cut.items()}
+    chosen = min((key for key in cut if key.startswith(SGD)), key=finals.__getitem__)
     curves[SGD] = curves[chosen]
-    return Result(s, best.iloc[0], histories, curves, chosen)
+    return Result(s, best.iloc[0], finals, curves, chosen)
 
 
 def targets_row(r: Result, key: str) -> dict[str, Any]:
     """Sync rounds and time (tau = 1 s) to each target; final and best (F - F*)/F*."""
     frame = r.curves[key]
     row: dict[str, Any] = {"setting": r.setting.label, "method": r.best_sgd if key == SGD else key}
-    for x, name in (("rounds", "rounds"), (time_column(RUN_LATENCY), "time (s)")):
+    for x, name in (("rounds", "rounds"), (TIME[RUN_LATENCY], "time (s)")):
         row |= {f"{name} @ {sci(t)}": reach(frame["rel"], frame[x], t) for t in TARGETS}
     return row | {"final": f"{frame['rel'].iloc[-1]:.1e}", "best": f"{frame['rel'].min():.1e}"}
 
 
 def findings(plan: Plan, outputs: Mapping[Key, Output]) -> Findings:
     """Per setting: curves, verdict row and claims (iid) or sensitivity results; tables, figures."""
-    budget = plan.facts["sync_rounds"]
-    results = [result(Setting(**s), outputs, budget) for s in plan.facts["settings"]]
+    runs = {key: run for key, run in outputs.items() if isinstance(run, pd.DataFrame)}
+    results = [
+        result(Setting(**s), runs, plan.facts["sync_rounds"]) for s in plan.facts["settings"]
+    ]
     rows, claims, sensitivity = [], [], []  # type: list[dict[str, str]], list[Claim], list[Claim]
     for r in results:
         row, found = judge(r.setting, r.curves)
@@ -384,9 +343,9 @@ def findings(plan: Plan, outputs: Mapping[Key, Output]) -> Findings:
         [{"data": r.setting.data, "gamma": r.setting.gamma} | r.optimum.to_dict() for r in results]
     )
     tuning = [
-        {"setting": r.setting.label, "run": key, "final train loss": final_loss(h)}
+        {"setting": r.setting.label, "run": key, "final train loss": loss}
         for r in results
-        for key, h in r.histories.items()
+        for key, loss in r.finals.items()
         if key.startswith(SGD)
     ]
     first = [r for r in results if r.setting.seed == results[0].setting.seed]
@@ -401,7 +360,7 @@ def findings(plan: Plan, outputs: Mapping[Key, Output]) -> Findings:
     }
     figures = {
         "subopt-rounds": (panels(first, "rounds"), "(F - F*)/F* against sync rounds"),
-        "subopt-time": (panels(first, time_column(RUN_LATENCY)), f"(F - F*)/F* against {at}"),
+        "subopt-time": (panels(first, TIME[RUN_LATENCY]), f"(F - F*)/F* against {at}"),
         "adaptive-L": (panels(first, "rounds", "local_steps"), "Adaptive LocalNewton: L in force"),
     }
     facts = tally(claims, "iid") | tally(sensitivity, "sorted")
@@ -410,46 +369,34 @@ def findings(plan: Plan, outputs: Mapping[Key, Output]) -> Findings:
 
 def tally(claims: Sequence[Claim], split: str) -> dict[str, str]:
     """``{split}_{i}``: in how many settings the i-th claim (per target, then adaptive) holds."""
-    per = len(TARGETS) + 1
-    return {
-        f"{split}_{i}": f"{sum(bool(c.passed) for c in claims[i::per])}/{len(claims) // per}"
-        for i in range(per)
-    }
+    passed = np.array([bool(c.passed) for c in claims]).reshape(-1, len(TARGETS) + 1)
+    return {f"{split}_{i}": f"{n}/{len(passed)}" for i, n in enumerate(passed.sum(axis=0))}
 
 
-def panels(results: Sequence[Result], x: str, y: str = "rel") -> Figure:
-    """A panel per setting, a row per data set (:func:`draw`)."""
-    rows: dict[str, list[Result]] = {}
+def panels(results: Sequence[Result], x: str, y: str = "rel") -> Chart:
+    """A panel per setting (:func:`panel`), a row per data set."""
+    rows: dict[str, list[Panel | None]] = {}
     for r in results:
-        rows.setdefault(r.setting.data, []).append(r)
+        rows.setdefault(r.setting.data, []).append(panel(r, x, y))
     cols = max(map(len, rows.values()))
-    figure = Figure(figsize=(4 * cols, 3.2 * len(rows) + 0.8), layout="constrained")
-    axes = np.asarray(figure.subplots(len(rows), cols, squeeze=False))
-    for line, mine in zip(axes, rows.values(), strict=True):
-        for j, ax in enumerate(line):
-            if j < len(mine):
-                draw(ax, mine[j], x, y)
-            else:
-                ax.set_visible(False)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="outside lower center", ncol=5, fontsize="small")
-    return figure
+    grid = [p for row in rows.values() for p in row + [None] * (cols - len(row))]
+    return Chart(grid, cols, (4.0, 3.2), legend="figure")
 
 
-def draw(ax: Axes, r: Result, x: str, y: str) -> None:
+def panel(r: Result, x: str, y: str) -> Panel:
     """Each method's (F - F*)/F* against ``x``; with ``y="local_steps"`` the adaptive runs' L."""
-    keys = [ADAPTIVE, ADAPTIVE_GIANT] if y != "rel" else [k for k in r.curves if "-lr" not in k]
-    for key in keys:
-        dashed = "--" if key in (GIANT3, SGD, "gd") else "-"
-        values = r.curves[key][y].clip(lower=1e-16)
-        ax.step(r.curves[key][x], values, where="post", label=key, linestyle=dashed)
-    ylabel = "(F - F*)/F*" if y == "rel" else "L (0: switched to GIANT)"
-    ax.set(xlabel=x.replace("time_1", "simulated time (s)"), ylabel=ylabel)
-    ax.set_yscale("log" if y == "rel" else "linear")
-    for t in TARGETS if y == "rel" else ():
-        ax.axhline(t, color="tab:green", linestyle=":", linewidth=0.8)
-    ax.set_title(r.setting.label, fontsize="small")
-    ax.grid(True, alpha=0.3)
+    rel = y == "rel"
+    keys = [k for k in r.curves if "-lr" not in k] if rel else [ADAPTIVE, ADAPTIVE_GIANT]
+    points = pd.concat(
+        pd.DataFrame({"line": k, "x": r.curves[k][x], "y": r.curves[k][y].clip(lower=1e-16)})
+        for k in keys
+    )
+    ylabel = "(F - F*)/F*" if rel else "L (0: switched to GIANT)"
+    xlabel = x.replace("time_1", "simulated time (s)")
+    targets, dashed = TARGETS if rel else (), (GIANT3, SGD, "gd")
+    return Panel(
+        points, xlabel, ylabel, r.setting.label, log_y=rel, lines=targets, dashed=dashed, step=True
+    )
 
 
 STUDY = Study(

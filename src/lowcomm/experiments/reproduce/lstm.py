@@ -10,46 +10,41 @@ test perplexity.
 
 Departures: the train split is not in ../shared/datasets, so the run trains on ``valid.txt``
 (217,646 tokens, 13,777 words) and tests on ``test.txt`` with that vocabulary (unknown test words
-become ``<unk>``); every 35-token chunk starts from a zero hidden state (the authors carry it);
-each stream's last, shorter chunk is dropped; the test set is cut like the training set.
+become ``<unk>``; the ``wikitext-2`` entry of :func:`~lowcomm.experiments.study.shared_data`);
+every 35-token chunk starts from a zero hidden state (the authors carry it); each stream's last,
+shorter chunk is dropped; the test set is cut like the training set.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import functools
+from typing import Any
 
-from lowcomm.data.text import read_words
 from lowcomm.experiments.config import RunConfig, make_config
+from lowcomm.experiments.runner import prepare
 
-ORDERS = ("d-rr", "cd-grab")
 STREAMS, GROUP, BPTT, WORKERS = 16, 4, 35, 4
 LR, MOMENTUM, DECAY, DECAY_EPOCHS = 5.0, 0.9, 0.1, 10
 
 
-def wikitext_spec(root: Path) -> str:
-    """The ``--data`` string: ``valid.txt`` to train on, ``test.txt`` to test on."""
-    folder = root / "wikitext-2"
-    files = f"{folder / 'valid.txt'},{folder / 'test.txt'}"
-    return f"text:{files},streams={STREAMS},bptt={BPTT},group={GROUP}"
-
-
-def steps_per_epoch(root: Path) -> int:
-    """Chunks per stream, cut to an even count as an epoch of ordered SGD is (388 here)."""
-    tokens = len(read_words(root / "wikitext-2" / "valid.txt"))
-    chunks = (tokens // STREAMS - 1) // BPTT
-    return chunks // 2 * 2
-
-
-def lstm_config(order: str, seed: int, epochs: int, root: Path) -> RunConfig:
-    """One run: ``order`` (``d-rr``, ``cd-grab``, ...), evaluated once per epoch."""
-    steps = steps_per_epoch(root)
-    options = {
-        "lr": f"step:{LR},{DECAY},{DECAY_EPOCHS * steps}",
-        "momentum": MOMENTUM,
-        "batch_size": 1,
-        "unit": "minibatch",
-    }
+def settings(files: str, order: str = "d-rr", seed: int = 0) -> dict[str, Any]:
+    """A run's settings at a constant step size; ``files``: ``text:TRAIN,TEST`` (valid, test)."""
+    options = {"lr": LR, "momentum": MOMENTUM, "batch_size": 1, "unit": "minibatch"}
     values = {"algorithm": "sgd", "order": order, "options": options, "seed": seed}
-    values |= {"data": wikitext_spec(root), "partition": "contiguous", "workers": WORKERS}
-    values |= {"model": "lstm-lm", "hidden": (32, 32), "l2": 0.0}
-    return make_config(values | {"epochs": epochs, "eval_every": steps})
+    values |= {"data": f"{files},streams={STREAMS},bptt={BPTT},group={GROUP}"}
+    values |= {"partition": "contiguous", "workers": WORKERS}
+    return values | {"model": "lstm-lm", "hidden": (32, 32), "l2": 0.0}
+
+
+@functools.cache
+def steps_per_epoch(files: str) -> int:
+    """Steps in one epoch of ordered SGD, as the engine counts them (388 on WikiText-2)."""
+    return prepare(make_config(settings(files) | {"epochs": 1})).rounds
+
+
+def lstm_config(order: str, seed: int, epochs: int, files: str) -> RunConfig:
+    """One run: ``order`` (``d-rr``, ``cd-grab``, ...), evaluated at the start and the end."""
+    steps = steps_per_epoch(files)
+    values = settings(files, order, seed)
+    values["options"]["lr"] = f"step:{LR},{DECAY},{DECAY_EPOCHS * steps}"
+    return make_config(values | {"epochs": epochs, "eval_every": epochs * steps})

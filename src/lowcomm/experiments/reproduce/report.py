@@ -11,24 +11,25 @@ from __future__ import annotations
 import math
 import os
 import platform
-from collections.abc import Sequence
+import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from string import Template
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
 from rich.table import Table
 
 import lowcomm
-from lowcomm.experiments.plots import DPI
 from lowcomm.experiments.results import write_json
 
 REPORT_MD = "report.md"
 CLAIMS_JSON = "claims.json"
+NOTES = Path(__file__).parent / "notes"  # <study>.md (notes) and <study>.claims.toml (wording)
 
 
 @dataclass(frozen=True)
@@ -91,9 +92,38 @@ class Claim:
 NOT_JUDGED = "not judged"
 
 
-def unjudged(claim: str, paper: str, criterion: str, reason: str) -> Claim:
-    """A claim the study cannot judge at this size, saying why instead of failing it."""
-    return Claim(claim, paper, criterion, f"not judged at quick size: {reason}", None)
+@dataclass(frozen=True)
+class ClaimText:
+    """A claim's fixed wording: the claim, the paper's value and the criterion."""
+
+    claim: str
+    paper: str
+    criterion: str
+
+    def judged(self, measured: str, passed: bool | None) -> Claim:
+        """The claim with what was measured and its verdict."""
+        return Claim(self.claim, self.paper, self.criterion, measured, passed)
+
+    def unjudged(self, reason: str) -> Claim:
+        """The claim, not judged at this size, saying why instead of failing it."""
+        return self.judged(f"not judged at quick size: {reason}", None)
+
+
+def claim_texts(study: str, values: Mapping[str, Any]) -> dict[str, ClaimText]:
+    """The wording of ``study``'s claims by id, from ``notes/<study>.claims.toml``.
+
+    Each TOML table is one claim (``claim``, ``paper``, ``criterion``, in the report's order);
+    ``$name`` placeholders are filled from ``values`` (thresholds fixed before measuring), so
+    the prose lives in a data file and the numbers in one place, the spec's constants.
+    """
+    with (NOTES / f"{study}.claims.toml").open("rb") as file:
+        table = tomllib.load(file)
+    filled = {name: str(value) for name, value in values.items()}
+    parts = ("claim", "paper", "criterion")
+    return {
+        key: ClaimText(*(Template(entry[part]).substitute(filled) for part in parts))
+        for key, entry in table.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -168,51 +198,22 @@ def write_claims(path: Path, claims: Sequence[Claim], extra: dict[str, Any]) -> 
     write_json(path, {**extra, "claims": listed})
 
 
-def save_figure(figure: Figure, path: Path) -> Path:
-    """Write ``figure`` as a PNG at the library's DPI."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=DPI)
-    return path
-
-
 def embed(path: Path, caption: str, folder: Path) -> str:
     """Markdown that shows the figure at ``path`` (linked relative to ``folder``) with a caption."""
     relative = os.path.relpath(path, folder)
     return f"![{caption}]({Path(relative).as_posix()})\n\n*{caption}*"
 
 
-def environment() -> dict[str, str]:
-    """Versions and machine, as the report's header states them."""
-    return {
-        "lowcomm": lowcomm.__version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-        "python": platform.python_version(),
-        "machine": f"{platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs",
-    }
-
-
 def header(title: str, command: str, wall_time: float) -> str:
     """The top of a report: title, the command, date, versions, machine and wall time."""
-    env = environment()
-    versions = ", ".join(f"{name} {env[name]}" for name in ("lowcomm", "torch", "numpy", "pandas"))
+    modules = (lowcomm, torch, np, pd)
+    versions = ", ".join(f"{m.__name__} {m.__version__}" for m in modules)
+    machine = f"{platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs"
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return "\n".join(
-        [
-            f"# {title}",
-            "",
-            "Produced by:",
-            "",
-            "```sh",
-            command,
-            "```",
-            "",
-            f"- Date: {date}",
-            f"- Versions: {versions}, python {env['python']}",
-            f"- Machine: {env['machine']}",
-            f"- Wall time: {wall_time:.0f} s",
-        ]
+    return (
+        f"# {title}\n\nProduced by:\n\n```sh\n{command}\n```\n\n- Date: {date}\n"
+        f"- Versions: {versions}, python {platform.python_version()}\n- Machine: {machine}\n"
+        f"- Wall time: {wall_time:.0f} s"
     )
 
 

@@ -1,11 +1,9 @@
 """One run of a study, saved to its folder, or with ``--resume`` read back from it.
 
-A study interrupted after hours loses nothing: rerun with ``--resume`` and every run whose folder
-already holds a finished run of exactly the same config (same lowcomm version,
-:func:`finished_run`, with its ledger) is read back instead of computed again. The simulation
-is deterministic, so with the same code a resumed study gives the numbers a fresh one would;
-the version string does not change with every edit of the code, so resume only across runs of
-the same code.
+With ``--resume``, every run whose folder holds a finished run of exactly the same config (same
+lowcomm version, :func:`finished_run`, with its ledger) is read back instead of computed again.
+The simulation is deterministic, so a resumed study gives the numbers a fresh one would; the
+version string does not change with every edit, so resume only across runs of the same code.
 """
 
 from __future__ import annotations
@@ -30,13 +28,7 @@ from lowcomm.experiments.runner import execute, metadata, prepare
 
 @dataclass(frozen=True)
 class SavedRun:
-    """A study's run as saved on disk.
-
-    Attributes:
-        folder: where it is saved.
-        history: its history.
-        diverged: whether it stopped on divergence.
-    """
+    """A study's run as saved on disk: its folder, its history, whether it diverged."""
 
     folder: Path
     history: pd.DataFrame

@@ -1,8 +1,9 @@
 """``lowcomm reproduce sasg``: SASG against LASG, top-k with memory and SGD, declared.
 
 The setting mirrors the SASG authors' MNIST notebook (Deng et al., arXiv 2112.04088); the
-setup, the measures and the departures are in ``notes/sasg.md``. Each claim is judged on means
-over seeds; the thresholds are the constants below, fixed before measuring.
+setup, the measures and the departures are in ``notes/sasg.md``, the claims' wording in
+``notes/sasg.claims.toml``. Each claim is judged on means over seeds; the thresholds are the
+constants below, fixed before measuring.
 """
 
 from __future__ import annotations
@@ -14,24 +15,41 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.data.spec import parse_data_spec
 from lowcomm.experiments.config import make_config
-from lowcomm.experiments.measures import first_reach
-from lowcomm.experiments.plots import seed_band
-from lowcomm.experiments.reproduce.report import Claim, Request, mean_std, number
+from lowcomm.experiments.measures import first_reach, key_numbers, listed
+from lowcomm.experiments.reproduce.figures import Chart, Panel, bands
+from lowcomm.experiments.reproduce.report import Claim, Request, claim_texts, mean_std, number
 from lowcomm.experiments.reproduce.runs import SavedRun
 from lowcomm.experiments.runner import prepare
-from lowcomm.experiments.study import Findings, Job, Key, Output, Plan, Study, datasets_root
+from lowcomm.experiments.study import Findings, Job, Key, Output, Plan, Study, shared_data
 
 TARGET_PERCENT = 70  # the target is SGD's accuracy at this share of its rounds
 MAX_UPLOAD_RATIO = 0.6  # claim 2: SASG uploads <= 0.6 x SGD's
 MIN_BIT_SAVING = 80  # claim 3: SASG bits <= 1/80 of SGD's
 MAX_ACCURACY_GAP = 0.5  # claim 4: |SASG - SGD| final test accuracy, in points
+TEXTS = claim_texts(  # notes/sasg.claims.toml, by claim id
+    "sasg",
+    {"max_upload_ratio": MAX_UPLOAD_RATIO, "min_bit_saving": MIN_BIT_SAVING}
+    | {"max_accuracy_gap": MAX_ACCURACY_GAP},
+)
 LABELS = {"sgd": "SGD", "topk-ef": "Top-k with memory", "lasg": "LASG", "sasg": "SASG"}
 LAZY = ("lasg", "sasg")
+CURVES = {  # figure -> (x, y, caption): mean over seeds with a min-max band
+    "accuracy-uploads": (
+        "uploads",
+        "accuracy",
+        "Test accuracy (%) against uploads (mean over seeds, min-max band; dotted: the target)",
+    ),
+    "accuracy-bits": (
+        "bits",
+        "accuracy",
+        "Test accuracy (%) against uplink bits (log scale; dotted: the target)",
+    ),
+    "train-loss": ("round", "train_loss", "Training loss against iterations"),
+}
 
 
 @dataclass(frozen=True)
@@ -67,12 +85,12 @@ def options(method: str, batch_size: int = 10) -> dict[str, Any]:
 
 def default_data(quick: bool) -> tuple[str, str]:
     """The data spec without ``--data``, and a note when the full study falls back to digits."""
-    mnist = datasets_root() / "mnist"
     if quick:
         return "digits", ""
-    if mnist.is_dir():
-        return f"mnist:{mnist}", ""
-    return "digits", f"{mnist} not found: the full study runs on digits instead of MNIST."
+    found, missing = shared_data(["mnist"])
+    if found:
+        return found["mnist"], ""
+    return "digits", f"{missing}: the full study runs on digits instead of MNIST."
 
 
 def plan(request: Request, sizes: Sizes | None = None) -> Plan:
@@ -89,32 +107,19 @@ def plan(request: Request, sizes: Sizes | None = None) -> Plan:
     if epochs < 1:
         raise InvalidConfigError("epochs", "lowcomm reproduce sasg", "an integer >= 1", epochs)
     rounds = math.ceil(epochs * first.data.train.n / (sizes.workers * sizes.batch_size))
+    runs = {m: base | {"algorithm": m, "options": options(m, sizes.batch_size)} for m in LABELS}
     jobs = [
-        Job(
-            (m, f"seed{s}"),
-            make_config(
-                base | {"algorithm": m, "options": options(m, sizes.batch_size)}
-            ).model_copy(update={"seed": s, "rounds": rounds}),
-        )
-        for m in LABELS
+        Job((m, f"seed{s}"), make_config(run).model_copy(update={"seed": s, "rounds": rounds}))
+        for m, run in runs.items()
         for s in seeds
     ]
-    facts = {
-        "data": data,
-        "hidden": "-".join(map(str, hidden)),
-        "dim": f"{first.problem.dim:,}",
-        "n_train": first.data.train.n,
-        "n_test": first.data.test.n,
-        "epochs": epochs,
-        "rounds": rounds,
-        "seeds": ",".join(map(str, seeds)),
-        "workers": sizes.workers,
-        "batch_size": sizes.batch_size,
-        "eval_every": sizes.eval_every,
-        "target_round": target_round(rounds, sizes.eval_every),
-        "target_percent": TARGET_PERCENT,
-    }
-    return Plan(jobs, facts, note)
+    facts: dict[str, Any] = {"data": data, "hidden": listed(hidden, "-")}
+    facts |= {"dim": f"{first.problem.dim:,}"}
+    facts |= {"n_train": first.data.train.n, "n_test": first.data.test.n, "epochs": epochs}
+    facts |= {"rounds": rounds, "seeds": listed(seeds, ",")}
+    facts |= {k: getattr(sizes, k) for k in ("workers", "batch_size", "eval_every")}
+    facts |= {"target_round": target_round(rounds, sizes.eval_every)}
+    return Plan(jobs, facts | {"target_percent": TARGET_PERCENT}, note)
 
 
 # --- measures ----------------------------------------------------------------------------------
@@ -158,36 +163,26 @@ def skip_by_epoch(uploads: pd.Series, workers: int, batch_size: int, n_train: in
 def per_seed(
     outputs: Mapping[Key, Output], target: float, facts: dict[str, Any]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One row per run: its costs to reach ``target``, final state and skip ratio."""
+    """A row per run (costs to reach ``target``, final state, skip ratio); lazy skips by epoch."""
     rows, skips = [], []
-    for (method, seed), run in outputs.items():
+    for key, run in outputs.items():
         assert isinstance(run, SavedRun)
+        method, seed = key[0], int(key_numbers(key)["seed"])
         last, hit = run.history.iloc[-1], costs_to_target(run.history, target)
         uploads = round_uploads(run.ledger(), facts["rounds"])
         rows.append(
-            {
-                "method": method,
-                "seed": int(seed.removeprefix("seed")),
-                "round_to_target": hit["round"],
-                "uploads_to_target": hit["uploads"],
-                "bits_to_target": hit["bits"],
-                "final_accuracy": float(last["test_metric"]),
-                "final_train_loss": float(last["train_loss"]),
-                "bits_per_upload": 8.0 * float(last["bytes_up"]) / max(int(last["uploads"]), 1),
-                "skip_ratio": 1.0 - float(uploads.mean()) / facts["workers"],
-                "wall_time": float(last["wall_time"]),
-                "diverged": run.diverged,
-            }
+            {"method": method, "seed": seed}
+            | {f"{cost}_to_target": value for cost, value in hit.items()}
+            | {"final_accuracy": float(last["test_metric"])}
+            | {"final_train_loss": float(last["train_loss"])}
+            | {"bits_per_upload": 8.0 * float(last["bytes_up"]) / max(int(last["uploads"]), 1)}
+            | {"skip_ratio": 1.0 - float(uploads.mean()) / facts["workers"]}
+            | {"wall_time": float(last["wall_time"]), "diverged": run.diverged}
         )
         if method in LAZY:
-            by_epoch = skip_by_epoch(
-                uploads, facts["workers"], facts["batch_size"], facts["n_train"]
-            )
-            skips.append(
-                by_epoch.rename("skip_ratio")
-                .reset_index()
-                .assign(method=method, seed=rows[-1]["seed"])
-            )
+            sizes = (facts["workers"], facts["batch_size"], facts["n_train"])
+            by_epoch = skip_by_epoch(uploads, *sizes).rename("skip_ratio").reset_index()
+            skips.append(by_epoch.assign(method=method, seed=seed))
     skip = pd.concat(skips, ignore_index=True)[["method", "seed", "epoch", "skip_ratio"]]
     return pd.DataFrame(rows), skip
 
@@ -203,41 +198,21 @@ def claims(mean: pd.DataFrame) -> list[Claim]:
     up, bits, acc = mean["uploads_to_target"], mean["bits_to_target"], mean["final_accuracy"]
     ratio, saving = up["sasg"] / up["sgd"], bits["sgd"] / bits["sasg"]
     gap = 100.0 * (acc["sasg"] - acc["sgd"])
-
-    def shown(value: float) -> str:
-        return "not reached" if math.isnan(value) else number(value)
-
-    return [
-        Claim(
-            "SASG needs fewer uploads than LASG, and LASG fewer than SGD, to reach the target",
-            "SASG 23,775 < LASG 34,269 < SGD 61,000 (to 98%)",
-            "uploads to target: SASG < LASG < SGD",
-            f"SASG {shown(up['sasg'])}, LASG {shown(up['lasg'])}, SGD {shown(up['sgd'])}",
-            bool(up["sasg"] < up["lasg"] < up["sgd"]),
-        ),
-        Claim(
-            "SASG cuts SGD's uploads substantially",
-            "0.39x (-61%)",
-            f"SASG uploads <= {MAX_UPLOAD_RATIO}x SGD's",
-            "-" if math.isnan(ratio) else f"{ratio:.3f}x",
-            bool(ratio <= MAX_UPLOAD_RATIO),
-        ),
-        Claim(
-            "SASG sends far fewer bits than SGD",
-            "about 128x fewer (99.3 GB -> 0.77 GB)",
-            f"SASG uplink bits <= 1/{MIN_BIT_SAVING} of SGD's",
-            f"{number(saving)}x fewer ({number(bits['sasg'] / 1e6)} vs "
-            f"{number(bits['sgd'] / 1e6)} Mbit)",
-            bool(bits["sasg"] * MIN_BIT_SAVING <= bits["sgd"]),
-        ),
-        Claim(
-            "SASG keeps SGD's final accuracy",
-            "SASG 98.06-98.24% vs SGD 98.09-98.27% after 20 epochs",
-            f"final test accuracy within {MAX_ACCURACY_GAP} points of SGD's",
-            f"SASG {100 * acc['sasg']:.2f}%, SGD {100 * acc['sgd']:.2f}% ({gap:+.2f} points)",
-            bool(abs(gap) <= MAX_ACCURACY_GAP),
-        ),
-    ]
+    reached = {m: "not reached" if math.isnan(v) else number(v) for m, v in up.items()}
+    mbit = f"{number(bits['sasg'] / 1e6)} vs {number(bits['sgd'] / 1e6)} Mbit"
+    measured = {
+        "order": f"SASG {reached['sasg']}, LASG {reached['lasg']}, SGD {reached['sgd']}",
+        "uploads": "-" if math.isnan(ratio) else f"{ratio:.3f}x",
+        "bits": f"{number(saving)}x fewer ({mbit})",
+        "accuracy": f"SASG {acc['sasg']:.2%}, SGD {acc['sgd']:.2%} ({gap:+.2f} points)",
+    }
+    passed = {
+        "order": up["sasg"] < up["lasg"] < up["sgd"],
+        "uploads": ratio <= MAX_UPLOAD_RATIO,
+        "bits": bits["sasg"] * MIN_BIT_SAVING <= bits["sgd"],
+        "accuracy": abs(gap) <= MAX_ACCURACY_GAP,
+    }
+    return [text.judged(measured[key], bool(passed[key])) for key, text in TEXTS.items()]
 
 
 def results(table: pd.DataFrame, mean: pd.DataFrame) -> pd.DataFrame:
@@ -267,51 +242,35 @@ def results(table: pd.DataFrame, mean: pd.DataFrame) -> pd.DataFrame:
 # --- figures -----------------------------------------------------------------------------------
 
 
-def curves(outputs: Mapping[Key, Output], x: str, y: str, title: str, target: float) -> Figure:
+def curves(outputs: Mapping[Key, Output], x: str, y: str, title: str, target: float) -> Chart:
     """Every method's ``y`` against ``x``: mean over seeds with a min-max band."""
-    figure = Figure(figsize=(6.4, 4.8), layout="constrained")
-    ax = figure.subplots()
-    for method, label in LABELS.items():
-        histories = [
+    runs = {
+        label: [
             run.history.assign(
                 accuracy=100 * run.history["test_metric"], bits=8.0 * run.history["bytes_up"]
             )
             for (m, _), run in outputs.items()
             if m == method and isinstance(run, SavedRun)
         ]
-        band = seed_band(histories, x, y)
-        band = band.loc[band["x"] > 0] if x == "bits" else band
-        (line,) = ax.plot(band["x"], band["mean"], label=label, marker=".")
-        ax.fill_between(band["x"], band["low"], band["high"], color=line.get_color(), alpha=0.2)
-    if y == "accuracy":
-        ax.axhline(100 * target, color="gray", linestyle="--", label="target")
-        ax.set_ylim(max(0.0, 100 * target - 10), 100.0)
-    else:
-        ax.set_yscale("log")
-    if x == "bits":
-        ax.set_xscale("log")
-    ax.set(title=title, xlabel=x, ylabel=y)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    return figure
+        for method, label in LABELS.items()
+    }
+    points = bands(runs, x, y)
+    points = points.loc[points["x"] > 0] if x == "bits" else points
+    if y != "accuracy":
+        return Chart([Panel(points, x, y, title, log_x=x == "bits", log_y=True)])
+    limits = (max(0.0, 100 * target - 10), 100.0)
+    target_line = (100 * target,)
+    return Chart([Panel(points, x, y, title, log_x=x == "bits", lines=target_line, ylim=limits)])
 
 
-def skip_figure(skips: pd.DataFrame, title: str) -> Figure:
+def skip_chart(skips: pd.DataFrame, title: str) -> Chart:
     """Skip ratio by epoch of LASG and SASG (mean over seeds)."""
-    figure = Figure(figsize=(6.4, 4.8), layout="constrained")
-    ax = figure.subplots()
-    for method in LAZY:
-        mine = skips.loc[skips["method"] == method].groupby("epoch")["skip_ratio"].mean()
-        ax.plot(mine.index, 100 * mine, marker=".", label=LABELS[method])
-    ax.set(
-        title=title,
-        xlabel="epoch",
-        ylabel="skipped uploads (% of worker-iterations)",
-        ylim=(0.0, 100.0),
+    mean = skips.groupby(["method", "epoch"], sort=False, as_index=False)["skip_ratio"].mean()
+    points = mean.assign(line=mean["method"].map(LABELS), y=100 * mean["skip_ratio"])
+    ylabel = "skipped uploads (% of worker-iterations)"
+    return Chart(
+        [Panel(points.rename(columns={"epoch": "x"}), "epoch", ylabel, title, ylim=(0.0, 100.0))]
     )
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    return figure
 
 
 def sampled(epochs: Sequence[int], most: int = 20) -> list[int]:
@@ -323,48 +282,31 @@ def sampled(epochs: Sequence[int], most: int = 20) -> list[int]:
 def findings(plan: Plan, outputs: Mapping[Key, Output]) -> Findings:
     """Target, costs to target, skip ratios, the four claims and the figures."""
     facts = plan.facts
-    at = facts["target_round"]
     sgd = [
-        run.history.set_index("round")["test_metric"].get(at, math.nan)
+        run.history.set_index("round")["test_metric"].get(facts["target_round"], math.nan)
         for (m, _), run in outputs.items()
         if m == "sgd" and isinstance(run, SavedRun)
     ]
     target = float(np.mean(sgd))
     table, skips = per_seed(outputs, target, facts)
     mean = seed_means(table)
-    title = (
-        f"{parse_data_spec(facts['data']).kind}, MLP {facts['hidden']}, {facts['workers']} workers"
-    )
+    kind = parse_data_spec(facts["data"]).kind
+    title = f"{kind}, MLP {facts['hidden']}, {facts['workers']} workers"
     figures = {
-        "accuracy-uploads": (
-            curves(outputs, "uploads", "accuracy", title, target),
-            "Test accuracy (%) against uploads (mean over seeds, min-max band)",
-        ),
-        "accuracy-bits": (
-            curves(outputs, "bits", "accuracy", title, target),
-            "Test accuracy (%) against uplink bits (log scale)",
-        ),
-        "skip-ratio": (skip_figure(skips, title), "Skip ratio by epoch of LASG and SASG"),
-        "train-loss": (
-            curves(outputs, "round", "train_loss", title, target),
-            "Training loss against iterations",
-        ),
+        name: (curves(outputs, x, y, title, target), caption)
+        for name, (x, y, caption) in CURVES.items()
     }
+    figures["skip-ratio"] = (skip_chart(skips, title), "Skip ratio by epoch of LASG and SASG")
     by_epoch = skips.pivot_table(index="epoch", columns="method", values="skip_ratio") * 100
-    return Findings(
-        claims(mean),
-        tables={
-            "summary": (results(table, mean), "Results per method (mean ± std over seeds)"),
-            "per_seed": (table, "Per run"),
-            "skip_ratio_by_epoch": (
-                by_epoch.loc[sampled(by_epoch.index.tolist())].reset_index().rename(columns=LABELS),
-                "Skip ratio by epoch (% of worker-iterations without upload)",
-            ),
-        },
-        figures=figures,
-        facts={"target": f"{100 * target:.2f}"},
-        files={"skip_ratio": skips},
-    )
+    by_epoch = by_epoch.loc[sampled(by_epoch.index.tolist())].reset_index().rename(columns=LABELS)
+    idle = "% of worker-iterations without upload"
+    tables = {
+        "summary": (results(table, mean), "Results per method (mean ± std over seeds)"),
+        "per_seed": (table, "Per run"),
+        "skip_ratio_by_epoch": (by_epoch, f"Skip ratio by epoch ({idle})"),
+    }
+    facts = {"target": f"{100 * target:.2f}"}
+    return Findings(claims(mean), [], tables, figures, facts, {"skip_ratio": skips})
 
 
 STUDY = Study(
