@@ -1,5 +1,9 @@
 """The ``lowcomm`` command line: ``run``, ``compare``, ``plot``, ``reproduce`` (``docs/cli.md``).
 
+Each command imports what it runs (pandas, matplotlib, scikit-learn, the engines) when it runs,
+so ``lowcomm --help``, ``lowcomm run --help`` and ``lowcomm algorithms`` start about as fast as
+``import torch``.
+
 Exit codes: 0 success; 2 invalid usage, settings or data, reported as one ``error:`` line on
 stderr before any work starts; 3 the training diverged (the outputs are saved anyway); 130 or
 143 SIGINT or SIGTERM stopped a run after a round (one line says where; the rows so far are
@@ -14,16 +18,14 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
-import pandas as pd
 import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
 
 import lowcomm
-from lowcomm import api
 from lowcomm.algorithms.describe import (
     OBJECTIVE_KEY,
     describe_algorithm,
@@ -31,15 +33,14 @@ from lowcomm.algorithms.describe import (
     describe_settings,
 )
 from lowcomm.core.errors import InvalidConfigError, LowcommError
-from lowcomm.engines.ranks import RankError, ignore_sigterm
-from lowcomm.experiments import compare as comparison
-from lowcomm.experiments import execution
 from lowcomm.experiments import reproduce as reproductions
 from lowcomm.experiments.config import RunConfig, load_yaml, make_config, read_config_file
-from lowcomm.experiments.execution import Result
 from lowcomm.experiments.interrupts import Interrupted
-from lowcomm.experiments.plots import plot_runs, title
-from lowcomm.experiments.reproduce.report import console_table
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from lowcomm.experiments.execution import Result
 
 USAGE, DIVERGED, RANK_FAILED = 2, 3, 4
 COMPARE = "lowcomm compare"
@@ -176,10 +177,12 @@ def _user_errors() -> Iterator[None]:
     """
     try:
         yield
-    except RankError as exc:
-        ignore_sigterm()  # torchrun's SIGTERM must not cut this line short
-        _fail(str(exc), RANK_FAILED)
     except LowcommError as exc:
+        from lowcomm.engines.ranks import RankError, ignore_sigterm  # loaded if one was raised
+
+        if isinstance(exc, RankError):
+            ignore_sigterm()  # torchrun's SIGTERM must not cut this line short
+            _fail(str(exc), RANK_FAILED)
         _fail(str(exc), USAGE)
     except Interrupted as exc:
         _fail(str(exc), exc.exit_code)
@@ -327,6 +330,9 @@ def run(
     Settings, lowest precedence first: defaults, OUT/run.json (with --resume), CONFIG_FILE,
     flags.
     """
+    from lowcomm import api
+    from lowcomm.experiments import execution
+
     # The setting flags reach the config through ctx.params (see _flags).
     with _user_errors():
         execution.check_out(out)
@@ -461,6 +467,9 @@ def compare(
     The config file may also hold algorithms, seeds and target_loss, and per-algorithm tables
     in options.
     """
+    from lowcomm import api
+    from lowcomm.experiments import compare as comparison
+
     # The setting flags reach the config through ctx.params (see _flags).
     with _user_errors():
         values = _file(config_file)
@@ -497,6 +506,8 @@ def compare(
 
 def _plot_path(folders: list[Path]) -> Path:
     """Where ``plot`` writes without ``--out``."""
+    from lowcomm.experiments import compare as comparison
+
     if len(folders) > 1:
         return Path("plots.png")
     return folders[0] / (comparison.FIGURE if comparison.is_comparison(folders[0]) else "plots.png")
@@ -523,6 +534,9 @@ def plot(
     y: Annotated[str, typer.Option(help="History column on the y-axis.")] = "train_loss",
 ) -> None:
     """Redraw plots from saved histories (runs of one folder name are seeds of one curve)."""
+    from lowcomm.experiments import compare as comparison
+    from lowcomm.experiments.plots import plot_runs, title
+
     with _user_errors():
         runs, config = comparison.load_runs(folders)
         for name, histories in runs.items():
@@ -592,6 +606,8 @@ def reproduce(
     quiet: Quiet = False,
 ) -> None:
     """Reproduce a paper's claims: run its study, write OUT/report.md and report.html."""
+    from lowcomm.experiments.reproduce.report import console_table
+
     with _user_errors():
         request = reproductions.make_request(
             name, quick, out, data, seeds, _progress(quiet), resume, jobs

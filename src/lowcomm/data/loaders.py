@@ -15,8 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn import datasets as sk_datasets
-from sklearn.datasets import load_svmlight_file
 
 from lowcomm.core.errors import DataError, InvalidConfigError
 from lowcomm.core.rng import Streams
@@ -27,11 +25,11 @@ from lowcomm.data.spec import FILE_KINDS, SKLEARN_SETS, DataSpec
 from lowcomm.data.synthetic_pca import pca_data
 
 _DECOMPRESS = {".gz": gzip.decompress, ".bz2": bz2.decompress}
-_SKLEARN_LOADERS = {
-    "digits": sk_datasets.load_digits,
-    "breast-cancer": sk_datasets.load_breast_cancer,
-    "wine": sk_datasets.load_wine,
-    "iris": sk_datasets.load_iris,
+_SKLEARN_LOADERS = {  # scikit-learn's loader of each bundled set (imported when one is read)
+    "digits": "load_digits",
+    "breast-cancer": "load_breast_cancer",
+    "wine": "load_wine",
+    "iris": "load_iris",
 }
 _MNIST_SIDE = 28
 _MNIST_TEST_SHARE = 5  # without train images, 1/5 of t10k (2,000 of 10,000) is the test set
@@ -163,6 +161,8 @@ def _read_libsvm(path: Path, n_features: int | None) -> tuple[sp.csr_matrix, np.
     n_lines = sum(1 for line in data.split(b"\n") if _content(line))
     if n_lines == 0:
         raise DataError(path, "expected LIBSVM lines 'label index:value ...', found none")
+    from sklearn.datasets import load_svmlight_file  # a second to import: only when used
+
     try:
         X, raw = load_svmlight_file(io.BytesIO(data), zero_based=False)
     except ValueError as err:
@@ -289,20 +289,6 @@ def read_bytes(path: Path) -> bytes:
         raise DataError(path, f"cannot decompress the {path.suffix} file ({err})") from err
 
 
-def utf8_text(path: Path, data: bytes) -> str:
-    """``data``, the content of ``path``, as UTF-8 text without a byte-order mark.
-
-    Raises:
-        DataError: a byte is not UTF-8; names its line.
-    """
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        problem = f"found byte 0x{data[err.start]:02x}; expected UTF-8 text"
-        raise DataError(path, problem, line=line) from err
-
-
 # --- MNIST -------------------------------------------------------------------------------------
 
 
@@ -392,7 +378,9 @@ def load_sklearn(name: str, seed: int = 0, test_fraction: float = 0.25) -> Train
         InvalidConfigError: ``name`` is not one of :data:`SKLEARN_SETS`.
     """
     one_of("load_sklearn", "name", name, SKLEARN_SETS)
-    bunch = _SKLEARN_LOADERS[name]()
+    from sklearn import datasets  # a second to import: only when a bundled set is read
+
+    bunch = getattr(datasets, _SKLEARN_LOADERS[name])()
     X = np.asarray(bunch.data, dtype=np.float64)
     data = Dataset(name, X, bunch.target.astype(np.int64), len(bunch.target_names))
     if name == "digits":

@@ -25,6 +25,7 @@ import pandas as pd
 from pandas.api.types import is_numeric_dtype, is_string_dtype
 
 from lowcomm.core.errors import DataError
+from lowcomm.core.text import utf8_text
 from lowcomm.core.validate import one_of
 from lowcomm.data.dataset import Dataset, TrainTest
 from lowcomm.data.loaders import (
@@ -33,7 +34,6 @@ from lowcomm.data.loaders import (
     is_number,
     read_bytes,
     split_train_test,
-    utf8_text,
 )
 from lowcomm.data.npz import check_known, label_text, load_npz, quoted_names
 from lowcomm.data.spec import TABLE_KINDS, DataSpec

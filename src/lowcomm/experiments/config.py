@@ -21,7 +21,7 @@ from pydantic_core import ErrorDetails
 
 from lowcomm.core.device import Device
 from lowcomm.core.errors import DataError, InvalidConfigError
-from lowcomm.data.loaders import utf8_text
+from lowcomm.core.text import utf8_text
 
 MODELS = ("auto", "logistic", "softmax", "mlp", "lenet", "lstm-lm", "pca")
 LOSSES = ("cross-entropy", "mse")
