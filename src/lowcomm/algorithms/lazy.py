@@ -42,7 +42,7 @@ official LAG code) for ``lag``; ``xi`` overrides both.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import torch
@@ -52,11 +52,11 @@ from lowcomm.algorithms.learning_rate import step_size
 from lowcomm.algorithms.local_data import LocalData
 from lowcomm.algorithms.objective import WorkerObjective
 from lowcomm.algorithms.triggers import Step, Trigger, WorkerView
-from lowcomm.compress.base import Compressor, DrawKey
+from lowcomm.compress.base import Compressor, DrawKey, Identity
 from lowcomm.compress.error_feedback import decompress
 from lowcomm.compress.spec import CompressorSpec
 from lowcomm.core import tree
-from lowcomm.core.messages import AnyPayload, Bundle, Dense, Download, Upload
+from lowcomm.core.messages import AnyPayload, Bundle, Compressed, Dense, Download, Upload
 from lowcomm.core.rng import Streams
 from lowcomm.problems.base import Problem
 
@@ -186,9 +186,9 @@ class LazyAggregation:
         view = WorkerView(params, extra, data, batch, ctx)
         decision = spec.trigger.decide(state.trigger, view)
         key = DrawKey(ctx.streams, ctx.workers, ctx.round)
-        scaled = step_size(spec.lr, ctx.round) * decision.grad
-        message, memory = self._compressor(data.problem).compress(scaled, state.memory, key)
-        memory = tree.select(decision.sent, memory, state.memory)
+        scaled = decision.grad.mul_(step_size(spec.lr, ctx.round))  # lr_k * g, in place
+        compressor = self._compressor(data.problem)
+        message, memory = _compress(compressor, scaled, state.memory, decision.sent, key)
         piggyback = spec.trigger.piggyback(view)
         payload = message if piggyback is None else Bundle((message, piggyback))
         return Upload(payload, decision.sent), LazyWorkers(decision.state, memory)
@@ -198,7 +198,7 @@ class LazyAggregation:
     ) -> tuple[LazyAggregator, Download]:
         """Sum fresh and stored messages, step, update the threshold and the trigger."""
         message, piggyback = _split(up.payload)
-        last = tree.select(up.sent, decompress(message), state.last)
+        last = _newest(up.sent, message, state.last)
         params = state.params - last.sum(dim=0)
         diffs = torch.cat([((params - state.params) ** 2).sum()[None], state.diffs[:-1]])
         lr = step_size(self.spec.lr, ctx.round + 1)
@@ -219,6 +219,38 @@ class LazyAggregation:
             "skip_ratio": 1.0 - float(state.senders) / workers,
             "threshold": float(state.threshold),
         }
+
+
+def _compress(
+    compressor: Compressor, values: torch.Tensor, memory: Any, sent: torch.Tensor, key: DrawKey
+) -> tuple[Compressed, Any]:
+    """The message of every row of ``values[w, d]``; only the senders' memory changes.
+
+    Only the senders' rows are compressed (a skipper's fresh gradient is discarded): compressors
+    treat rows independently, each worker's draws keyed by its id, so those rows are what
+    compressing all would give. A skipper's message row repeats a sender's (any one; with no
+    sender, worker 0's row compressed and dropped): the aggregator never reads it and the ledger
+    bills it nothing. The identity, which sends its rows as they are, gets every row.
+    """
+    if bool(sent.all()) or isinstance(compressor, Identity):
+        return compressor.compress(values, memory, key)
+    senders = torch.nonzero(sent).flatten()
+    rows = senders if senders.numel() else senders.new_zeros(1)
+    part, fresh = compressor.compress(
+        values[rows], tree.take(memory, rows), replace(key, workers=key.workers[rows])
+    )
+    message = part.take((torch.cumsum(sent, 0) - 1).clamp(min=0))
+    return message, tree.put(memory, senders, fresh) if senders.numel() else memory
+
+
+def _newest(sent: torch.Tensor, message: Compressed, last: torch.Tensor) -> torch.Tensor:
+    """Each worker's newest message, dense: the senders' fresh rows, the skippers' ``last``."""
+    if bool(sent.all()):
+        return decompress(message)
+    if isinstance(message, Dense):  # its own dense rows: one choice per row
+        return tree.select(sent, message.values, last)
+    senders = torch.nonzero(sent).flatten()
+    return last.index_copy(0, senders, decompress(message.take(senders)))
 
 
 def _split(payload: AnyPayload) -> tuple[Any, AnyPayload | None]:

@@ -37,7 +37,9 @@ class WorkerObjective(LocalData):
         self.share = data.shards.share
 
     def _scale(self, values: torch.Tensor) -> torch.Tensor:
-        """``values[w, ...]`` times each row's share."""
+        """``values[w, ...]`` times each row's share (nothing to do when every share is 1)."""
+        if self.shards.equal_shares:
+            return values
         return values * self.share.reshape(-1, *(1,) * (values.dim() - 1))
 
     def take(self, index: torch.Tensor) -> LocalData:  # noqa: D102

@@ -76,7 +76,10 @@ class Step(NamedTuple):
 
 
 class Decision(NamedTuple):
-    """A round at the workers: fresh gradients ``[w, d]``, who sends ``[w]``, the new state."""
+    """A round at the workers: fresh gradients ``[w, d]``, who sends ``[w]``, the new state.
+
+    No state refers to ``grad``: the caller may overwrite it.
+    """
 
     grad: torch.Tensor
     sent: torch.Tensor
@@ -197,7 +200,8 @@ class LASGWK2(_WorkerRule):
         grad = data.grad(params, batch)
 
         def change() -> torch.Tensor:
-            return _squared(grad - data.grad(state.anchor, batch))
+            other = data.grad(state.anchor, batch)
+            return _squared(torch.sub(grad, other, out=other))
 
         sent = self._due(change, view, state.staleness)
         anchor = params if self.reference == "previous-iterate" else state.anchor
@@ -284,8 +288,8 @@ class LAGPS:
 
 
 def _squared(rows: torch.Tensor) -> torch.Tensor:
-    """Squared norm of each row of ``rows[w, d]``."""
-    return (rows**2).sum(dim=1)
+    """Squared norm of each row of ``rows[w, d]``, a temporary (squared in place: no copy)."""
+    return rows.square_().sum(dim=1)
 
 
 def _skips(sent: torch.Tensor, staleness: torch.Tensor) -> torch.Tensor:

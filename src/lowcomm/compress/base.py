@@ -3,7 +3,9 @@
 A compressor turns the rows ``values[w, d]`` a group of workers wants to send into a payload
 (one of :data:`~lowcomm.core.messages.Compressed`) and carries whatever state it needs (error
 feedback keeps a residual). Random compressors draw from the keyed streams of the workers in
-``key``, so a worker's draws do not depend on the engine.
+``key``, so a worker's draws do not depend on the engine. A compressor whose sparse rows never
+repeat an index nor pad declares ``DISTINCT_ENTRIES = True``: error feedback then updates its
+residual in place (:func:`~lowcomm.compress.error_feedback.leftover`).
 """
 
 from __future__ import annotations

@@ -8,6 +8,11 @@ so what is sent plus what is kept equals the input: the residual is computed by 
 very values that were sent. For sparsifiers it is v with the sent entries zeroed, exactly; for
 compressors that send other numbers (signs, levels, factors), decompress(message) + e equals v
 to the rounding of one subtraction and one addition.
+
+A compressor whose sparse rows hold distinct indices and no padding (``DISTINCT_ENTRIES``:
+top-k, random-k) has its residual computed in v's own memory, entry by entry, without the dense
+rows: the same numbers (v - d is v + (-d) in IEEE arithmetic, and the dense rows are 0 + x at
+each entry x), at a fraction of the memory traffic.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any, NamedTuple
 import torch
 
 from lowcomm.compress.base import Compressor, DrawKey
-from lowcomm.core.messages import Compressed
+from lowcomm.core.messages import Compressed, Sparse
 
 
 class ErrorFeedbackState(NamedTuple):
@@ -31,6 +36,14 @@ class ErrorFeedbackState(NamedTuple):
 def decompress(payload: Compressed) -> torch.Tensor:
     """The dense rows a payload stands for."""
     return payload.to_dense()
+
+
+def leftover(v: torch.Tensor, message: Compressed, distinct: bool) -> torch.Tensor:
+    """``v - decompress(message)``; in ``v`` itself for sparse rows of ``distinct`` entries."""
+    if distinct and isinstance(message, Sparse):
+        entries = -(message.values + 0.0)  # minus the dense rows' value at each entry
+        return v.scatter_add_(1, message.indices.to(torch.int64), entries)
+    return v - decompress(message)
 
 
 @dataclass(frozen=True)
@@ -52,4 +65,5 @@ class ErrorFeedback:
     ) -> tuple[Compressed, ErrorFeedbackState]:
         v = values + state.residual
         message, inner = self.inner.compress(v, state.inner, key)
-        return message, ErrorFeedbackState(v - decompress(message), inner)
+        distinct = getattr(self.inner, "DISTINCT_ENTRIES", False)
+        return message, ErrorFeedbackState(leftover(v, message, distinct), inner)

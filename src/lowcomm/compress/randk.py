@@ -8,6 +8,7 @@ The draws come from each worker's keyed stream for the round.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -21,6 +22,7 @@ from lowcomm.core.validate import at_least
 class RandomK:
     """Keep k uniformly random coordinates per worker; rescaled by d / k when ``rescale``."""
 
+    DISTINCT_ENTRIES: ClassVar[bool] = True
     k: int
     rescale: bool = True
 

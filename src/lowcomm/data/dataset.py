@@ -135,6 +135,11 @@ class Shards:
         return self._gather_rows(workers[:, None] * width + torch.arange(width, device=device))
 
     @cached_property
+    def equal_shares(self) -> bool:
+        """Whether every worker's share is exactly 1 (equal shards), computed once."""
+        return bool((self.share == 1).all())
+
+    @cached_property
     def _row_starts(self) -> torch.Tensor:
         """Row pointers of a sparse ``X`` (computed once per shards object)."""
         return sparse.row_starts(self.X)
