@@ -15,7 +15,9 @@ from lowcomm.algorithms.sgd import SGD, SGDConfig
 from lowcomm.core.clock import ClockModel, ComputeModel, Link, NetworkModel
 from lowcomm.core.messages import AnyPayload, Dense, Download, Upload
 from lowcomm.core.rng import Streams
-from lowcomm.engines.session import load_checkpoint
+from lowcomm.engines.session import first_state, load_checkpoint, partial_result
+from lowcomm.experiments.config import make_config
+from lowcomm.experiments.runner import prepare
 from lowcomm.problems.base import Problem
 from tests.conftest import Setup
 
@@ -187,3 +189,14 @@ def test_an_asynchronous_first_download_gives_each_worker_its_own_row(setup: Set
     sim.run(state)
     first = {int(w): float(v) for w, v in reversed(state.aggregator.seen.tolist())}
     assert first == {0: 0.0, 1: 1.0, 2: 2.0, 3: 3.0}
+
+
+def test_a_partial_result_ends_at_the_last_update_applied() -> None:
+    p = prepare(make_config({"data": "synthetic-logistic:100,3", "workers": 2, "rounds": 3}))
+    state = first_state(p.algorithm, p.problem, p.shards.sizes, p.streams, p.evaluator, None)
+    assert [row["round"] for row in state.history] == [0]
+    state.round = 1  # an update applied, its row not yet recorded (a failure came between)
+    rows = partial_result(state, p.algorithm, p.evaluator).history["round"].tolist()
+    assert rows == [0, 1]
+    partial_result(state, p.algorithm, p.evaluator)  # already there: nothing added
+    assert len(state.history) == 2

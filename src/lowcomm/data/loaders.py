@@ -161,8 +161,6 @@ def _read_libsvm(path: Path, n_features: int | None) -> tuple[sp.csr_matrix, np.
     n_lines = sum(1 for line in data.split(b"\n") if _content(line))
     if n_lines == 0:
         raise DataError(path, "expected LIBSVM lines 'label index:value ...', found none")
-    from sklearn.datasets import load_svmlight_file  # a second to import: only when used
-
     try:
         X, raw = load_svmlight_file(io.BytesIO(data), zero_based=False)
     except ValueError as err:
@@ -366,6 +364,14 @@ def _read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
 
 
 # --- scikit-learn and synthetic sets -----------------------------------------------------------
+
+
+def load_svmlight_file(source: io.BytesIO, **options: object) -> tuple[sp.csr_matrix, np.ndarray]:
+    """scikit-learn's LIBSVM reader, imported on first use (it takes a second to import)."""
+    from sklearn.datasets import load_svmlight_file as read
+
+    X, y = read(source, **options)
+    return X, y
 
 
 def load_sklearn(name: str, seed: int = 0, test_fraction: float = 0.25) -> TrainTest:

@@ -55,7 +55,7 @@ from lowcomm.engines.session import (
     RunResult,
     RunState,
     first_state,
-    result,
+    partial_result,
     run_rounds,
     save_checkpoint,
 )
@@ -183,7 +183,7 @@ class Aggregator:
         label = f"{r.algorithm.name} (torchdist, async)"
         with aggregating(
             lambda: state.round + 1,
-            lambda: result(state, r.algorithm, None),
+            lambda: partial_result(state, r.algorithm, r.evaluator),
             r.options,
             lambda: self.workforce.stop(len(self.groups)),
         ):

@@ -250,6 +250,17 @@ def result(
     return RunResult(frame, state.ledger, model, divergence, stopped_at)
 
 
+def partial_result(state: RunState, algorithm: Algorithm, evaluator: Evaluator) -> RunResult:
+    """The run so far, for a run that fails mid-way: its history ends at the last update applied.
+
+    A failure can come after a round's update and before its row (e.g. while the next model is
+    sent), so that round's row is recorded now, as a finished run's last row is.
+    """
+    if not state.history or state.history[-1]["round"] < state.round:
+        record(state, algorithm, evaluator)
+    return result(state, algorithm, None)
+
+
 def run_rounds(
     state: RunState,
     algorithm: Algorithm,

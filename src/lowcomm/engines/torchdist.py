@@ -65,7 +65,7 @@ from lowcomm.engines.session import (
     RunState,
     close_sync_round,
     first_state,
-    result,
+    partial_result,
     run_rounds,
     save_checkpoint,
 )
@@ -166,7 +166,7 @@ class _Aggregator:
         label = f"{r.algorithm.name} (torchdist)"
         with aggregating(
             lambda: state.round + 1,
-            lambda: result(state, r.algorithm, None),
+            lambda: partial_result(state, r.algorithm, r.evaluator),
             r.options,
             lambda: self._command(STOP),
         ):
