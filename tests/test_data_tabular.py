@@ -390,6 +390,10 @@ _EXAMPLES = "expected [examples, features...] with at least one example"
         ),
         ({"X": _NAN, "y": _XY["y"]}, "X[2, 1] holds nan; expected finite numbers"),
         ({"X": np.zeros((2, 2)), "y": [0.0, np.inf]}, "y[1] holds inf; expected finite numbers"),
+        (
+            {"X": np.zeros((3, 2)), "y": [1.0, 0.0, 0.5]},
+            "y[2] holds 0.5; expected an integer class label",
+        ),
         ({"X": np.array([["a"]]), "y": [0]}, "array 'X' holds <U1 values; expected numbers"),
         (
             {"X": np.zeros(4), "y": _XY["y"]},

@@ -19,7 +19,13 @@ import numpy as np
 
 from lowcomm.core.errors import DataError
 from lowcomm.data.dataset import Dataset, TrainTest
-from lowcomm.data.loaders import encode_labels, file_stem, number_text, split_train_test
+from lowcomm.data.loaders import (
+    encode_labels,
+    file_stem,
+    first_non_integer,
+    number_text,
+    split_train_test,
+)
 
 _SHOWN_LABELS = 10  # the training labels listed when a test label is not among them
 
@@ -122,11 +128,15 @@ def _array_labels(
         raise DataError(path, problem)
     if y.dtype.kind not in "biufUS":
         raise DataError(path, f"array {name!r} holds {y.dtype} values; expected numbers or text")
-    if y.dtype.kind == "f":
-        _check_finite(path, y, name)
 
     def unseen(row: int, expected: str) -> DataError:
         return DataError(path, f"{name}[{row}] holds {label_text(y[row])}; {expected}")
+
+    if y.dtype.kind == "f":
+        _check_finite(path, y, name)
+        fraction = first_non_integer(y)
+        if fraction is not None:
+            raise unseen(fraction, "expected an integer class label")
 
     check_known(y, classes, unseen)
     return y
