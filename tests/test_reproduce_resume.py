@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 import lowcomm
+from lowcomm.experiments import study as study_module
 from lowcomm.experiments.config import make_config
 from lowcomm.experiments.reproduce import make_request
-from lowcomm.experiments.reproduce import runs as runs_module
 from lowcomm.experiments.results import RUN_JSON, finished_run
 
 CONFIG = make_config(
@@ -25,11 +25,11 @@ def forbid_running(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*_: object) -> None:
         raise AssertionError("a finished run was run again")
 
-    monkeypatch.setattr(runs_module, "execute", fail)
+    monkeypatch.setattr(study_module, "execute", fail)
 
 
 def test_a_saved_run_is_finished_only_for_its_own_config_and_version(tmp_path: Path) -> None:
-    runs_module.run_or_resume(CONFIG, tmp_path, False, resume=False)
+    study_module.run_or_resume(CONFIG, tmp_path, resume=False)
     version = lowcomm.__version__
     assert finished_run(tmp_path, CONFIG, version)
     assert not finished_run(tmp_path, CONFIG.model_copy(update={"rounds": 6}), version)
@@ -48,9 +48,9 @@ def test_a_saved_run_is_finished_only_for_its_own_config_and_version(tmp_path: P
 def test_resume_reads_back_the_same_run_and_ledger(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fresh = runs_module.run_or_resume(CONFIG, tmp_path, False, resume=False)
+    fresh = study_module.run_or_resume(CONFIG, tmp_path, resume=False)
     forbid_running(monkeypatch)
-    again = runs_module.run_or_resume(CONFIG, tmp_path, False, resume=True)
+    again = study_module.run_or_resume(CONFIG, tmp_path, resume=True)
     pd.testing.assert_frame_equal(again.history, fresh.history)
     pd.testing.assert_frame_equal(again.ledger(), fresh.ledger())
     assert int(again.ledger()["uploads"].sum()) == int(fresh.history["uploads"].iloc[-1])
@@ -59,14 +59,14 @@ def test_resume_reads_back_the_same_run_and_ledger(
 def test_an_interrupted_run_and_a_changed_config_are_run_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    runs_module.run_or_resume(CONFIG, tmp_path, False, resume=False)
+    study_module.run_or_resume(CONFIG, tmp_path, resume=False)
     (tmp_path / RUN_JSON).unlink()
     calls: list[object] = []
-    real = runs_module.execute
-    monkeypatch.setattr(runs_module, "execute", lambda *a: calls.append(a) or real(*a))
-    runs_module.run_or_resume(CONFIG, tmp_path, False, resume=True)
+    real = study_module.execute
+    monkeypatch.setattr(study_module, "execute", lambda *a: calls.append(a) or real(*a))
+    study_module.run_or_resume(CONFIG, tmp_path, resume=True)
     longer = CONFIG.model_copy(update={"rounds": 7})
-    again = runs_module.run_or_resume(longer, tmp_path, False, resume=True)
+    again = study_module.run_or_resume(longer, tmp_path, resume=True)
     assert len(calls) == 2
     assert int(again.history["round"].iloc[-1]) == 7
 

@@ -22,17 +22,16 @@ from lowcomm.experiments.reproduce import (
     reproduce_all,
 )
 from lowcomm.experiments.reproduce import report as report_module
-from lowcomm.experiments.reproduce import runs as runs_module
 from lowcomm.experiments.reproduce.figures import Chart, Panel, draw
 from lowcomm.experiments.reproduce.html import to_html
 from lowcomm.experiments.reproduce.report import Claim, ClaimText, Request, claim_texts
-from lowcomm.experiments.reproduce.runs import SavedRun
 from lowcomm.experiments.study import (
     Findings,
     Job,
     Key,
     Output,
     Plan,
+    SavedRun,
     Study,
     one_thread,
     run_jobs,
@@ -113,7 +112,7 @@ def test_resume_reads_back_runs_and_calls_without_rerunning(
     def fail(*_: object) -> None:
         raise AssertionError("a finished job was run again")
 
-    monkeypatch.setattr(runs_module, "execute", fail)
+    monkeypatch.setattr(study_module, "execute", fail)
     again = run_jobs(configs(), tmp_path, 1, False, resume=True)
     for key, run in first.items():
         if isinstance(run, pd.DataFrame):
@@ -171,7 +170,7 @@ def test_a_resumed_study_writes_the_same_claims_without_running(
 ) -> None:
     first = run_study(TOY, Request(out=tmp_path / "out"))
     claims = json.loads((tmp_path / "out" / "claims.json").read_text())["claims"]
-    monkeypatch.setattr(runs_module, "execute", lambda *_: pytest.fail("a run was run again"))
+    monkeypatch.setattr(study_module, "execute", lambda *_: pytest.fail("a run was run again"))
     second = run_study(TOY, Request(out=tmp_path / "out", resume=True))
     assert [c.measured for c in second.claims] == [c.measured for c in first.claims]
     assert json.loads((tmp_path / "out" / "claims.json").read_text())["claims"] == claims

@@ -13,9 +13,11 @@ whether the study runs serially or in parallel, so a job's output does not depen
 run beside it: ``--jobs 1`` and ``--jobs 8`` write the same numbers (wall-clock columns and the
 header's wall time aside).
 
-**Resume.** An engine run is read back when its folder holds a finished run of the same config
-(:func:`~lowcomm.experiments.reproduce.runs.run_or_resume`); a call is read back when its folder
-holds its table and the same fingerprint (function, arguments, lowcomm version).
+**Resume.** An engine run is read back when its folder holds a finished run of the same config and
+lowcomm version, with its ledger (:func:`run_or_resume`); a call is read back when its folder
+holds its table and the same fingerprint (function, arguments, lowcomm version). The simulation
+is deterministic, so a resumed study gives the numbers a fresh one would; the version string
+does not change with every edit, so resume only across runs of the same code.
 """
 
 from __future__ import annotations
@@ -44,7 +46,16 @@ from lowcomm.experiments.reproduce import report
 from lowcomm.experiments.reproduce.figures import Chart, save
 from lowcomm.experiments.reproduce.html import write_html
 from lowcomm.experiments.reproduce.report import NOTES, Claim, Outcome, Request
-from lowcomm.experiments.reproduce.runs import SavedRun, run_or_resume
+from lowcomm.experiments.results import (
+    HISTORY_PARQUET,
+    LEDGER_CSV,
+    RUN_JSON,
+    finished_run,
+    read_json,
+    save_run,
+    write_json,
+)
+from lowcomm.experiments.runner import execute, metadata, prepare
 
 DATASETS_ENV = "LOWCOMM_DATASETS"
 SHARED_DATA = {  # name -> --data spec under the data sets' root (the first file must exist)
@@ -57,8 +68,23 @@ SHARED_DATA = {  # name -> --data spec under the data sets' root (the first file
 CALL_JSON = "call.json"
 CALL_TABLE = "table.parquet"
 
+
+@dataclass(frozen=True)
+class SavedRun:
+    """A study's engine run as saved on disk: its folder, its history, whether it diverged."""
+
+    folder: Path
+    history: pd.DataFrame
+    diverged: bool
+
+    def ledger(self) -> pd.DataFrame:
+        """The ledger's per-(round, worker) records (``ledger.csv``)."""
+        return pd.read_csv(self.folder / LEDGER_CSV)
+
+
 Key: TypeAlias = tuple[str, ...]
 Output: TypeAlias = SavedRun | pd.DataFrame
+Outputs: TypeAlias = Mapping[Key, Output]  # every job's output, by key
 
 
 def datasets_root() -> Path:
@@ -161,7 +187,7 @@ class Study:
     title: str
     paper_source: str
     plan: Callable[[Request], Plan]
-    findings: Callable[[Plan, Mapping[Key, Output]], Findings]
+    findings: Callable[[Plan, Outputs], Findings]
 
     def notes(self) -> str:
         """The study's Markdown notes (setup, method, departures), with ``$name`` placeholders."""
@@ -186,8 +212,24 @@ def run_job(job: Job, folder: Path, resume: bool) -> Output:
     """Run one job (or with ``resume`` read it back) in ``folder``, with one torch thread."""
     with one_thread():
         if job.config is not None:
-            return run_or_resume(job.config, folder, False, resume)
+            return run_or_resume(job.config, folder, resume)
         return call_or_resume(job, folder, resume)
+
+
+def run_or_resume(config: RunConfig, folder: Path, resume: bool) -> SavedRun:
+    """Run ``config`` on the simulate engine and save it with its ledger in ``folder``.
+
+    With ``resume``, a finished run of the same config already there is read back instead.
+    """
+    saved = finished_run(folder, config, lowcomm.__version__) and (folder / LEDGER_CSV).is_file()
+    if not (resume and saved):
+        prepared = prepare(config)
+        result = execute(prepared, False)
+        assert result is not None, "the simulate engine always returns a result"
+        save_run(folder, result, metadata(prepared), ledger=True)
+    summary = read_json(folder / RUN_JSON)["summary"]
+    history = pd.read_parquet(folder / HISTORY_PARQUET)
+    return SavedRun(folder, history, summary["divergence"] is not None)
 
 
 def call_or_resume(job: Job, folder: Path, resume: bool) -> pd.DataFrame:
@@ -294,7 +336,7 @@ def write_outputs(study: Study, plan: Plan, found: Findings, request: Request, w
         save(chart, out / f"{name}.png")
     extra = {"study": study.name, "facts": {**plan.facts, **found.facts}, "wall_time_s": wall}
     extra["sensitivity"] = [c.as_json() for c in found.sensitivity]
-    report.write_claims(out / report.CLAIMS_JSON, found.claims, extra)
+    write_json(out / report.CLAIMS_JSON, extra | {"claims": [c.as_json() for c in found.claims]})
     written = report.write_report(
         out / report.REPORT_MD, sections(study, plan, found, request, wall)
     )

@@ -35,8 +35,7 @@ from lowcomm.experiments.measures import (
 from lowcomm.experiments.measures import pooled_loglog_slope as pooled
 from lowcomm.experiments.reproduce.figures import Chart, Panel
 from lowcomm.experiments.reproduce.report import Claim, Request, claim_texts, mean_std, number
-from lowcomm.experiments.reproduce.runs import SavedRun
-from lowcomm.experiments.study import Findings, Job, Key, Output, Plan, Study
+from lowcomm.experiments.study import Findings, Job, Outputs, Plan, SavedRun, Study
 from lowcomm.problems.pca import StreamingPCA
 
 HIT = 0.1  # first-hit threshold on sin^2
@@ -383,7 +382,7 @@ def figures(
     }
 
 
-def findings(plan: Plan, outputs: Mapping[Key, Output]) -> Findings:
+def findings(plan: Plan, outputs: Outputs) -> Findings:
     """Cells, tau*, best mu and network losses; the nine claims; tables and figures."""
     cells = cell_table(pd.concat([o for o in outputs.values() if isinstance(o, pd.DataFrame)]))
     runs = {key: run for key, run in outputs.items() if isinstance(run, SavedRun)}

@@ -1,21 +1,16 @@
 """``lowcomm reproduce cdgrab``: CD-GraB against D-RR and ID-GraB, declared.
 
-Cooper et al., "CD-GraB: Coordinating Distributed Example Orders for Provably Accelerated
-Training", NeurIPS 2023; spec ``../shared/papers/cd-grab.md``; setup, measures and departures in
-``notes/cdgrab.md``, claim wording in ``notes/cdgrab.claims.toml``. Claims on the paper's
-settings: A, the parallel herding bound of random vectors (the paper's simulation, smaller); B,
-logistic regression in the authors' HMDA configuration (phishing stands in for HMDA); C, linear
-speedup; D, the LSTM language model on WikiText-2 (:mod:`.lstm`). A and C have no threshold in
-the paper: their criteria are the project's calibration (spec section 7). B in the project's
-calibration (b = 1, plain SGD, L2) is outside the paper's setting: sensitivity results, with the
-efficient ``cd-grab-signs`` server (projection k) beside the faithful one.
+Cooper et al., NeurIPS 2023; spec ``../shared/papers/cd-grab.md``. Experiments A (herding
+bound), B (logistic regression, HMDA configuration; the project's calibration as sensitivity
+results), C (linear speedup) and D (LSTM, :mod:`.lstm`): setup, measures and departures in
+``notes/cdgrab.md``, claim wording in ``notes/cdgrab.claims.toml``.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from itertools import count, product
 from typing import Any
@@ -31,9 +26,8 @@ from lowcomm.experiments.reproduce import report
 from lowcomm.experiments.reproduce.figures import Chart, Panel, bands
 from lowcomm.experiments.reproduce.lstm import lstm_config
 from lowcomm.experiments.reproduce.report import Claim, ClaimText, Request, claim_texts
-from lowcomm.experiments.reproduce.runs import SavedRun
 from lowcomm.experiments.runner import prepare
-from lowcomm.experiments.study import Findings, Job, Key, Output, Plan, Study, shared_data
+from lowcomm.experiments.study import Findings, Job, Outputs, Plan, SavedRun, Study, shared_data
 from lowcomm.ordering import balance
 
 ORDERS, PAIR = ("d-rr", "id-grab-mean", "id-grab", "cd-grab"), ("d-rr", "cd-grab")
@@ -189,7 +183,7 @@ def plan(request: Request, sizes: Sizes | None = None) -> Plan:
     return Plan(jobs, facts, note)
 
 
-def histories(plan: Plan, outputs: Mapping[Key, Output]) -> pd.DataFrame:
+def histories(plan: Plan, outputs: Outputs) -> pd.DataFrame:
     """Every engine run's history with its part, m, method, seed, epoch and f - f*."""
     job = next(job for job in plan.jobs if job.key == ("optima",))
     optimum = outputs[job.key]
@@ -359,7 +353,7 @@ def summary(fin: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def findings(plan: Plan, outputs: Mapping[Key, Output]) -> Findings:
+def findings(plan: Plan, outputs: Outputs) -> Findings:
     """The claims (A, B in the HMDA configuration, C, D), B's calibration, tables and figures."""
     herding = pd.concat([o for k, o in outputs.items() if k[0] == "A"], ignore_index=True)
     runs = histories(plan, outputs)

@@ -1,13 +1,9 @@
 """``lowcomm reproduce hogwild``: Hogwild!-style local SGD with increasing sample sizes, declared.
 
-van Dijk et al., AISTATS 2021 (arXiv 2010.14763), as the spec reconstructs it
-(``../shared/papers/hogwild-increasing-batch-and-async-msgd.md``, A.2-A.4, A.7). Every run is
-``hogwild-ib`` on the simulate engine, 5 workers, option L, stopped by ``grad_budget`` K.
-Strongly convex step (spec A.3) ``hogwild:ALPHA,MU,E`` = alpha / (mu (t + E)): the claims are
-judged on the classic offset E = 4 L alpha / mu; group ``strong-delay`` reruns each case with
-the delay-aware offset E = E_classic n s_0 (a sensitivity result). Plain convex: ``inv:1/L,K/10``;
-non-convex (MLP): ``inv:ETA0,K/10``. Setup, the offsets and departures: ``notes/hogwild.md``;
-claim wording: ``notes/hogwild.claims.toml``, its thresholds the constants below.
+van Dijk et al., AISTATS 2021, as ``../shared/papers/hogwild-increasing-batch-and-async-msgd.md``
+reconstructs it: ``hogwild-ib`` runs stopped by a gradient budget K. Setup, step sizes and
+departures: ``notes/hogwild.md``; claim wording: ``notes/hogwild.claims.toml``, its thresholds
+the constants below.
 """
 
 from __future__ import annotations
@@ -28,9 +24,8 @@ from lowcomm.experiments.config import RunConfig, make_config
 from lowcomm.experiments.measures import loglog_slope, optima, reach, seed_mean
 from lowcomm.experiments.reproduce.figures import Chart, Panel, bands
 from lowcomm.experiments.reproduce.report import Claim, Request, claim_texts
-from lowcomm.experiments.reproduce.runs import SavedRun
 from lowcomm.experiments.runner import prepare
-from lowcomm.experiments.study import Findings, Job, Key, Output, Plan, Study, shared_data
+from lowcomm.experiments.study import Findings, Job, Outputs, Plan, SavedRun, Study, shared_data
 
 WORKERS, ALPHA, CONVEX_L2 = 5, 2.0, 1e-10  # CONVEX_L2: the l2 of the plain convex F*
 EVALS, BUDGET_POINTS = 100, 8  # evaluations per run; budgets K/10 .. K of the slope fit
@@ -127,7 +122,12 @@ def run_config(
 
 
 def step_rule(case: Case, schedule: str, smoothness: float, sizes: Sizes) -> str:
-    """The step size of a case and sample-size schedule (module docstring); L = smoothness."""
+    """The step size of a case and sample-size schedule; L = ``smoothness``.
+
+    Strongly convex: ``hogwild:ALPHA,MU,E`` = alpha / (mu (t + E)), the classic offset
+    E = 4 L alpha / mu (group ``strong-delay``: delay-aware, E_classic n s_0); plain convex:
+    ``inv:1/L,K/10``; non-convex (MLP): ``inv:ETA0,K/10``.
+    """
     if case.group.startswith("strong"):
         offset = 4.0 * smoothness * ALPHA / case.l2
         if case.group == "strong-delay":
@@ -306,7 +306,7 @@ def figures(runs: list[tuple[Job, SavedRun]], stars: pd.Series) -> dict[str, tup
     return {g: (curves(p), caption.format(FIGURES[g])) for g, p in lines.items() if p}
 
 
-def findings(plan: Plan, outputs: Mapping[Key, Output]) -> Findings:
+def findings(plan: Plan, outputs: Outputs) -> Findings:
     """Per-run measures, the ratio tables, the eight claims, the sensitivity and the figures."""
     calls = {key: out for key, out in outputs.items() if isinstance(out, pd.DataFrame)}
     f_star = {"/".join(key[1:]): float(out["f_star"].iloc[0]) for key, out in calls.items()}

@@ -1,10 +1,8 @@
 """``lowcomm reproduce localnewton``: LocalNewton against GIANT, declared (spec sections 5-7.2).
 
-The claim (Gupta et al., UAI 2021, abstract): LocalNewton needs < 60% of the rounds and < 40%
-of the time of GIANT to reach the same training loss, and its adaptive scheme decreases L. It
-is judged on the paper's random split (``iid``) per setting and target, with the crossover;
-the label-sorted stress test is a sensitivity result (``notes/localnewton.md``). Every run is
-a call job (:func:`history`) so that a worker process loads each data set once (:func:`loaded`).
+Gupta et al., UAI 2021: claim wording in ``notes/localnewton.claims.toml``, setup and departures
+in ``notes/localnewton.md``. Every run is a call job (:func:`history`) so that a worker process
+loads each data set once (:func:`loaded`).
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ from lowcomm.experiments.models import Objects
 from lowcomm.experiments.reproduce.figures import Chart, Panel
 from lowcomm.experiments.reproduce.report import Claim, Request, claim_texts
 from lowcomm.experiments.runner import execute, prepare
-from lowcomm.experiments.study import Findings, Job, Key, Output, Plan, Study, shared_data
+from lowcomm.experiments.study import Findings, Job, Key, Outputs, Plan, Study, shared_data
 
 SYNTHETIC = "synthetic-logistic:4000,20"
 TARGETS = (1e-2, 1e-3, 1e-4)
@@ -327,7 +325,7 @@ def targets_row(r: Result, key: str) -> dict[str, Any]:
     return row | {"final": f"{frame['rel'].iloc[-1]:.1e}", "best": f"{frame['rel'].min():.1e}"}
 
 
-def findings(plan: Plan, outputs: Mapping[Key, Output]) -> Findings:
+def findings(plan: Plan, outputs: Outputs) -> Findings:
     """Per setting: curves, verdict row and claims (iid) or sensitivity results; tables, figures."""
     runs = {key: run for key, run in outputs.items() if isinstance(run, pd.DataFrame)}
     results = [

@@ -1,18 +1,7 @@
 """The CD-GraB authors' LSTM language model on WikiText-2 (per-minibatch mode) as one run config.
 
-Settings (../shared/papers/cd-grab.md, section 5): embedding 32, two LSTM layers of 32, untied
-decoder, no dropout (``lstm-lm``, :mod:`lowcomm.problems.lstm`); bptt 35, 16 token streams, 4 per
-worker, 4 workers (``text:...,streams=16,group=4`` with ``contiguous``, :mod:`lowcomm.data.text`);
-one unit per step and worker, that worker's 4 streams at one chunk (``batch_size=1``,
-``unit=minibatch``); SGD lr 5.0, momentum 0.9, lr x0.1 every 10 epochs, no clipping, no weight
-decay. ``train_loss`` is the mean token cross-entropy over the training set, ``test_metric`` the
-test perplexity.
-
-Departures: the train split is not in ../shared/datasets, so the run trains on ``valid.txt``
-(217,646 tokens, 13,777 words) and tests on ``test.txt`` with that vocabulary (unknown test words
-become ``<unk>``; the ``wikitext-2`` entry of :func:`~lowcomm.experiments.study.shared_data`);
-every 35-token chunk starts from a zero hidden state (the authors carry it); each stream's last,
-shorter chunk is dropped; the test set is cut like the training set.
+The settings (cd-grab spec, section 5) and the departures (trained on ``valid.txt``, tested on
+``test.txt``) are described in ``notes/cdgrab.md``, experiment D.
 """
 
 from __future__ import annotations

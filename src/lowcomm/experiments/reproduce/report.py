@@ -25,7 +25,6 @@ import torch
 from rich.table import Table
 
 import lowcomm
-from lowcomm.experiments.results import write_json
 
 REPORT_MD = "report.md"
 CLAIMS_JSON = "claims.json"
@@ -190,12 +189,6 @@ def console_table(claims: Sequence[Claim], title: str, paper_source: str) -> Tab
         style = {True: "green", False: "bold red", None: "yellow"}[c.passed]
         table.add_row(str(i), c.claim, c.paper, c.criterion, c.measured, f"[{style}]{c.verdict}[/]")
     return table
-
-
-def write_claims(path: Path, claims: Sequence[Claim], extra: dict[str, Any]) -> None:
-    """Write ``claims.json``: ``claims`` (each with its verdict) and ``extra`` fields."""
-    listed = [c.as_json() for c in claims]
-    write_json(path, {**extra, "claims": listed})
 
 
 def embed(path: Path, caption: str, folder: Path) -> str:

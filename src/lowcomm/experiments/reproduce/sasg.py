@@ -9,7 +9,7 @@ constants below, fixed before measuring.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,9 +22,8 @@ from lowcomm.experiments.config import make_config
 from lowcomm.experiments.measures import first_reach, key_numbers, listed
 from lowcomm.experiments.reproduce.figures import Chart, Panel, bands
 from lowcomm.experiments.reproduce.report import Claim, Request, claim_texts, mean_std, number
-from lowcomm.experiments.reproduce.runs import SavedRun
 from lowcomm.experiments.runner import prepare
-from lowcomm.experiments.study import Findings, Job, Key, Output, Plan, Study, shared_data
+from lowcomm.experiments.study import Findings, Job, Outputs, Plan, SavedRun, Study, shared_data
 
 TARGET_PERCENT = 70  # the target is SGD's accuracy at this share of its rounds
 MAX_UPLOAD_RATIO = 0.6  # claim 2: SASG uploads <= 0.6 x SGD's
@@ -161,7 +160,7 @@ def skip_by_epoch(uploads: pd.Series, workers: int, batch_size: int, n_train: in
 
 
 def per_seed(
-    outputs: Mapping[Key, Output], target: float, facts: dict[str, Any]
+    outputs: Outputs, target: float, facts: dict[str, Any]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A row per run (costs to reach ``target``, final state, skip ratio); lazy skips by epoch."""
     rows, skips = [], []
@@ -242,7 +241,7 @@ def results(table: pd.DataFrame, mean: pd.DataFrame) -> pd.DataFrame:
 # --- figures -----------------------------------------------------------------------------------
 
 
-def curves(outputs: Mapping[Key, Output], x: str, y: str, title: str, target: float) -> Chart:
+def curves(outputs: Outputs, x: str, y: str, title: str, target: float) -> Chart:
     """Every method's ``y`` against ``x``: mean over seeds with a min-max band."""
     runs = {
         label: [
@@ -279,7 +278,7 @@ def sampled(epochs: Sequence[int], most: int = 20) -> list[int]:
     return picked if picked[-1] == epochs[-1] else [*picked, epochs[-1]]
 
 
-def findings(plan: Plan, outputs: Mapping[Key, Output]) -> Findings:
+def findings(plan: Plan, outputs: Outputs) -> Findings:
     """Target, costs to target, skip ratios, the four claims and the figures."""
     facts = plan.facts
     sgd = [
