@@ -107,6 +107,7 @@ class Case:
             torch.ones(workers, m, dtype=torch.float32),
             torch.full((workers,), m, dtype=torch.int64),
             torch.arange(workers),
+            torch.ones(workers, dtype=torch.float64),  # equal shards: every share is 1
         )
         self.evaluator = Evaluator.build(self.problem, TrainTest(train, test))
         self.algorithm = LocalSGD(

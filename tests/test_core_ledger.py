@@ -1,3 +1,5 @@
+import pickle
+
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
@@ -39,3 +41,24 @@ def test_snapshot_has_every_counter_and_sync_rounds() -> None:
         "hvps": 1,
         "sync_rounds": 1,
     }
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.booleans(), st.integers(0, 99), st.integers(0, 5)),
+        max_size=20,
+    )
+)
+def test_one_worker_calls_record_what_the_general_path_records(
+    calls: list[tuple[int, bool, int, int]],
+) -> None:
+    one, general = Ledger(4), Ledger(4)
+    for round_, (worker, sent, nbytes, grads) in enumerate(calls):
+        one.upload(round_, np.array([worker]), np.array([sent]), np.array([nbytes]))
+        one.compute(round_, np.array([worker]), np.array([grads]), np.array([0]))
+        pair = np.array([worker, (worker + 1) % 4])  # the second worker does nothing
+        general.upload(round_, pair, np.array([sent, False]), np.array([nbytes, 7]))
+        general.compute(round_, pair, np.array([grads, 0]), np.array([0, 0]))
+    for counter in COUNTERS:
+        assert one.totals[counter].tolist() == general.totals[counter].tolist()
+    assert pickle.dumps(one._records) == pickle.dumps(general._records)  # checkpoints alike

@@ -4,11 +4,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lowcomm.core.messages import (
+    AnyPayload,
     Bundle,
     Dense,
     Download,
+    LowRankFactors,
     Permutation,
+    Quantized,
     Scalars,
+    ScaledSigns,
     SignBits,
     Sparse,
     Upload,
@@ -64,3 +68,42 @@ def test_broadcast_download_gives_every_recipient_the_same_row() -> None:
     rows = down.for_workers(torch.arange(3))
     assert isinstance(rows, Dense)
     np.testing.assert_array_equal(rows.values.numpy(), [[1, 2]] * 3)
+
+
+def _every_kind(rows: int) -> list[AnyPayload]:
+    """One payload of each leaf kind (and a bundle) with ``rows`` rows."""
+    counts = torch.arange(rows) % 3
+    return [
+        Dense(torch.zeros(rows, 5, dtype=torch.float64)),
+        Sparse(torch.zeros(rows, 3, dtype=torch.int32), torch.zeros(rows, 3), counts, 9),
+        Scalars(torch.zeros(rows, 2)),
+        Permutation(torch.zeros(rows, 7, dtype=torch.int32)),
+        SignBits(torch.zeros(rows, 17, dtype=torch.bool)),
+        ScaledSigns(torch.zeros(rows, 10, dtype=torch.bool), torch.zeros(rows, 2), (4, 6)),
+        Quantized(torch.zeros(rows, 1), torch.zeros(rows, 11, dtype=torch.int8), 5, (11,)),
+        LowRankFactors(torch.zeros(rows, 12), (4,), (6,), (1,)),
+        Bundle(
+            (
+                Dense(torch.zeros(rows, 4)),
+                Sparse(torch.zeros(rows, 2), torch.ones(rows, 2), counts, 5),
+            )
+        ),
+    ]
+
+
+@given(st.integers(0, 4))
+def test_host_byte_counts_are_the_tensor_byte_counts(rows: int) -> None:
+    for payload in _every_kind(rows):
+        host = payload.host_nbytes()
+        assert host.dtype == np.int64 and host.shape == (rows,)
+        assert host.tolist() == payload.nbytes().tolist(), type(payload).__name__
+
+
+def test_take_keeps_the_kind_and_the_metadata() -> None:
+    for payload in _every_kind(3):
+        rows = payload.take(torch.tensor([2, 0]))
+        assert type(rows) is type(payload) and rows.rows == 2
+        assert rows.nbytes().tolist() == payload.nbytes()[[2, 0]].tolist()
+    quantized = Quantized(torch.ones(2, 1), torch.arange(6).reshape(2, 3), 5, (3,))
+    taken = quantized.take(torch.tensor([1]))
+    assert (taken.s, taken.segments, taken.levels.tolist()) == (5, (3,), [[3, 4, 5]])

@@ -132,18 +132,18 @@ class HogwildIB:
         index = data.sample(ctx.streams, i, s)
         if self.config.mode == "minibatch":
             return self.step(start) * s * data.grad(model, index)
-        params, per_round = model, self.config.step_timing == "round"
-        eta = self._eta(start, params) if per_round else None
-        for j in range(s):
-            step = eta if eta is not None else self._eta(start + n * j + ctx.workers, params)
-            params = params - step * data.grad(params, index[:, j : j + 1])
+        params, visits = model, data.visits(index)
+        for j, eta in enumerate(self._etas(start, s, model, ctx).split(1, dim=1)):
+            params = params - eta * data.grad_at(params, visits, j)
         return model - params
 
-    def _eta(self, t: int | torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """eta(t) as a column, one value per worker row."""
-        if isinstance(t, int):
-            return params.new_full((params.shape[0], 1), self.step(t))
-        return params.new_tensor([[self.step(v)] for v in t.tolist()])
+    def _etas(self, start: int, s: int, model: torch.Tensor, ctx: Context) -> torch.Tensor:
+        """The step size of each worker row's s local steps, ``[w, s]``, made once per round."""
+        if self.config.step_timing == "round":
+            return model.new_full((model.shape[0], s), self.step(start))
+        n = ctx.n_workers
+        times = [[start + n * j + c for j in range(s)] for c in ctx.workers.tolist()]
+        return model.new_tensor([[self.step(t) for t in row] for row in times])
 
     def aggregate(
         self, state: HogwildState, up: Upload, ctx: Context

@@ -4,18 +4,35 @@ Algorithms reach their data only through :class:`LocalData`, so the gradient eva
 Hessian-vector products in the ledger are counted where they happen: a mini-batch gradient of
 b examples costs b gradient evaluations per worker, a full local gradient costs the worker's
 shard size, a Hessian-vector product costs one HVP and an explicit d x d Hessian costs d HVPs.
-Loss values (for line searches and monitoring) are not counted.
+Loss values (for line searches and monitoring) are not counted. Sequential single-example
+steps gather their examples once and are charged then (:meth:`LocalData.visits`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
 from lowcomm.core.rng import Streams
 from lowcomm.data.dataset import Shards
-from lowcomm.problems.base import Problem
+from lowcomm.problems.base import ExampleGradients, Problem
 
 SAMPLING = ("replacement", "reshuffle")
+
+
+class Visits(NamedTuple):
+    """The examples of s sequential single-example steps, gathered before the first step.
+
+    ``examples[j]`` is step j's ``(X[w, 1, ...], y[w, 1])``; ``ones`` the unit weight ``[w, 1]``
+    of one example; ``example_grad`` the problem's fast gradient of one dense example (None if
+    it has none, or the features are sparse). See :meth:`LocalData.visits`.
+    """
+
+    examples: list[tuple[torch.Tensor, torch.Tensor]]
+    ones: torch.Tensor
+    example_grad: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None
 
 
 class LocalData:
@@ -100,6 +117,32 @@ class LocalData:
             return self.problem.grad(params, self.shards.X, self.shards.y, self.shards.weight)
         self.grad_evals += index.shape[1]
         return self.problem.grad(params, *self._batch(index))
+
+    def visits(self, index: torch.Tensor) -> Visits:
+        """The examples at ``index[w, s]`` for s single-example steps (:meth:`grad_at`).
+
+        Dense features are gathered in one call and split into the steps' views. The s
+        gradient evaluations of the steps are charged here, once, not step by step.
+        """
+        self.grad_evals += index.shape[1]
+        weight, problem = self.shards.weight, self.problem
+        ones = torch.ones(index.shape[0], 1, dtype=weight.dtype, device=weight.device)
+        columns = index.split(1, dim=1)
+        if self.shards.X.is_sparse:
+            return Visits([self.shards.gather(c) for c in columns], ones, None)
+        X, y = self.shards.gather(index)
+        fast = problem.example_grad if isinstance(problem, ExampleGradients) else None
+        return Visits(list(zip(X.split(1, dim=1), y.split(1, dim=1), strict=True)), ones, fast)
+
+    def grad_at(self, params: torch.Tensor, visits: Visits, step: int) -> torch.Tensor:
+        """Gradient ``[w, d]`` on each worker's example of step ``step`` of ``visits``.
+
+        The bits of :meth:`grad` on that one example (already charged by :meth:`visits`).
+        """
+        X, y = visits.examples[step]
+        if visits.example_grad is not None:
+            return visits.example_grad(params, X, y)
+        return self.problem.grad(params, X, y, visits.ones)
 
     def grad_of_rows(self, params: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Full local gradients of the workers at positions ``rows`` only; zeros elsewhere.

@@ -6,14 +6,19 @@ when its relative residual ||r|| <= tol ||b|| or at ``max_iter``; a stopped work
 frozen. Each iteration costs one Hessian-vector product per worker still running, counted by
 :class:`~lowcomm.algorithms.local_data.LocalData`.
 
-An exact solve forms the d x d Hessian (d Hessian-vector products) and factorises it (d^3/3
-flops) per worker and step; ``auto`` does that up to d = :data:`EXACT_MAX_DIM` and uses CG
-above. Measured on one CPU thread, 8 workers, one direction (exact vs CG with 50 iterations,
-tol 1e-6): logistic regression d = 300: 0.02 s vs 0.04 s; d = 1000: 0.14 s vs 0.07 s;
-d = 2000: 0.8 s vs 0.09 s; d = 4000: 4.5 s vs 0.15 s; an MLP on digits d = 1210: 1.9 s vs
-0.02 s; d = 4810: 41 s vs 0.02 s. Up to 1000 an exact step stays a fraction of a second for a
-linear model (and keeps every published LocalNewton setting, d <= 300, exact); above it the
-cubic cost takes over.
+An exact solve forms the d x d Hessian (counted as d HVPs; in closed form for the linear models,
+batched matrix products over all workers) and solves all workers' systems in one batched LU
+call (``torch.linalg.solve``); ``auto`` does that up to d = :data:`EXACT_MAX_DIM` and uses CG
+above. LU, not Cholesky: a batched Cholesky is no faster in float32 at the demo's d = 640, and
+it moved a torchdist run's CG iteration counts away from simulate's (the engines' gradients
+agree to about 1e-16, not bit for bit, and Cholesky's rounding tipped a count at tol 1e-12).
+Measured by ``benchmarks/bench_newton.py`` (one CPU thread, 8 workers, one direction,
+exact vs CG with 50 iterations, tol 1e-6, float32; docs/benchmarks.md): logistic regression
+d = 300: 9 ms vs 11 ms; softmax on digits d = 640: 37 ms vs 34 ms (CG's residual still 2e-2);
+d = 1000: 0.12 s vs 0.02 s; d = 2000: 0.56 s vs 0.04 s; earlier, an MLP on digits d = 1210:
+1.9 s vs 0.02 s; d = 4810: 41 s vs 0.02 s. The rule: exact while an exact direction costs a
+fraction of a second for a linear model (every published LocalNewton setting, d <= 300, and the
+demo's d = 640 stay exact); above it the cubic cost takes over.
 """
 
 from __future__ import annotations

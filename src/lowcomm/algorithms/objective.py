@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from lowcomm.algorithms.local_data import LocalData
+from lowcomm.algorithms.local_data import LocalData, Visits
 
 
 class WorkerObjective(LocalData):
@@ -52,6 +52,10 @@ class WorkerObjective(LocalData):
     def grad(self, params: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """Gradient of f_m ``[w, d]`` on the batch ``index`` or the whole shard."""
         return self._scale(super().grad(params, index))
+
+    def grad_at(self, params: torch.Tensor, visits: Visits, step: int) -> torch.Tensor:
+        """Gradient of f_m ``[w, d]`` on each worker's example number ``step`` of ``visits``."""
+        return self._scale(super().grad_at(params, visits, step))
 
     def grad_of_rows(self, params: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Full gradients of f_m of the workers at ``rows``; zeros elsewhere."""

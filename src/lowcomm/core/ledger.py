@@ -30,6 +30,12 @@ class Ledger:
         self._records = []
 
     def _add(self, round_: int, counter: str, workers: np.ndarray, amounts: np.ndarray) -> None:
+        if workers.size == 1:  # one worker (an asynchronous update): no masks, no np.add.at
+            if amounts[0]:
+                amounts = amounts.astype(np.int64)
+                self.totals[counter][workers[0]] += amounts[0]
+                self._records.append((round_, counter, workers.copy(), amounts))
+            return
         keep = amounts != 0
         workers, amounts = workers[keep], amounts[keep].astype(np.int64)
         if workers.size:

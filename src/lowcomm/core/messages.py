@@ -8,10 +8,12 @@ all: an :class:`Upload` carries a ``sent`` mask and masked-out rows cost nothing
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import NamedTuple, TypeVar
 
+import numpy as np
 import torch
 
 from lowcomm.core.payloads import (
@@ -66,6 +68,9 @@ class Bundle:
 
     def nbytes(self) -> torch.Tensor:  # noqa: D102
         return torch.stack([p.nbytes() for p in self.parts]).sum(dim=0)
+
+    def host_nbytes(self) -> np.ndarray:  # noqa: D102
+        return np.stack([p.host_nbytes() for p in self.parts]).sum(axis=0)
 
     def take(self, index: torch.Tensor) -> Bundle:  # noqa: D102
         return Bundle(tuple(p.take(index) for p in self.parts))
@@ -132,6 +137,12 @@ class Upload(NamedTuple):
         return Upload(payload, torch.ones(payload.rows, dtype=torch.bool, device=payload.device))
 
 
+@functools.lru_cache(maxsize=256)
+def _zeros(rows: int, device: torch.device) -> torch.Tensor:
+    """The index of row 0 for each of ``rows`` recipients, made once (it only ever indexes)."""
+    return torch.zeros(rows, dtype=torch.int64, device=device)
+
+
 class Download(NamedTuple):
     """What the aggregator sends down: one row for every recipient, or one row per worker.
 
@@ -147,5 +158,5 @@ class Download(NamedTuple):
     def for_workers(self, index: torch.Tensor) -> AnyPayload:
         """The rows the workers at positions ``index`` receive."""
         if self.broadcast:
-            return self.payload.take(torch.zeros_like(index))
+            return self.payload.take(_zeros(index.shape[0], index.device))
         return self.payload.take(index)

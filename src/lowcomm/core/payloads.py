@@ -9,9 +9,11 @@ encoding packs them below a byte), so the ledger cannot drift from what is sent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+import math
+from dataclasses import dataclass, fields
 from typing import Protocol, Self
 
+import numpy as np
 import torch
 
 
@@ -32,9 +34,24 @@ class Payload(Protocol):
         """Bytes of each row's message, int64 [rows], on the payload's device."""
         ...
 
+    def host_nbytes(self) -> np.ndarray:
+        """:meth:`nbytes` as an int64 NumPy array on the host (for the ledger and the clock)."""
+        ...
+
     def take(self, index: torch.Tensor) -> Self:
         """The rows at ``index`` (a 1-D int64 tensor), in that order."""
         ...
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(kind: type) -> tuple[str, ...]:
+    """The field names of a payload class, in order (``dataclasses.fields`` once per class)."""
+    names = _FIELDS.get(kind)
+    if names is None:
+        names = _FIELDS[kind] = tuple(field.name for field in fields(kind))
+    return names
 
 
 @dataclass(frozen=True)
@@ -42,7 +59,7 @@ class _Rows:
     """A payload whose tensor fields all have the worker axis; its other fields are metadata."""
 
     def _tensors(self) -> dict[str, torch.Tensor]:
-        values = {field.name: getattr(self, field.name) for field in fields(self)}
+        values = {name: getattr(self, name) for name in _field_names(type(self))}
         return {name: v for name, v in values.items() if isinstance(v, torch.Tensor)}
 
     @property
@@ -57,30 +74,49 @@ class _Rows:
 
     def take(self, index: torch.Tensor) -> Self:
         """The rows at ``index`` (a 1-D int64 tensor), in that order; metadata unchanged."""
-        return replace(self, **{name: t[index] for name, t in self._tensors().items()})
+        values = (getattr(self, name) for name in _field_names(type(self)))
+        return type(self)(*(v[index] if isinstance(v, torch.Tensor) else v for v in values))
 
 
 @dataclass(frozen=True)
-class _OneTensor(_Rows):
+class _Alike(_Rows):
+    """A payload whose rows all cost the same bytes, :meth:`row_bytes` (no tensor to count)."""
+
+    def row_bytes(self) -> int:
+        """The bytes of one row's message."""
+        raise NotImplementedError
+
+    def nbytes(self) -> torch.Tensor:
+        """Bytes of each row's message, int64 [rows], on the payload's device."""
+        return torch.full((self.rows,), self.row_bytes(), dtype=torch.int64, device=self.device)
+
+    def host_nbytes(self) -> np.ndarray:
+        """:meth:`nbytes` as an int64 NumPy array, made on the host."""
+        return np.full(self.rows, self.row_bytes(), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class _OneTensor(_Alike):
     """A payload held in one tensor with a worker axis; costs its row's bytes as stored."""
 
     @property
     def _tensor(self) -> torch.Tensor:
-        tensor: torch.Tensor = getattr(self, fields(self)[0].name)
+        tensor: torch.Tensor = getattr(self, _field_names(type(self))[0])
         return tensor
 
-    def _row_bytes(self) -> int:
+    @property
+    def rows(self) -> int:
+        """Number of worker rows."""
+        return self._tensor.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        """Where the payload's tensors live."""
+        return self._tensor.device
+
+    def row_bytes(self) -> int:
         t = self._tensor
-        return t[0].numel() * t.element_size() if t.shape[0] else 0
-
-    def nbytes(self) -> torch.Tensor:
-        """Bytes of each row's message, int64 [rows]."""
-        return _each_row(self, self._row_bytes())
-
-
-def _each_row(payload: _Rows, nbytes: int) -> torch.Tensor:
-    """``nbytes`` for each row of ``payload``, int64 [rows] on its device."""
-    return torch.full((payload.rows,), nbytes, dtype=torch.int64, device=payload.device)
+        return math.prod(t.shape[1:]) * t.element_size() if t.shape[0] else 0
 
 
 def _packed(bits: int) -> int:
@@ -122,6 +158,10 @@ class Sparse(_Rows):
         width = self.indices.element_size() + self.values.element_size()
         return self.counts.to(torch.int64) * width
 
+    def host_nbytes(self) -> np.ndarray:
+        """:meth:`nbytes` as an int64 NumPy array."""
+        return self.nbytes().cpu().numpy()
+
     def widen(self, width: int) -> Sparse:
         """The same rows with exactly ``width`` entry columns (cut, or padded with zeros)."""
 
@@ -160,12 +200,12 @@ class SignBits(_OneTensor):
 
     signs: torch.Tensor
 
-    def _row_bytes(self) -> int:
+    def row_bytes(self) -> int:  # noqa: D102
         return _packed(self.signs.shape[1])
 
 
 @dataclass(frozen=True)
-class ScaledSigns(_Rows):
+class ScaledSigns(_Alike):
     """Scaled signs (EF-signSGD; Karimireddy et al., 2019): entry i of tensor j is ±scales[w, j].
 
     ``signs[w, d]`` (bool, True for +) travel packed, one bit each: ceil(d / 8) bytes; plus one
@@ -176,9 +216,8 @@ class ScaledSigns(_Rows):
     scales: torch.Tensor
     segments: tuple[int, ...]
 
-    def nbytes(self) -> torch.Tensor:  # noqa: D102
-        scales = self.scales.shape[1] * self.scales.element_size()
-        return _each_row(self, _packed(self.signs.shape[1]) + scales)
+    def row_bytes(self) -> int:  # noqa: D102
+        return _packed(self.signs.shape[1]) + self.scales.shape[1] * self.scales.element_size()
 
     def to_dense(self) -> torch.Tensor:
         """The rows ``[w, d]``: scale_j * sign."""
@@ -187,7 +226,7 @@ class ScaledSigns(_Rows):
 
 
 @dataclass(frozen=True)
-class Quantized(_Rows):
+class Quantized(_Alike):
     """QSGD levels (Alistarh et al., 2017): entry i of tensor j is norms[w, j] * levels[w, i] / s.
 
     ``levels[w, d]`` are integers in [-s, s]. Each travels as a sign bit and a level index of
@@ -201,10 +240,9 @@ class Quantized(_Rows):
     s: int
     segments: tuple[int, ...]
 
-    def nbytes(self) -> torch.Tensor:  # noqa: D102
+    def row_bytes(self) -> int:  # noqa: D102
         bits = self.levels.shape[1] * (1 + self.s.bit_length())  # bit_length = ceil(log2(s+1))
-        norms = self.norms.shape[1] * self.norms.element_size()
-        return _each_row(self, _packed(bits) + norms)
+        return _packed(bits) + self.norms.shape[1] * self.norms.element_size()
 
     def to_dense(self) -> torch.Tensor:
         """The rows ``[w, d]``: norm_j * level / s."""

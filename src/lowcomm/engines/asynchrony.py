@@ -25,8 +25,10 @@ worker rank behind point-to-point messages. The state of the schedule lives in
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -59,31 +61,45 @@ def compute_one(
     algorithm: Algorithm,
     workers: Any,
     position: int,
-    worker: int,
-    local_round: int,
     down: AnyPayload,
     data: LocalData,
-    streams: Streams,
-    n_workers: int,
-) -> tuple[Completed, Any]:
-    """One worker's computation number ``local_round`` on ``down`` (a one-row payload).
+    ctx: Context,
+) -> Completed:
+    """The computation of the one worker ``ctx.workers`` at its local round ``ctx.round``.
 
-    ``workers`` is the state of the workers hosted here, ``position`` this worker's row in it and
-    ``data`` its shard alone. Returns the result and the hosted workers' new state.
+    ``workers`` is the state of the workers hosted here, this worker's row ``position`` updated
+    in place (so a computation costs its own row, not a copy of every hosted worker's state);
+    ``down`` and ``data`` hold its row alone.
     """
-    device = data.sizes.device
-    index = torch.tensor([position], device=device)
-    ctx = Context(local_round, torch.tensor([worker], device=device), n_workers, streams)
+    index = _positions(position, position + 1, data.sizes.device)
     up, mine = algorithm.local(tree.take(workers, index), down, data, ctx)
-    grads, hvps = (int(c[0]) for c in data.reset_counts())
-    return Completed(worker, up, grads, hvps), tree.put(workers, index, mine)
+    grads, hvps = data.reset_counts()
+    _write(workers, index, mine)
+    return Completed(int(ctx.workers), up, int(grads), int(hvps))
+
+
+@functools.lru_cache(maxsize=4096)
+def _positions(start: int, stop: int, device: torch.device) -> torch.Tensor:
+    """The index tensor ``[start, ..., stop - 1]``, made once (it only ever indexes)."""
+    return torch.arange(start, stop, device=device)
+
+
+def _write(state: Any, index: torch.Tensor, rows: Any) -> None:
+    """Write ``rows`` into ``state`` at ``index``, leaf by leaf, in place."""
+    if isinstance(state, torch.Tensor):
+        state[index] = rows
+    elif state is not None:
+        for leaf, new in zip(state, rows, strict=True):
+            _write(leaf, index, new)
 
 
 class Workforce(Protocol):
     """Where asynchronous workers compute."""
 
-    def submit(self, state: RunState, worker: int, local_round: int, down: AnyPayload) -> None:
-        """Start ``worker``'s computation number ``local_round`` on the one-row ``down``."""
+    def submit(
+        self, state: RunState, workers: Sequence[int], local_rounds: Sequence[int], down: AnyPayload
+    ) -> None:
+        """Start each worker's computation number ``local_rounds[i]`` on row i of ``down``."""
         ...
 
     def collect(self, workers: Sequence[int]) -> list[Completed]:
@@ -115,8 +131,29 @@ def event_order(records: pd.DataFrame) -> Events:
     return tuple(grouped.tolist())
 
 
+class Slowest:
+    """The smallest of the workers' update counts, kept in O(1) per count that grows by one."""
+
+    def __init__(self, counts: list[int]) -> None:
+        self.tally = Counter(counts)
+        self.value = min(self.tally, default=0)
+
+    def advance(self, old: int) -> None:
+        """One worker's count went from ``old`` to ``old + 1``."""
+        self.tally[old] -= 1
+        self.tally[old + 1] += 1
+        if not self.tally[old]:
+            del self.tally[old]
+            if self.value == old:
+                self.value = old + 1
+
+
 class AsyncRounds:
-    """The asynchronous schedule of one run; :meth:`step` is one aggregator update."""
+    """The asynchronous schedule of one run; :meth:`step` is one aggregator update.
+
+    Its work per update is that of the workers the update involves: timing, accounting and the
+    lag cap never loop over the other workers.
+    """
 
     def __init__(
         self,
@@ -132,6 +169,8 @@ class AsyncRounds:
         self.n = state.ledger.n_workers
         if not state.engine:
             self._start(state)
+        self.slowest = Slowest(state.engine["done"])
+        self.released_at = self.slowest.value  # parked workers wait for the slowest to move
 
     def _start(self, state: RunState) -> None:
         """Send every worker the first download and start its first computation."""
@@ -145,6 +184,7 @@ class AsyncRounds:
             started=[0.0] * n,
             computing=[],
         )
+        self.slowest = Slowest(state.engine["done"])
         self._reply(state, 1, np.arange(n))
         self._gather(state, ())
 
@@ -154,45 +194,53 @@ class AsyncRounds:
         The ledger records each row as a download of ``round_``.
         """
         device = state.download.payload.device
-        down = state.download.for_workers(torch.arange(len(ids), device=device))
-        state.ledger.download(round_, ids, down.nbytes().cpu().numpy())
-        for position, worker in enumerate(ids.tolist()):
-            row = down.take(torch.tensor([position], device=device))
-            self._dispatch(state, worker, row, state.sim_time + self._transfer(worker, row))
-
-    def _transfer(self, worker: int, payload: AnyPayload) -> float:
-        nbytes = payload.nbytes().cpu().numpy()
-        seconds = self.timing.transfer(np.array([worker]), nbytes, np.array([True]))
-        return float(seconds[0])
+        down = state.download.for_workers(_positions(0, len(ids), device))
+        nbytes = down.host_nbytes()
+        state.ledger.download(round_, ids, nbytes)
+        starts = state.sim_time + self.timing.transfer(ids, nbytes, np.ones(len(ids), dtype=bool))
+        self._dispatch(state, ids.tolist(), down, starts.tolist())
 
     def _may_start(self, state: RunState, worker: int) -> bool:
-        cap, done = self.options.lag_cap, state.engine["done"]
-        return cap is None or done[worker] - min(done) <= cap
+        cap = self.options.lag_cap
+        return cap is None or state.engine["done"][worker] - self.slowest.value <= cap
 
-    def _dispatch(self, state: RunState, worker: int, down: AnyPayload, start: float) -> None:
-        """Start the worker's next computation on what it received, or park it (lag cap)."""
+    def _dispatch(
+        self, state: RunState, workers: list[int], down: AnyPayload, starts: list[float]
+    ) -> None:
+        """Start each worker's next computation on its row of ``down``, or park it (lag cap)."""
         eng = state.engine
-        if not self._may_start(state, worker):
-            eng["blocked"].append((worker, down))
+        go = [i for i, worker in enumerate(workers) if self._may_start(state, worker)]
+        if len(go) < len(workers):
+            index = torch.arange(len(workers), device=down.device)
+            parked = sorted(set(range(len(workers))).difference(go))
+            eng["blocked"].extend((workers[i], down.take(index[i : i + 1])) for i in parked)
+            down = down.take(index[go])
+        if not go:
             return
-        eng["started"][worker] = start
-        eng["computing"].append(worker)
-        self.workforce.submit(state, worker, eng["local_rounds"][worker], down)
-        eng["local_rounds"][worker] += 1
+        rounds = []
+        for i in go:
+            worker = workers[i]
+            eng["started"][worker] = starts[i]
+            eng["computing"].append(worker)
+            rounds.append(eng["local_rounds"][worker])
+            eng["local_rounds"][worker] += 1
+        self.workforce.submit(state, [workers[i] for i in go], rounds, down)
 
-    def _arrival(self, state: RunState, done: Completed) -> Arrival:
-        """When ``done``'s upload reaches the aggregator: its start, work, then transfer."""
-        ids = np.array([done.worker])
-        work = self.timing.work(ids, np.array([done.grad_evals]), np.array([done.hvps]))
-        up = done.upload
-        send = self.timing.transfer(ids, up.nbytes().cpu().numpy(), up.sent.cpu().numpy())
-        start = state.engine["started"][done.worker]
-        return Arrival(start + float(work[0]) + float(send[0]), done.worker, done)
+    def _arrivals(self, state: RunState, finished: list[Completed]) -> list[Arrival]:
+        """When each finished upload reaches the aggregator: its start, work, then transfer.
 
-    def _arrived(self, state: RunState, done: Completed) -> Arrival:
-        """``done`` is no longer computing; when its upload arrives."""
-        state.engine["computing"].remove(done.worker)
-        return self._arrival(state, done)
+        Its workers are no longer computing.
+        """
+        gone = {done.worker for done in finished}
+        eng = state.engine
+        eng["computing"] = [w for w in eng["computing"] if w not in gone]
+        ids = np.array([done.worker for done in finished])
+        grads = np.array([done.grad_evals for done in finished])
+        work = self.timing.work(ids, grads, np.array([done.hvps for done in finished]))
+        up = _stacked(finished)
+        send = self.timing.transfer(ids, up.payload.host_nbytes(), up.sent.cpu().numpy())
+        times = np.array([eng["started"][w] for w in ids.tolist()]) + work + send
+        return [Arrival(*a) for a in zip(times.tolist(), ids.tolist(), finished, strict=True)]
 
     def _gather(self, state: RunState, workers: Sequence[int]) -> None:
         """Queue the computations of ``workers`` and any others already finished.
@@ -201,8 +249,10 @@ class AsyncRounds:
         """
         if self.options.async_order == "arrival" and self.options.replay is None:
             return
-        for done in self.workforce.collect(workers):
-            heapq.heappush(state.engine["queue"], self._arrived(state, done))
+        finished = self.workforce.collect(workers)
+        if finished:
+            for arrival in self._arrivals(state, finished):
+                heapq.heappush(state.engine["queue"], arrival)
 
     def _next(self, state: RunState) -> list[Arrival]:
         """The uploads the next update handles."""
@@ -210,7 +260,7 @@ class AsyncRounds:
         if replay is not None:
             return self._replayed(state, replay)
         if self.options.async_order == "arrival":
-            return [self._arrived(state, self.workforce.next_arrival())]
+            return self._arrivals(state, [self.workforce.next_arrival()])
         queue = eng["queue"]
         head = queue[0].time if queue else math.inf
         self._gather(state, [w for w in eng["computing"] if eng["started"][w] <= head])
@@ -246,10 +296,8 @@ class AsyncRounds:
         done = [a.done for a in batch]
         grads = np.array([d.grad_evals for d in done])
         state.ledger.compute(r, ids, grads, np.array([d.hvps for d in done]))
-        up = Upload(
-            concat([d.upload.payload for d in done]), torch.cat([d.upload.sent for d in done])
-        )
-        state.ledger.upload(r, ids, up.sent.cpu().numpy(), up.payload.nbytes().cpu().numpy())
+        up = _stacked(done)
+        state.ledger.upload(r, ids, up.sent.cpu().numpy(), up.payload.host_nbytes())
         device = up.payload.device
         lags = [state.round - eng["sent_version"][i] for i in ids]
         workers, staleness = torch.from_numpy(ids).to(device), torch.tensor(lags, device=device)
@@ -258,13 +306,34 @@ class AsyncRounds:
         state.round = r
         for worker in ids.tolist():
             eng["sent_version"][worker] = r
+            self.slowest.advance(eng["done"][worker])
             eng["done"][worker] += 1
         self._reply(state, r + 1, ids)
         self._release(state)
         self._gather(state, ())
 
     def _release(self, state: RunState) -> None:
-        """Start the parked workers that the lag cap now lets through."""
+        """Start the parked workers that the lag cap now lets through.
+
+        A parked worker may start only once the slowest worker has moved on since it was parked.
+        """
+        if self.slowest.value == self.released_at:
+            return
+        self.released_at = self.slowest.value
         parked, state.engine["blocked"] = state.engine["blocked"], []
+        free: list[tuple[int, AnyPayload]] = []
         for worker, down in parked:
-            self._dispatch(state, worker, down, state.sim_time)
+            (free if self._may_start(state, worker) else state.engine["blocked"]).append(
+                (worker, down)
+            )
+        if free:
+            rows = concat([down for _, down in free])
+            self._dispatch(state, [w for w, _ in free], rows, [state.sim_time] * len(free))
+
+
+def _stacked(finished: list[Completed]) -> Upload:
+    """The uploads of ``finished`` as one, in order."""
+    if len(finished) == 1:
+        return finished[0].upload
+    payload = concat([d.upload.payload for d in finished])
+    return Upload(payload, torch.cat([d.upload.sent for d in finished]))

@@ -36,7 +36,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from lowcomm.algorithms.base import Context
 from lowcomm.algorithms.local_data import LocalData
+from lowcomm.core import tree
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.messages import AnyPayload, Upload
 from lowcomm.engines import wire
@@ -82,18 +84,21 @@ class RemoteWorkers:
         self.waiting: dict[int, deque[tuple[int, int, AnyPayload]]] = defaultdict(deque)
         self.started: list[int] = []
 
-    def submit(self, state: RunState, worker: int, local_round: int, down: AnyPayload) -> None:
-        """Send the worker's rank the command and the download, or queue them if it is busy."""
-        rank = self.owner[worker]
-        self.started.append(worker)
-        if rank in self.busy:
-            self.waiting[rank].append((worker, local_round, down))
-        else:
-            self._send(rank, worker, local_round, down)
+    def submit(
+        self, state: RunState, workers: Sequence[int], local_rounds: Sequence[int], down: AnyPayload
+    ) -> None:
+        """Send each worker's rank the command and its row, or queue them if the rank is busy."""
+        for position, (worker, local_round) in enumerate(zip(workers, local_rounds, strict=True)):
+            rank = self.owner[worker]
+            self.started.append(worker)
+            if rank in self.busy:
+                self.waiting[rank].append((worker, local_round, wire.row(down, position)))
+            else:
+                self._send(rank, worker, local_round, wire.row(down, position))
 
     def _send(self, rank: int, worker: int, local_round: int, down: AnyPayload) -> None:
         send_command(rank, COMPUTE, worker, local_round)
-        wire.send_payload(wire.row(down, 0), rank)
+        wire.send_payload(down, rank)
         self.busy[rank] = worker
         self.since[rank] = time.monotonic()
 
@@ -155,8 +160,9 @@ class RemoteRounds(AsyncRounds):
 
     def settle(self, state: RunState) -> None:
         """Receive every computation under way into the queue of uploads (none in flight)."""
-        for done in self.workforce.collect(list(state.engine["computing"])):
-            heapq.heappush(state.engine["queue"], self._arrived(state, done))
+        finished = self.workforce.collect(list(state.engine["computing"]))
+        for arrival in self._arrivals(state, finished) if finished else ():
+            heapq.heappush(state.engine["queue"], arrival)
 
     def _next(self, state: RunState) -> list[Arrival]:
         """In ``arrival`` order, the uploads a checkpoint received come first, one at a time."""
@@ -216,23 +222,17 @@ class WorkerRank(Follower):
         self.first = int(group[0])
         shards = engine.shards.span(self.first, int(group[-1]) + 1)
         self.data = [LocalData(engine.problem, shards.span(i, i + 1)) for i in range(shards.rows)]
-        self.state = engine.algorithm.init_workers(engine.problem, shards.workers, engine.streams)
+        state = engine.algorithm.init_workers(engine.problem, shards.workers, engine.streams)
+        self.state = tree.concat([state])  # a copy of its own, updated in place
 
     def work(self, command: int, worker: int, local_round: int) -> None:
         """Compute what rank 0 asks (``command`` is ``COMPUTE``) and answer."""
         r, position = self.engine, worker - self.first
         down = wire.recv_payload(0, self.device)
-        done, self.state = compute_one(
-            r.algorithm,
-            self.state,
-            position,
-            worker,
-            local_round,
-            down,
-            self.data[position],
-            r.streams,
-            r.shards.rows,
+        ctx = Context(
+            local_round, torch.tensor([worker], device=self.device), r.shards.rows, r.streams
         )
+        done = compute_one(r.algorithm, self.state, position, down, self.data[position], ctx)
         up, sent = done.upload, bool(done.upload.sent[0])
         header = torch.tensor([worker, int(sent), done.grad_evals, done.hvps])
         wire.send_tensor(header, 0)

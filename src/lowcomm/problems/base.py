@@ -13,7 +13,7 @@ per-example losses plus the L2 term:
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -68,4 +68,16 @@ class Problem(Protocol):
 
     def metric(self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> float:
         """Test metric (accuracy) of one parameter vector ``[d]`` on ``X[n, ...]``, ``y[n]``."""
+        ...
+
+
+@runtime_checkable
+class ExampleGradients(Protocol):
+    """A problem with a fast gradient of one example per worker, for sequential SGD steps."""
+
+    def example_grad(self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Gradient ``[w, d]`` on one dense example per worker, ``X[w, 1, ...]``, ``y[w, 1]``.
+
+        The bits of :meth:`Problem.grad` with unit weights (the one example's weight is 1).
+        """
         ...

@@ -117,6 +117,8 @@ def csr_rows(A: torch.Tensor) -> list[sp.csr_matrix] | None:
     per tensor (a view, such as ``X[None]``, shares its base's copies; the tensors are never
     changed in place); None for any other design.
     """
+    if A.shape[1] < CSR_MIN_ROWS:  # e.g. a single-example step's row: nothing to look up
+        return None
     base = A if A._base is None else A._base
     views = _CSR.get(base)
     if views is None:

@@ -98,7 +98,15 @@ class LogisticRegression:
     ) -> torch.Tensor:
         """``-s_i σ(-m_i) a_i + l2 x`` for every example, ``[w, b, d]``."""
         A, s, m = self._margins(params, X, y)
-        return self.l2 * params[:, None, :] - (s * torch.sigmoid(-m))[..., None] * dense(A)
+        return self.l2 * params.unsqueeze(1) - (s * torch.sigmoid(-m)).unsqueeze(-1) * dense(A)
+
+    def example_grad(self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """:meth:`grad` on one dense example per worker with unit weight, ``[w, d]``.
+
+        The weight 1 leaves ``grad``'s coefficient as it is and its product with ``A`` has one
+        term, so the bits are the same.
+        """
+        return self.per_example_grads(params, X, y).squeeze(1)
 
     def _curvature(
         self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
@@ -126,7 +134,8 @@ class LogisticRegression:
         """``Aᵀ diag(D) A + l2 I``, ``[w, d, d]``."""
         A, D = self._curvature(params, X, y, weight)
         H = weighted_gram(A, D)
-        return H + self.l2 * torch.eye(self.dim, dtype=H.dtype, device=H.device)
+        H.diagonal(dim1=1, dim2=2).add_(self.l2)
+        return H
 
     def metric(self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> float:
         """Accuracy of the rule ``ŷ = [a·x > 0]`` on ``X[n, ...]``, ``y[n]``."""

@@ -16,7 +16,6 @@ the label and normalised weights ``ω_i``:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from lowcomm.core.device import as_device
 from lowcomm.core.errors import InvalidConfigError
@@ -89,9 +88,12 @@ class SoftmaxRegression:
     def _residuals(
         self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Design ``A`` and logit gradients ``p_i - e_i``, ``[w, b, C]``."""
+        """Design ``A`` and logit gradients ``p_i - e_i``, ``[w, b, C]``.
+
+        ``e_i`` is subtracted as 1 at the label, without building the one-hot (same bits).
+        """
         A, Z = self._forward(params, X)
-        return A, torch.softmax(Z, dim=2) - F.one_hot(y, self.n_classes).to(Z.dtype)
+        return A, torch.softmax(Z, dim=2).scatter_(2, y[..., None], -1.0, reduce="add")
 
     def grad(
         self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
@@ -106,8 +108,15 @@ class SoftmaxRegression:
     ) -> torch.Tensor:
         """``(p_i - e_i) a_iᵀ + l2 W`` flattened for every example, ``[w, b, d]``."""
         A, R = self._residuals(params, X, y)
-        G = (R[..., :, None] * dense(A)[..., None, :]).flatten(start_dim=2)
-        return G + self.l2 * params[:, None, :]
+        G = (R.unsqueeze(-1) * dense(A).unsqueeze(-2)).flatten(start_dim=2)
+        return G + self.l2 * params.unsqueeze(1)
+
+    def example_grad(self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """:meth:`grad` on one dense example per worker with unit weight, ``[w, d]``.
+
+        Its outer product is the one-term sum of ``grad``'s, so the bits are the same.
+        """
+        return self.per_example_grads(params, X, y).squeeze(1)
 
     def _curvature(
         self, params: torch.Tensor, X: torch.Tensor, weight: torch.Tensor
@@ -134,13 +143,23 @@ class SoftmaxRegression:
     def hessian(
         self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
     ) -> torch.Tensor:
-        """``Σ_i ω_i (diag(p_i) - p_i p_iᵀ) ⊗ a_i a_iᵀ + l2 I``, ``[w, d, d]`` (small d)."""
+        """``Σ_i ω_i (diag(p_i) - p_i p_iᵀ) ⊗ a_i a_iᵀ + l2 I``, ``[w, d, d]`` (small d).
+
+        Two batched products over all workers, no ``[w, b, C, F, C]`` intermediate: with rows
+        ``p_i ⊗ a_i`` of ``B[w, b, d]`` and ``Ω = diag(ω)``, ``H = -(Ω B)ᵀ B`` plus, on the
+        diagonal block of class c, ``Aᵀ diag(ω ⊙ p_c) A`` (the rows of ``(Ω B)ᵀ`` times ``A``).
+        """
         A, P, omega = self._curvature(params, X, weight)
         A = dense(A)
-        S = torch.diag_embed(P) - P[..., :, None] * P[..., None, :]
-        SA = torch.einsum("wbcd,wbf->wbcfd", S * omega[..., None, None], A)
-        H = torch.einsum("wbcfd,wbg->wcfdg", SA, A).reshape(-1, self.dim, self.dim)
-        return H + self.l2 * torch.eye(self.dim, dtype=H.dtype, device=H.device)
+        w, b, f = A.shape
+        c = self.n_classes
+        B = (P[..., :, None] * A[..., None, :]).reshape(w, b, self.dim)
+        weighted = ((P * omega[..., None]).mT[..., None, :] * A.mT[:, None]).reshape(w, -1, b)
+        H = torch.bmm(weighted, B).neg_()
+        blocks = torch.bmm(weighted, A).view(w, c, f, f).permute(0, 2, 3, 1)
+        H.view(w, c, f, c, f).diagonal(dim1=1, dim2=3).add_(blocks)
+        H.diagonal(dim1=1, dim2=2).add_(self.l2)
+        return H
 
     def metric(self, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> float:
         """Accuracy of ``argmax_c z_c`` on ``X[n, ...]``, ``y[n]``."""
