@@ -11,15 +11,9 @@ import pytest
 
 from lowcomm.algorithms.registry import REGISTRY
 from lowcomm.core.errors import InvalidConfigError
-from lowcomm.experiments.compare import (
-    automatic_target,
-    compare,
-    flatten_options,
-    reach,
-    resolve_options,
-    summarize,
-)
+from lowcomm.experiments.compare import automatic_target, compare, reach, summarize
 from lowcomm.experiments.config import make_config
+from lowcomm.experiments.variants import flatten_options, resolve_options
 
 KNOWN = ", ".join(REGISTRY)
 

@@ -1,11 +1,13 @@
 """Every registered algorithm through the same checks (optax's common tests, sklearn's checks).
 
 Convergence to a stated suboptimality on a toy problem, determinism, exact byte accounting
-against the messages actually produced, checkpoint round trip, validated configs, and a
-meta-test that every config field is read (changing it changes the trajectory).
+against the messages actually produced, checkpoint round trip, validated configs, partial
+participation as declared, and a meta-test that every config field is read (changing it changes
+the trajectory).
 """
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,10 @@ import pytest
 import torch
 
 from lowcomm.algorithms.registry import REGISTRY, build_algorithm
+from lowcomm.algorithms.settings import participation_refusal
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.messages import Download, Upload
+from lowcomm.engines.participation import check_declared
 from lowcomm.engines.session import load_checkpoint
 from lowcomm.problems.logistic import newton_optimum
 from tests.conftest import Setup
@@ -302,3 +306,19 @@ def test_every_config_field_is_read(name: str, setup: Setup) -> None:
 def test_invalid_settings_fail_at_construction(name: str, settings: dict, message: str) -> None:
     with pytest.raises(InvalidConfigError, match=message):
         build_algorithm(name, settings)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_partial_participation_is_taken_or_refused_as_declared(name: str, setup: Setup) -> None:
+    """K = 2 of 4 workers a round: half the messages and bytes, or the declared refusal."""
+    settings = CASES[name][0]
+    reason = participation_refusal(REGISTRY[name].config(**settings))
+    if reason is not None:
+        with pytest.raises(InvalidConfigError, match=re.escape(f"left out for {name}: {reason}")):
+            check_declared(name, REGISTRY[name].config(**settings), "per_round", 2)
+        return
+    algorithm = build_algorithm(name, settings)
+    part, full = setup.run(algorithm, 6, per_round=2), setup.run(algorithm, 6)
+    assert part.ledger.records().groupby("round")["uploads"].sum().tolist() == [2] * 6
+    for counter in ("uploads", "downloads", "bytes_up", "bytes_down"):
+        assert 2 * part.ledger.total(counter) == full.ledger.total(counter), counter

@@ -1,3 +1,4 @@
+import hashlib
 import json
 import re
 
@@ -200,3 +201,121 @@ def test_partition_summary_is_json_ready() -> None:
     summary = partition_summary(y, parts, n_classes=4)
     assert summary == {"sizes": [2, 4], "class_counts": [[1, 0, 1, 0], [0, 2, 2, 0]]}
     assert json.loads(json.dumps(summary)) == summary
+
+
+def _digest(parts: list[np.ndarray]) -> str:
+    """A hash of the shards' sizes and indices, in order."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(np.int64(part.size).tobytes())
+        h.update(part.astype(np.int64).tobytes())
+    return h.hexdigest()
+
+
+# Assignments computed before min_size existed (labels: default_rng(7).integers(0, 10, 3000)).
+PINNED = [
+    ("dirichlet:0.5", 8, 0, "4e6a740fa051ec05fbbe782700041352c91dca0a3c090fb05a4f394c46f872f4"),
+    ("dirichlet:0.1", 5, 3, "d7fd3cb86e365d8dda1b9bdefaa28bb832c6bf4ab7bc9aad72195d36271d46b5"),
+    ("dirichlet:100", 16, 1, "a5a156ff2716297d7ccd70183c9e650596eb31fc61c3f47f321887eaa49aeb9a"),
+]
+
+
+@pytest.mark.parametrize(("scheme", "n_workers", "seed", "digest"), PINNED)
+@pytest.mark.parametrize("suffix", ["", ",min_size=1"])
+def test_dirichlet_assignments_are_those_of_before_min_size(
+    scheme: str, n_workers: int, seed: int, digest: str, suffix: str
+) -> None:
+    y = np.random.default_rng(7).integers(0, 10, 3000)
+    parts = partition(y, n_workers, parse_partition_spec(scheme + suffix), seed)
+    assert _digest(parts) == digest
+
+
+def test_min_size_redraws_a_split_that_left_a_worker_empty() -> None:
+    y = np.arange(60) % 3
+    with pytest.raises(InvalidConfigError, match="worker 1 has no examples"):
+        partition(y, 6, parse_partition_spec("dirichlet:0.3"), seed=0)
+    parts = partition(y, 6, parse_partition_spec("dirichlet:0.3,min_size=1"), seed=0)
+    assert sorted(p.size for p in parts) == [1, 1, 7, 13, 13, 25]
+    floor = partition(y, 6, parse_partition_spec("dirichlet:0.3,min_size=5"), seed=0)
+    assert sorted(p.size for p in floor) == [5, 7, 7, 13, 13, 15]
+    assert np.array_equal(np.sort(np.concatenate(floor)), np.arange(60))
+
+
+def test_min_size_above_the_examples_per_worker_is_refused() -> None:
+    message = (
+        "The 'partition' parameter of lowcomm run must be a min_size with 6 * min_size <= 60 "
+        "(the examples). Got 'dirichlet:0.3,min_size=11'."
+    )
+    with pytest.raises(InvalidConfigError, match=f"^{re.escape(message)}$"):
+        partition(np.arange(60) % 3, 6, parse_partition_spec("dirichlet:0.3,min_size=11"), 0)
+
+
+def test_min_size_that_no_draw_meets_names_it() -> None:
+    message = (
+        "The 'partition' parameter of lowcomm run must be a min_size that one of 100 draws "
+        "meets (none gave every worker 10 examples; lower min_size or raise ALPHA). "
+        "Got 'dirichlet:0.01,min_size=10'."
+    )
+    with pytest.raises(InvalidConfigError, match=f"^{re.escape(message)}$"):
+        partition(np.arange(60) % 3, 6, parse_partition_spec("dirichlet:0.01,min_size=10"), 0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    labels=st.lists(st.integers(0, 4), min_size=2, max_size=80),
+    alpha=st.sampled_from([0.05, 0.3, 1.0, 10.0]),
+    n_workers=st.integers(1, 8),
+    floor=st.integers(1, 10),
+    seed=st.integers(0, 2**31),
+)
+def test_dirichlet_min_size_never_yields_a_smaller_shard(
+    labels: list[int], alpha: float, n_workers: int, floor: int, seed: int
+) -> None:
+    y = np.array(labels, dtype=np.int64)
+    floor = min(floor, y.size // n_workers) or 1
+    n_workers = min(n_workers, y.size)
+    spec = parse_partition_spec(f"dirichlet:{alpha},min_size={floor}")
+    try:
+        parts = partition(y, n_workers, spec, seed)
+    except InvalidConfigError as err:
+        assert "min_size that one of 100 draws meets" in str(err), str(err)
+        return
+    assert min(p.size for p in parts) >= floor
+    assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(y.size))
+    assert _digest(parts) == _digest(partition(y, n_workers, spec, seed))
+
+
+def test_loose_min_size_always_succeeds_on_a_balanced_set() -> None:
+    y = np.arange(400) % 4
+    for seed in range(20):
+        parts = partition(y, 8, parse_partition_spec("dirichlet:0.5,min_size=10"), seed)
+        assert min(p.size for p in parts) >= 10
+
+
+@pytest.mark.parametrize(
+    ("text", "spec"),
+    [
+        ("dirichlet:0.5,min_size=10", PartitionSpec("dirichlet", 0.5, 10)),
+        ("dirichlet:2,min_size=1", PartitionSpec("dirichlet", 2.0, 1)),
+        ("dirichlet:0.5", PartitionSpec("dirichlet", 0.5)),
+    ],
+)
+def test_min_size_spec_round_trips(text: str, spec: PartitionSpec) -> None:
+    assert parse_partition_spec(text) == spec and str(spec) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "allowed"),
+    [
+        ("dirichlet:0.5,min_size=0", "dirichlet:ALPHA,min_size=M with an integer M >= 1"),
+        ("dirichlet:0.5,min_size=", "dirichlet:ALPHA,min_size=M with an integer M >= 1"),
+        ("dirichlet:0.5,size=3", "dirichlet:ALPHA,min_size=M with an integer M >= 1"),
+        ("dirichlet:0.5,min_size=2.5", "dirichlet:ALPHA,min_size=M with an integer M >= 1"),
+        ("dirichlet:-1,min_size=2", "dirichlet:ALPHA with a finite number ALPHA > 0"),
+        ("classes:2,min_size=3", "classes:K with an integer K >= 1"),
+    ],
+)
+def test_malformed_min_size_is_refused(text: str, allowed: str) -> None:
+    message = f"The 'partition' parameter of lowcomm run must be {allowed}. Got {text!r}."
+    with pytest.raises(InvalidConfigError, match=f"^{re.escape(message)}$"):
+        parse_partition_spec(text)

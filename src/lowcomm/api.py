@@ -17,11 +17,13 @@ from torch import nn
 
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.data.inputs import Examples, supplied
-from lowcomm.experiments.compare import Comparison, flatten_options, resolve_options
+from lowcomm.experiments.compare import Comparison
 from lowcomm.experiments.compare import compare as compare_runs
 from lowcomm.experiments.config import IN_MEMORY, RunConfig, make_config, read_config_file
 from lowcomm.experiments.execution import Result, run_config
 from lowcomm.experiments.models import Objects
+from lowcomm.experiments.tracking import tracking
+from lowcomm.experiments.variants import expand, flatten_options, resolve_options
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ConfigSource = RunConfig | Mapping[str, Any] | str | Path | None
@@ -88,6 +90,8 @@ def run(
     progress: bool = False,
     config: ConfigSource = None,
     overwrite: bool = False,
+    tensorboard: str | Path | None = None,
+    progress_every: float = 10.0,
     **options: Any,
 ) -> Result | None:
     """Run one algorithm; return its history, final model and ledger.
@@ -106,7 +110,7 @@ def run(
         test: the test set, like ``data``; None holds ``test_fraction`` of ``data`` out.
         workers: number of workers; default 8.
         partition: ``iid`` (default), ``sorted``, ``classes:K``, ``dirichlet:ALPHA``,
-            ``size-skew:POWER``, ``contiguous``.
+            ``dirichlet:ALPHA,min_size=M``, ``size-skew:POWER``, ``contiguous``.
         rounds: rounds (aggregator updates if asynchronous); default 100.
         settings: the algorithm's settings (``lowcomm algorithms NAME`` lists them).
         seed: seed of split, partition, initialisation and sampling; default 0.
@@ -115,10 +119,15 @@ def run(
             run writes it; a folder that holds another run is refused (see ``overwrite``).
         resume: continue the run checkpointed in ``out`` (``checkpoint_every=N``).
         replay: an asynchronous run follows the update order of the run saved in this folder.
-        progress: show a progress bar on stderr.
+        progress: show progress on stderr: a bar on a terminal (or in Jupyter), otherwise a
+            line (round, loss, ETA) every ``progress_every`` seconds, then one at the end.
         config: settings to start from (a RunConfig, a mapping or a TOML/YAML file).
         overwrite: replace the run saved in ``out`` (its files are removed before this one
             starts).
+        tensorboard: a folder for TensorBoard event files: each history row's train_loss,
+            test_metric, bytes_up, bytes_down, uploads and sim_time at step = round. Needs
+            ``lowcomm[tensorboard]``.
+        progress_every: seconds between progress lines (> 0).
         **options: any other :class:`RunConfig` field.
 
     Returns:
@@ -126,7 +135,8 @@ def run(
 
     Raises:
         LowcommError: invalid settings or data, ``out`` locked by another run or holding one,
-            before any work starts (nothing written).
+            ``tensorboard`` given without TensorBoard installed, before any work starts
+            (nothing written).
         Interrupted: SIGINT or SIGTERM stopped the run after a round; what it had is saved in
             ``out``, ``run.json`` marked interrupted (a ``KeyboardInterrupt``).
     """
@@ -134,15 +144,16 @@ def run(
     given.update(rounds=rounds, seed=seed, engine=engine)
     objects = _objects(given, model, loss, data, test)
     run_settings = make_config(_settings(config, given, settings))
-    return run_config(
-        run_settings,
-        objects,
-        None if out is None else Path(out),
-        resume,
-        None if replay is None else Path(replay),
-        progress,
-        overwrite,
-    )
+    with tracking(tensorboard, progress_every=progress_every):
+        return run_config(
+            run_settings,
+            objects,
+            None if out is None else Path(out),
+            resume,
+            None if replay is None else Path(replay),
+            progress,
+            overwrite,
+        )
 
 
 def compare(
@@ -151,6 +162,7 @@ def compare(
     seeds: Sequence[int] = (0,),
     target_loss: float | None = None,
     settings: Mapping[str, Any] | None = None,
+    grid: Mapping[str, Sequence[Any]] | None = None,
     model: str | nn.Module | None = None,
     loss: str | LossFunction | None = None,
     data: str | Examples | None = None,
@@ -162,17 +174,24 @@ def compare(
     progress: bool = False,
     config: ConfigSource = None,
     overwrite: bool = False,
+    tensorboard: str | Path | None = None,
+    progress_every: float = 10.0,
     **options: Any,
 ) -> Comparison:
     """Run several algorithms on the same data, partition and seeds; summarise (and plot).
 
     Args:
-        algorithms: registered names, in the order of the summary and the legends.
-        seeds: one run per algorithm and seed.
+        algorithms: registered names, or variants ``"NAME[KEY=VALUE,...]"`` (e.g.
+            ``"sgd[lr=0.1]"``, labelled by their settings), in the order of the summary and the
+            legends.
+        seeds: one run per algorithm (or variant) and seed.
         target_loss: the training loss the summary's ``*_to_target`` columns refer to; None:
             the largest final mean loss (a loss every algorithm reaches).
         settings: ``{"lr": 0.1}`` for every algorithm that takes it,
             ``{"sgd": {"lr": 0.1}}`` or ``{"sgd.lr": 0.1}`` for one.
+        grid: ``{"lr": [0.1, 0.01]}``: every algorithm that takes ``lr`` (and does not set it
+            in brackets) runs once per value, labelled ``sgd[lr=0.1]``, ...; a variant's
+            settings win over the grid, the grid over ``settings``.
         model: as for :func:`run`.
         loss: as for :func:`run`.
         data: as for :func:`run`; every run sees the same data.
@@ -183,10 +202,13 @@ def compare(
         out: a folder for each run, summary.csv, compare.json and the plots; None writes
             nothing. Locked while the comparison writes it; a folder that holds a comparison
             (or any of its run folders a run) is refused (see ``overwrite``).
-        progress: show a progress bar per run on stderr.
+        progress: show progress per run on stderr, as for :func:`run`.
         config: as for :func:`run`.
         overwrite: replace the comparison saved in ``out`` (each run's files, the summary and
             the plots are removed before the new ones are written).
+        tensorboard: as for :func:`run`, each run in the subfolder named as its run folder
+            (``sgd/seed0``, ``sgd_lr=0.1/seed0``).
+        progress_every: as for :func:`run`.
         **options: as for :func:`run`.
 
     Returns:
@@ -195,9 +217,18 @@ def compare(
     given = dict(options, workers=workers, partition=partition, rounds=rounds)
     objects = _objects(given, model, loss, data, test)
     base = make_config(_settings(config, given, None))
-    names = list(algorithms)
+    names = expand(list(algorithms), grid or {})
     per_algorithm = resolve_options(flatten_options(settings or {}), names)
     folder = None if out is None else Path(out)
-    return compare_runs(
-        base, names, per_algorithm, list(seeds), folder, target_loss, progress, objects, overwrite
-    )
+    with tracking(tensorboard, progress_every=progress_every):
+        return compare_runs(
+            base,
+            names,
+            per_algorithm,
+            list(seeds),
+            folder,
+            target_loss,
+            progress,
+            objects,
+            overwrite,
+        )

@@ -1,4 +1,4 @@
-"""The ``lowcomm`` command line: ``run``, ``compare``, ``plot``, ``reproduce`` (``docs/cli.md``).
+"""``lowcomm``: ``run``, ``compare``, ``plot``, ``partition``, ``reproduce`` (``docs/cli.md``).
 
 Each command imports what it runs (pandas, matplotlib, scikit-learn, the engines) when it runs,
 so ``lowcomm --help``, ``lowcomm run --help`` and ``lowcomm algorithms`` start about as fast as
@@ -30,6 +30,7 @@ from lowcomm.algorithms.describe import (
     OBJECTIVE_KEY,
     describe_algorithm,
     describe_algorithms,
+    describe_participation,
     describe_settings,
 )
 from lowcomm.core.errors import InvalidConfigError, LowcommError
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 
 USAGE, DIVERGED, RANK_FAILED = 2, 3, 4
 COMPARE = "lowcomm compare"
-COMPARE_KEYS = ("algorithms", "seeds", "target_loss", "options")  # compare's config file only
+COMPARE_KEYS = ("algorithms", "seeds", "target_loss", "options", "grid")  # compare's file only
 MB = 1e6
 
 app = typer.Typer(
@@ -95,7 +96,10 @@ Data = Annotated[str | None, _opt("Data set, e.g. digits or libsvm:a9a,a9a.t.", 
 Workers = Annotated[int | None, _opt("Number of workers.", "workers")]
 Partition = Annotated[
     str | None,
-    _opt("iid, sorted, classes:K, dirichlet:ALPHA, size-skew:POWER or contiguous.", "partition"),
+    _opt(
+        "iid, sorted, classes:K, dirichlet:ALPHA[,min_size=M], size-skew:POWER or contiguous.",
+        "partition",
+    ),
 ]
 Rounds = Annotated[int | None, _opt("Rounds to run (aggregator updates if async).", "rounds")]
 Epochs = Annotated[
@@ -147,8 +151,27 @@ Timeout = Annotated[
     float | None,
     _opt("torchdist: seconds a rank waits for another before it reports it stalled.", "timeout"),
 ]
+Participation = Annotated[
+    float | None,
+    _opt("Fraction P in (0, 1] of the workers sampled each round (seeded).", "participation"),
+]
+PerRound = Annotated[
+    int | None, _opt("Or K workers sampled each round (seeded; 1 <= K <= workers).", "per_round")
+]
 Out = Annotated[Path, typer.Option(help="Output folder.", metavar="DIR", show_default=False)]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no summary.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no summary.")]
+TensorBoard = Annotated[
+    Path | None,
+    typer.Option(
+        help="Write TensorBoard scalars per evaluation here (needs lowcomm[tensorboard]).",
+        metavar="DIR",
+        show_default=False,
+    ),
+]
+ProgressEvery = Annotated[
+    float,
+    typer.Option(help="Seconds between progress lines when stderr is not a terminal.", metavar="S"),
+]
 Overwrite = Annotated[
     bool,
     typer.Option(
@@ -248,6 +271,11 @@ def _progress(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
 
+def _run_progress(quiet: bool) -> bool:
+    """Report a run's progress unless quiet: a bar on a terminal, else a line every few s."""
+    return not quiet
+
+
 # --- run ---------------------------------------------------------------------------------------
 
 
@@ -277,6 +305,8 @@ def run(
     algorithm: Annotated[str | None, _opt("Algorithm (docs/algorithms.md).", "algorithm")] = None,
     data: Data = None,
     workers: Workers = None,
+    participation: Participation = None,
+    per_round: PerRound = None,
     partition: Partition = None,
     rounds: Rounds = None,
     epochs: Epochs = None,
@@ -324,6 +354,8 @@ def run(
     ] = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
+    tensorboard: TensorBoard = None,
+    progress_every: ProgressEvery = 10.0,
 ) -> None:
     """Run one algorithm and save its history and metadata in OUT.
 
@@ -344,8 +376,10 @@ def run(
             out=out,
             resume=resume,
             replay=replay,
-            progress=_progress(quiet),
+            progress=_run_progress(quiet),
             overwrite=overwrite,
+            tensorboard=tensorboard,
+            progress_every=progress_every,
         )
     if result is None:
         return
@@ -385,7 +419,7 @@ def _number(value: float, digits: int = 4) -> str:
     return "-" if math.isnan(value) else f"{value:,.{digits}g}"
 
 
-def _compare_table(table: pd.DataFrame, rule: str) -> Table:
+def _compare_table(table: pd.DataFrame, rule: str, metric: str) -> Table:
     """The comparison summary as a rich table."""
     target = float(table["target_loss"].iloc[0])
     shown = Table(title=f"Cost to reach train loss {target:.6g} ({rule}), mean over seeds")
@@ -398,7 +432,7 @@ def _compare_table(table: pd.DataFrame, rule: str) -> Table:
         "grad evals",
         "sim time (s)",
         "final loss",
-        "test metric",
+        f"test {metric}",
         "diverged",
     )
     for header in headers:
@@ -425,7 +459,11 @@ def compare(
     out: Out,
     config_file: ConfigFile = None,
     algorithms: Annotated[
-        str | None, _opt("Comma-separated algorithms. [default: sgd,local-sgd]")
+        str | None,
+        _opt(
+            "Comma-separated algorithms or variants NAME[KEY=VALUE,...], e.g. "
+            "'sgd[lr=0.1],sgd[lr=0.01],sasg'. [default: sgd,local-sgd]"
+        ),
     ] = None,
     seeds: Annotated[str | None, _opt("Comma-separated seeds. [default: 0]")] = None,
     target_loss: Annotated[
@@ -433,6 +471,8 @@ def compare(
     ] = None,
     data: Data = None,
     workers: Workers = None,
+    participation: Participation = None,
+    per_round: PerRound = None,
     partition: Partition = None,
     rounds: Rounds = None,
     epochs: Epochs = None,
@@ -459,40 +499,65 @@ def compare(
             show_default=False,
         ),
     ] = None,
+    grids: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--grid",
+            help="Run every algorithm that takes KEY once per value, labelled ALG[KEY=V] "
+            "(repeatable: the product).",
+            metavar="KEY=V1,V2,...",
+            show_default=False,
+        ),
+    ] = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
+    tensorboard: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write TensorBoard scalars per evaluation, one subfolder of DIR per run, named as "
+            "its run folder (needs lowcomm[tensorboard]).",
+            metavar="DIR",
+            show_default=False,
+        ),
+    ] = None,
+    progress_every: ProgressEvery = 10.0,
 ) -> None:
     """Run several algorithms on the same data, partition and seeds; plot and summarise.
 
-    The config file may also hold algorithms, seeds and target_loss, and per-algorithm tables
-    in options.
+    The config file may also hold algorithms, seeds, target_loss and grid, and per-algorithm
+    tables in options.
     """
     from lowcomm import api
-    from lowcomm.experiments import compare as comparison
+    from lowcomm.experiments import variants
 
     # The setting flags reach the config through ctx.params (see _flags).
     with _user_errors():
         values = _file(config_file)
         from_file = {key: values.pop(key) for key in COMPARE_KEYS if key in values}
-        names = _names(algorithms or from_file.get("algorithms", "sgd,local-sgd"), "algorithms")
+        names = variants.split_list(algorithms or from_file.get("algorithms", "sgd,local-sgd"))
         seed_list = _seeds(seeds or from_file.get("seeds", "0"))
         target = from_file.get("target_loss") if target_loss is None else target_loss
-        in_file = comparison.concerning(comparison.flatten_options(_options(from_file)), names)
+        in_file = variants.concerning(variants.flatten_options(_options(from_file)), names)
         settings = in_file | parse_sets(sets or [], COMPARE)
-        table = api.compare(
+        result = api.compare(
             names,
             seeds=seed_list,
             target_loss=target,
             settings=settings,
+            grid=variants.merge_grid(from_file.get("grid", {}), grids or []),
             out=out,
-            progress=_progress(quiet),
+            progress=_run_progress(quiet),
             config=values | _flags(ctx),
             overwrite=overwrite,
-        ).summary
+            tensorboard=tensorboard,
+            progress_every=progress_every,
+        )
+    table = result.summary
     if not quiet:
         rule = "automatic" if target is None else "given"
+        metric = next(iter(result.runs.values()))[0].metadata["problem"]["metric"]
         console = _console()
-        console.print(_compare_table(table, rule))
+        console.print(_compare_table(table, rule, metric))
         console.print(f"Saved to {out}")
     failed = table.loc[table["diverged"] > 0]
     if not failed.empty:
@@ -535,14 +600,9 @@ def plot(
 ) -> None:
     """Redraw plots from saved histories (runs of one folder name are seeds of one curve)."""
     from lowcomm.experiments import compare as comparison
-    from lowcomm.experiments.plots import plot_runs, title
 
     with _user_errors():
-        runs, config = comparison.load_runs(folders)
-        for name, histories in runs.items():
-            if any(y not in h.columns for h in histories):
-                raise InvalidConfigError("y", "lowcomm plot", f"a history column of {name}", y)
-        written = plot_runs(runs, out or _plot_path(folders), y=y, title=title(config))
+        written = comparison.plot_folders(folders, out or _plot_path(folders), y)
     typer.echo("\n".join(str(path) for path in written))
 
 
@@ -629,6 +689,59 @@ def reproduce(
             console.print(f"Index: {request.out / reproductions.INDEX_MD}")
 
 
+# --- partition ---------------------------------------------------------------------------------
+
+
+def _default(field: str) -> Any:
+    """The default of a run config field."""
+    return RunConfig.model_fields[field].default
+
+
+@app.command("partition")
+def partition_command(
+    data: Annotated[
+        str,
+        typer.Argument(
+            help="Data set, as for run --data (e.g. digits).", metavar="DATA", show_default=False
+        ),
+    ],
+    workers: Annotated[int, typer.Option(help="Number of workers.")] = _default("workers"),
+    partition: Annotated[
+        str,
+        typer.Option(
+            help="iid, sorted, classes:K, dirichlet:ALPHA[,min_size=M], size-skew:POWER or "
+            "contiguous.",
+            metavar="SPEC",
+        ),
+    ] = _default("partition"),
+    seed: Annotated[int, typer.Option(help="Seed of the data split and the partition.")] = 0,
+    test_fraction: Annotated[
+        float, typer.Option(help="Share held out where the data set has no test split.")
+    ] = _default("test_fraction"),
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also save a PNG: each worker's label mix beside the shard sizes.",
+            metavar="FILE",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Show how a partition splits a data set's training examples among workers.
+
+    The split is the one 'lowcomm run' trains on with the same settings: a table of each
+    worker's examples per label and, with --plot, a figure.
+    """
+    from lowcomm.experiments.partition_view import partition_table, partition_view, plot_partition
+
+    with _user_errors():
+        view = partition_view(data, workers, partition, seed, test_fraction)
+    _console().print(partition_table(view))
+    if plot is not None:
+        plot_partition(view, plot)
+        typer.echo(str(plot))
+
+
 # --- algorithms --------------------------------------------------------------------------------
 
 
@@ -669,7 +782,8 @@ def algorithms(
             rows = [tuple(r) for r in describe_settings(name)]
             table = _table(f"Settings of {name} (--set KEY=VALUE)", headers, rows)
             objective = describe_algorithm(name).objective
-            table.caption = f"{name} minimises {objective}\n({OBJECTIVE_KEY})"
+            part_time = f"partial participation: {describe_participation(name)}"
+            table.caption = f"{name} minimises {objective}\n({OBJECTIVE_KEY})\n{part_time}"
     _console().print(table)
 
 

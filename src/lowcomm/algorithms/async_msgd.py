@@ -124,6 +124,7 @@ class AsyncMSGDConfig(AlgorithmSettings):
         down="the current iterate (d values)",
         asynchronous=When("delay", "engine"),
         objective="F, the mean over all examples: worker m's gradient scaled by M n_m / N",
+        participation=True,
     )
 
     lr: float | str = setting(0.005, LEARNING_RATE, "step size: a number or a schedule")

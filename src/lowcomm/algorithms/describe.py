@@ -1,7 +1,8 @@
 """The algorithms and their settings, described from their declarations: rows and Markdown.
 
-:func:`describe_algorithms`, :func:`describe_algorithm` and :func:`describe_settings` return
-rows of text for a listing (``lowcomm algorithms``, ``lowcomm algorithms NAME``);
+:func:`describe_algorithms`, :func:`describe_algorithm`, :func:`describe_settings` and
+:func:`describe_participation` return text for a listing (``lowcomm algorithms``,
+``lowcomm algorithms NAME``);
 :func:`settings_markdown` renders the same rows as the tables of docs/cli.md, between
 :data:`BEGIN` and :data:`END`. Regenerate them with::
 
@@ -16,7 +17,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 from lowcomm.algorithms.registry import BUILT_IN, REGISTRY, registered
-from lowcomm.algorithms.settings import AlgorithmSettings, When, settings_of
+from lowcomm.algorithms.settings import (
+    ASYNCHRONOUS_REFUSAL,
+    UNDECLARED_REFUSAL,
+    AlgorithmSettings,
+    OnlyWhen,
+    When,
+    settings_of,
+)
 
 BEGIN = "<!-- settings:begin -->"
 END = "<!-- settings:end -->"
@@ -64,11 +72,30 @@ def timing(config_class: type[AlgorithmSettings]) -> str:
     mode = config_class.ABOUT.asynchronous
     if not isinstance(mode, When):
         return "asynchronous" if mode else "synchronous"
-    switch = f"{mode.setting}={yaml_text(mode.value)}"
+    switch = _switch(mode)
     default = {s.name: s.default for s in settings_of(config_class)}[mode.setting]
     if default == mode.value:
         return f"asynchronous (with {switch}, the default); synchronous otherwise"
     return f"synchronous; asynchronous with {switch}"
+
+
+def participation(config_class: type[AlgorithmSettings]) -> str:
+    """Whether runs may sample its workers per round (``--participation``), or why not."""
+    about = config_class.ABOUT
+    declared, mode = about.participation, about.asynchronous
+    if mode is True:
+        return f"no: {ASYNCHRONOUS_REFUSAL}"
+    unless = "" if mode is False else f" unless {_switch(mode)} (then asynchronous)"
+    if isinstance(declared, OnlyWhen):
+        return f"yes with {_switch(declared)}{unless}; otherwise no: {declared.reason}"
+    if declared is True:
+        return f"yes{unless}"
+    return f"no: {declared or UNDECLARED_REFUSAL}"
+
+
+def _switch(condition: When | OnlyWhen) -> str:
+    """``setting=value`` as ``--set`` reads it."""
+    return f"{condition.setting}={yaml_text(condition.value)}"
 
 
 def algorithm_row(name: str, config_class: type[AlgorithmSettings]) -> AlgorithmRow:
@@ -104,6 +131,11 @@ def describe_settings(name: str) -> list[SettingRow]:
     return setting_rows(registered(name).config)
 
 
+def describe_participation(name: str) -> str:
+    """Whether algorithm ``name`` takes partial participation; an unknown name is refused."""
+    return participation(registered(name).config)
+
+
 def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
     def line(cells: tuple[str, ...]) -> str:
         return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
@@ -125,7 +157,7 @@ def settings_markdown(configs: Mapping[str, type[AlgorithmSettings]]) -> str:
             (f"`{r.setting}`", r.type, f"`{r.default}`", r.allowed, r.meaning)
             for r in setting_rows(config)
         ]
-        lines += ["", f"#### `{name}`", ""]
+        lines += ["", f"#### `{name}`", "", f"Partial participation: {participation(config)}.", ""]
         lines += _table(("setting", "type", "default", "allowed", "meaning"), rows)
     return "\n".join(lines) + "\n\n"
 

@@ -44,6 +44,7 @@ class GDConfig(AlgorithmSettings):
         up="the local gradient and loss (d + 1 values), then the trial losses",
         down="the model, then the global gradient (d values)",
         objective="F, the mean over all examples: gradient and loss weighted by shard size",
+        participation="its gradient and line-search rounds must hear the same workers",
     )
 
     step0: float = setting(1.0, POSITIVE, "largest trial step", part=LINE_SEARCH_PART)

@@ -52,6 +52,7 @@ class GIANTConfig(AlgorithmSettings):
         up="the local gradient and loss, then a Newton direction (d values), then trial losses",
         down="the model, the global gradient, the averaged direction (d values each)",
         objective="F, the mean over all examples (the paper's): size-weighted gradient and loss",
+        participation="its gradient, direction and line-search rounds must hear the same workers",
     )
 
     cg_iters: int = setting(50, CG_ITERS, "most CG iterations per local solve", part=SOLVER_PART)

@@ -44,6 +44,7 @@ XI = ListOf(Interval(float, 0.0, math.inf, closed="both"))
 LAZY_UP = "a lazy worker sends nothing"
 LR_MEANING = "step size: a number or a schedule"
 SUM_OBJECTIVE = "M F = sum_m f_m, f_m = (M/N) * worker m's loss sum (LAG's sum, scaled)"
+EVERY_WORKER = "its aggregator sums a message of every worker each round (a skipper's last)"
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class LASGConfig(AlgorithmSettings):
         up=f"lr * gradient (d values), or its compressed form; {LAZY_UP}",
         down="the model and the threshold (d + 1 values)",
         objective=SUM_OBJECTIVE,
+        participation=EVERY_WORKER,
     )
 
     lr: float | str = setting(0.005, LEARNING_RATE, LR_MEANING)
@@ -123,6 +125,7 @@ class SASGConfig(LASGConfig):
         up=f"top-k of lr * gradient + error (index and value each), or compressed; {LAZY_UP}",
         down="the model and the threshold (d + 1 values)",
         objective=SUM_OBJECTIVE,
+        participation=EVERY_WORKER,
     )
 
     compressor: str | None = setting(None, NoneOr(COMPRESSOR), _TOPK_COMPRESSOR)
@@ -148,6 +151,7 @@ class LAGConfig(AlgorithmSettings):
         up=f"lr * local gradient (d values); {LAZY_UP}",
         down="the model and the threshold (d + 1 values; ps: + 1 request bit per worker)",
         objective=SUM_OBJECTIVE,
+        participation=EVERY_WORKER,
     )
 
     lr: float | str = setting(0.1, LEARNING_RATE, LR_MEANING)
@@ -179,6 +183,7 @@ class TopKEFConfig(AlgorithmSettings):
         up="top-k of lr * gradient + error (index and value each), or compressed",
         down="the model (d values)",
         objective=SUM_OBJECTIVE,
+        participation=EVERY_WORKER,
     )
 
     lr: float | str = setting(0.005, LEARNING_RATE, LR_MEANING)

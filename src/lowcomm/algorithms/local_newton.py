@@ -87,6 +87,7 @@ from lowcomm.algorithms.settings import (
     Flag,
     Interval,
     OneOf,
+    OnlyWhen,
     setting,
 )
 from lowcomm.core.errors import InvalidConfigError
@@ -108,6 +109,7 @@ class LocalNewtonConfig(AlgorithmSettings):
         up="the worker's model (d values; + 1 loss with adaptive L)",
         down="the averaged model (d values; + L with adaptive L)",
         objective="F (the paper's); averaged models stall near it on non-iid shards (its bias)",
+        participation=OnlyWhen("adaptive", False, "adaptive L judges F, reported by every worker"),
     )
 
     local_steps: int = setting(4, Interval(int, 1), "local Newton steps L (L_0 with adaptive)")

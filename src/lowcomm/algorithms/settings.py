@@ -48,11 +48,13 @@ __all__ = [
     "ListOf",
     "NoneOr",
     "OneOf",
+    "OnlyWhen",
     "Setting",
     "Text",
     "When",
     "check_declaration",
     "is_asynchronous",
+    "participation_refusal",
     "setting",
     "settings_of",
 ]
@@ -100,6 +102,23 @@ class When:
 
 
 @dataclass(frozen=True)
+class OnlyWhen:
+    """Partial participation allowed only while setting ``setting`` equals ``value``.
+
+    Otherwise it is refused for ``reason``: why the algorithm then needs every worker in
+    every round.
+    """
+
+    setting: str
+    value: object
+    reason: str
+
+
+ASYNCHRONOUS_REFUSAL = "it is asynchronous (each worker takes part whenever its upload arrives)"
+UNDECLARED_REFUSAL = "its ABOUT does not declare participation=True"
+
+
+@dataclass(frozen=True)
 class About:
     """What an algorithm is, in one line each.
 
@@ -111,6 +130,11 @@ class About:
         asynchronous: True, False, or :class:`When` it depends on a setting.
         objective: what it minimises, against the reported objective F (the mean loss over
             all training examples plus the L2 term).
+        participation: whether a run may sample the workers of each synchronous round
+            (:mod:`lowcomm.engines.participation`): True when its maths is per round over
+            whoever takes part; the reason in words when it needs every worker every round;
+            :class:`OnlyWhen` it depends on a setting; False (the default): not declared,
+            refused.
     """
 
     name: str
@@ -119,6 +143,7 @@ class About:
     down: str
     asynchronous: bool | When = False
     objective: str = "(not declared)"
+    participation: bool | str | OnlyWhen = False
 
 
 class AlgorithmSettings:
@@ -154,6 +179,21 @@ def is_asynchronous(config: AlgorithmSettings) -> bool:
     return mode
 
 
+def participation_refusal(config: AlgorithmSettings) -> str | None:
+    """Why the algorithm ``config`` configures cannot sample its workers per round (None: it can).
+
+    Asynchronous algorithms never can; the others as their ``ABOUT.participation`` declares.
+    """
+    if is_asynchronous(config):
+        return ASYNCHRONOUS_REFUSAL
+    declared = config.ABOUT.participation
+    if isinstance(declared, OnlyWhen):
+        return None if getattr(config, declared.setting) == declared.value else declared.reason
+    if declared is True:
+        return None
+    return declared or UNDECLARED_REFUSAL
+
+
 def check_declaration(config_class: object, owner: str) -> type[AlgorithmSettings]:
     """Return ``config_class`` if it is a declared :class:`AlgorithmSettings` dataclass.
 
@@ -184,7 +224,9 @@ def _declaration_problem(config_class: type[AlgorithmSettings]) -> str | None:
     for s in declared:
         if not s.constraint.accepts(s.default):
             return f"declared with defaults they allow ({s.name!r} must be {s.constraint.allowed})"
-    mode = config_class.ABOUT.asynchronous
-    if isinstance(mode, When) and mode.setting not in {s.name for s in declared}:
-        return f"an ABOUT whose When names one of its settings (not {mode.setting!r})"
+    names = {s.name for s in declared}
+    for switch in (config_class.ABOUT.asynchronous, config_class.ABOUT.participation):
+        if isinstance(switch, When | OnlyWhen) and switch.setting not in names:
+            kind = type(switch).__name__
+            return f"an ABOUT whose {kind} names one of its settings (not {switch.setting!r})"
     return None

@@ -45,6 +45,7 @@ from lowcomm.algorithms.settings import (
     Flag,
     Interval,
     OneOf,
+    OnlyWhen,
     When,
     is_asynchronous,
     setting,
@@ -68,6 +69,7 @@ class SGDConfig(AlgorithmSettings):
         down="the model (d values; cd-grab/-signs: the order at each epoch's end)",
         asynchronous=When("asynchronous", True),
         objective="F, the mean over all examples (reduce size-weighted); mean: workers alike",
+        participation=OnlyWhen("order", "none", "an example order steps every shard in lock-step"),
     )
 
     lr: float | str = setting(0.1, LEARNING_RATE, "step size: a number or a schedule")
@@ -127,6 +129,7 @@ class SGD:
     def __init__(self, config: SGDConfig) -> None:
         self.config = config
         self.synchronous = not is_asynchronous(config)
+        self._shares: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def init(
         self, problem: Problem, sizes: torch.Tensor, streams: Streams
@@ -164,9 +167,15 @@ class SGD:
         """The combined gradient (asynchronous size-weighted: the mean of the scaled rows)."""
         rows, reduce, mine = upload.received(up.payload), self.config.reduce, sizes[ctx.workers]
         if reduce == "size-weighted" and not self.synchronous:
-            scaled = rows * shares(sizes)[ctx.workers, None].to(rows)
+            scaled = rows * self._shares_of(sizes)[ctx.workers, None].to(rows)
             return combine(scaled, up.sent, mine, "mean")
         return combine(rows, up.sent, mine, reduce)
+
+    def _shares_of(self, sizes: torch.Tensor) -> torch.Tensor:
+        """:func:`shares` of ``sizes``, once per sizes tensor (a run keeps the same one)."""
+        if self._shares is None or self._shares[0] is not sizes:
+            self._shares = (sizes, shares(sizes))
+        return self._shares[1]
 
     def model(self, state: SGDState) -> torch.Tensor:  # noqa: D102
         return state.params

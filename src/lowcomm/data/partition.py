@@ -21,6 +21,8 @@ from lowcomm.data.spec import PartitionSpec
 
 _OWNER = "lowcomm run"
 _NONEMPTY = "a scheme that gives every worker at least one example"
+MAX_DRAWS = 100
+"""How many Dirichlet splits ``min_size`` may draw before it gives up."""
 
 
 def partition(y: np.ndarray, n_workers: int, spec: PartitionSpec, seed: int) -> list[np.ndarray]:
@@ -38,6 +40,10 @@ def partition(y: np.ndarray, n_workers: int, spec: PartitionSpec, seed: int) -> 
       examples than holders). Requires K <= C <= K * n_workers.
     - ``dirichlet:ALPHA``: per class, worker proportions p ~ Dirichlet(ALPHA * 1); the class's
       shuffled examples are cut into pieces of sizes proportional to p (largest remainders).
+      ``dirichlet:ALPHA,min_size=M``: the whole split is drawn again from the same generator
+      until every worker holds at least M examples (as flwr-datasets' ``DirichletPartitioner``
+      does), at most :data:`MAX_DRAWS` times. The first draw is the one without ``min_size``,
+      so adding it changes nothing where every worker already had M examples.
     - ``size-skew:POWER``: a random permutation cut into pieces of sizes proportional to
       (w + 1) ** POWER (largest remainders); labels stay iid.
     - ``contiguous``: the examples in their loaded order cut into contiguous near-equal pieces
@@ -48,8 +54,8 @@ def partition(y: np.ndarray, n_workers: int, spec: PartitionSpec, seed: int) -> 
 
     Raises:
         InvalidConfigError: n_workers < 1, more workers than examples, a ``classes:K`` outside
-            its range for these labels, a scheme that reads labels on sequence targets, or a
-            worker left without examples.
+            its range for these labels, a scheme that reads labels on sequence targets, a
+            worker left without examples, or a ``min_size`` that no draw met.
     """
     at_least("partition", "n_workers", n_workers, 1)
     y = np.asarray(y)
@@ -138,8 +144,26 @@ def _size_skew(
 def _dirichlet(
     y: np.ndarray, n_workers: int, spec: PartitionSpec, rng: np.random.Generator
 ) -> list[np.ndarray]:
+    """Dirichlet splits drawn until every shard holds ``spec.min_size`` examples (one if 0)."""
+    floor = spec.min_size
+    if floor * n_workers > y.size:
+        allowed = f"a min_size with {n_workers} * min_size <= {y.size} (the examples)"
+        raise InvalidConfigError("partition", _OWNER, allowed, str(spec))
+    for _ in range(MAX_DRAWS if floor else 1):
+        parts = _dirichlet_draw(y, n_workers, _param(spec), rng)
+        if min(p.size for p in parts) >= floor:
+            return parts
+    allowed = (
+        f"a min_size that one of {MAX_DRAWS} draws meets (none gave every worker {floor} "
+        "examples; lower min_size or raise ALPHA)"
+    )
+    raise InvalidConfigError("partition", _OWNER, allowed, str(spec))
+
+
+def _dirichlet_draw(
+    y: np.ndarray, n_workers: int, alpha: float, rng: np.random.Generator
+) -> list[np.ndarray]:
     """Per-class Dirichlet(ALPHA) proportions over workers."""
-    alpha = _param(spec)
     shards: list[list[np.ndarray]] = [[] for _ in range(n_workers)]
     for label in np.unique(y):
         members = rng.permutation(np.flatnonzero(y == label))

@@ -19,8 +19,9 @@ Data sets (``--data``):
   modelling text (:mod:`lowcomm.data.text`).
 
 Partitions (``--partition``): ``iid``, ``sorted``, ``classes:K`` (integer K >= 1),
-``dirichlet:ALPHA`` (ALPHA > 0), ``size-skew:POWER`` (POWER >= 0) and ``contiguous``; see
-:func:`lowcomm.data.partition.partition` for what each one does.
+``dirichlet:ALPHA`` (ALPHA > 0) or ``dirichlet:ALPHA,min_size=M`` (integer M >= 1: redraw until
+every worker holds at least M examples), ``size-skew:POWER`` (POWER >= 0) and ``contiguous``;
+see :func:`lowcomm.data.partition.partition` for what each one does.
 """
 
 from __future__ import annotations
@@ -77,17 +78,23 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class PartitionSpec:
-    """A parsed ``--partition`` string: the scheme and its parameter (K, ALPHA or POWER)."""
+    """A parsed ``--partition`` string: the scheme and its parameter (K, ALPHA or POWER).
+
+    ``min_size`` (``dirichlet`` only): the fewest examples a worker may get; 0 keeps the first
+    draw as it is.
+    """
 
     kind: str
     param: float | None = None
+    min_size: int = 0
 
     def __str__(self) -> str:
-        """The canonical command-line form, e.g. ``classes:2`` or ``dirichlet:0.5``."""
+        """The canonical command-line form, e.g. ``classes:2`` or ``dirichlet:0.5,min_size=10``."""
         if self.param is None:
             return self.kind
         value = int(self.param) if self.param.is_integer() else self.param
-        return f"{self.kind}:{value}"
+        floor = f",{_MIN_SIZE}{self.min_size}" if self.min_size else ""
+        return f"{self.kind}:{value}{floor}"
 
 
 def parse_data_spec(text: str) -> DataSpec:
@@ -180,6 +187,8 @@ _PARTITION_RULES = {
     "size-skew": "size-skew:POWER with a finite number POWER >= 0",
 }
 PARTITION_SYNTAX = "one of iid, sorted, classes:K, dirichlet:ALPHA, size-skew:POWER, contiguous"
+_MIN_SIZE = "min_size="
+_MIN_SIZE_RULE = "dirichlet:ALPHA,min_size=M with an integer M >= 1"
 
 
 def parse_partition_spec(text: str) -> PartitionSpec:
@@ -194,10 +203,14 @@ def parse_partition_spec(text: str) -> PartitionSpec:
         return PartitionSpec(kind)
     if kind not in _PARTITION_RULES:
         raise InvalidConfigError("partition", _OWNER, PARTITION_SYNTAX, text)
+    arg, comma, extra = arg.partition(",") if kind == "dirichlet" else (arg, "", "")
+    min_size = _positive_int(extra.removeprefix(_MIN_SIZE)) if comma else 0
+    if min_size is None or (comma and not extra.startswith(_MIN_SIZE)):
+        raise InvalidConfigError("partition", _OWNER, _MIN_SIZE_RULE, text)
     value = _partition_param(kind, arg)
     if value is None:
         raise InvalidConfigError("partition", _OWNER, _PARTITION_RULES[kind], text)
-    return PartitionSpec(kind, value)
+    return PartitionSpec(kind, value, min_size)
 
 
 def _partition_param(kind: str, arg: str) -> float | None:

@@ -8,6 +8,7 @@ in-process and the multi-process engines record a run identically.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from lowcomm.core.messages import Download, Upload
 from lowcomm.core.rng import Streams
 from lowcomm.core.validate import at_least, one_of, positive
 from lowcomm.engines.evaluation import Evaluator
+from lowcomm.engines.progress import ProgressLines
 from lowcomm.engines.trusted import load_trusted
 from lowcomm.problems.base import Problem
 
@@ -51,6 +53,11 @@ class RunOptions:
     (:mod:`lowcomm.engines.asynchrony`). ``stop`` is asked before each round; when it says
     yes the run ends there, checkpointed if checkpoints are on (a signal handler sets it).
     ``timeout``: the seconds a ``torchdist`` rank waits for another before it reports it.
+    ``per_round``: K, the workers that take part in each synchronous round, a seeded sample
+    (:mod:`lowcomm.engines.participation`); None: every worker.
+    ``progress``: a bar on a terminal, else a line every ``progress_every`` seconds
+    (:mod:`lowcomm.engines.progress`). ``on_row``: called with each history row as it is
+    recorded (round 0's of a fresh run included), e.g. to log it to TensorBoard.
     """
 
     rounds: int
@@ -65,10 +72,14 @@ class RunOptions:
     settings: dict[str, Any] = field(default_factory=dict)
     stop: Callable[[], bool] | None = None
     timeout: float = 300.0
+    per_round: int | None = None
+    progress_every: float = 10.0
+    on_row: Callable[[dict[str, float]], None] | None = None
 
     def __post_init__(self) -> None:
         one_of("the run", "async_order", self.async_order, ASYNC_ORDERS)
         positive("the run", "timeout", self.timeout)
+        positive("the run", "progress_every", self.progress_every)
         if self.replay is not None:
             object.__setattr__(self, "replay", _events(self.replay))
             if self.async_order == "arrival":
@@ -85,6 +96,8 @@ class RunOptions:
             at_least("the run", "lag_cap", self.lag_cap, 0)
         if self.grad_budget is not None:
             at_least("the run", "grad_budget", self.grad_budget, 1)
+        if self.per_round is not None:
+            at_least("the run", "per_round", self.per_round, 1)
 
     def finished(self, state: RunState) -> bool:
         """All rounds done, or the gradient budget K spent."""
@@ -96,6 +109,11 @@ class RunOptions:
     def stop_asked(self) -> bool:
         """Whether ``stop`` asks the run to end now."""
         return self.stop is not None and self.stop()
+
+    def observe(self, row: dict[str, float]) -> None:
+        """Hand a new history row to ``on_row``, if any."""
+        if self.on_row is not None:
+            self.on_row(row)
 
 
 def _events(replay: Sequence[Sequence[int]]) -> Events:
@@ -278,7 +296,9 @@ def run_rounds(
     """
     state.settings = dict(options.settings)  # what its checkpoints are checked against
     watch = Stopwatch(state)
-    with progress_bar(options.progress, options.rounds, label) as show:
+    if state.round == 0:
+        options.observe(state.history[-1])  # a resumed run's rows were observed before
+    with progress_bar(options.progress, options.rounds, label, options.progress_every) as show:
         while not options.finished(state) and not options.stop_asked():
             step(state)
             watch.pause()
@@ -306,6 +326,7 @@ def _after_round(
     divergence = None
     if state.round % options.eval_every == 0 or options.finished(state):
         row = record(state, algorithm, evaluator)
+        options.observe(row)
         show(state.round, row["train_loss"])
         divergence = diverged(row, options)
     checkpoint_due = options.checkpoint_every and state.round % options.checkpoint_every == 0
@@ -343,10 +364,21 @@ class Stopwatch:
 
 
 @contextmanager
-def progress_bar(enabled: bool, total: int, label: str) -> Iterator[Callable[[int, float], None]]:
-    """A progress bar on stderr; yields ``show(round, loss)`` (a no-op when disabled)."""
+def progress_bar(
+    enabled: bool, total: int, label: str, every: float = 10.0
+) -> Iterator[Callable[[int, float], None]]:
+    """Progress on stderr; yields ``show(round, loss)`` (a no-op when disabled).
+
+    A bar on a terminal (or in Jupyter); otherwise a line every ``every`` seconds and, after
+    those, one at the end (:class:`~lowcomm.engines.progress.ProgressLines`).
+    """
     if not enabled:
         yield lambda round_, loss: None
+        return
+    if not (sys.stderr.isatty() or Console(stderr=True).is_jupyter):
+        lines = ProgressLines(total, label, every)
+        yield lines.show
+        lines.finish()
         return
     columns = (
         TextColumn(label),

@@ -1,6 +1,7 @@
 """The in-process engine: every worker in one process, deterministic for a seed.
 
-Synchronous algorithms run in rounds in which all workers are computed in one batched call.
+Synchronous algorithms run in rounds in which all workers, or the round's seeded sample of them
+(:mod:`lowcomm.engines.participation`), are computed in batched calls.
 Asynchronous algorithms run in the event-driven schedule of :mod:`lowcomm.engines.asynchrony`
 (uploads handled in simulated arrival order, or in a replayed order), each worker computed in
 this process when its download reaches it.
@@ -15,6 +16,7 @@ import torch
 
 from lowcomm.algorithms.base import Algorithm, Context
 from lowcomm.algorithms.local_data import LocalData
+from lowcomm.core import tree
 from lowcomm.core.clock import ClockModel
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.messages import AnyPayload
@@ -23,6 +25,7 @@ from lowcomm.data.dataset import Shards
 from lowcomm.engines.asynchrony import AsyncRounds, Completed, compute_one
 from lowcomm.engines.blocks import WorkerBlocks
 from lowcomm.engines.evaluation import Evaluator
+from lowcomm.engines.participation import Participants, check_run
 from lowcomm.engines.session import (
     RunOptions,
     RunResult,
@@ -59,12 +62,14 @@ class Simulation:
                 "'clock' on simulate ('arrival' is torchdist's real order; replay it with replay)"
             )
             raise InvalidConfigError("async_order", "the simulate engine", allowed, "arrival")
+        check_run(self.algorithm, self.options.per_round, self.shards.rows)
         state = resume if resume is not None else self.start()
         loop = _SyncLoop(self) if self.algorithm.synchronous else self._async(state)
         label = f"{self.algorithm.name} (simulate)"
         return run_rounds(state, self.algorithm, self.evaluator, self.options, label, loop.step)
 
     def _async(self, state: RunState) -> AsyncRounds:
+        state.workers = tree.concat([state.workers])  # a copy of its own, updated in place
         timing = self.clock.for_workers(self.shards.rows)
         return AsyncRounds(
             self.algorithm, self.streams, timing, self.options, _InProcess(self), state
@@ -72,26 +77,33 @@ class Simulation:
 
 
 class _SyncLoop:
-    """Synchronous rounds: broadcast, all workers in batched blocks, gather, aggregate."""
+    """Synchronous rounds: broadcast, the workers (or participants) in blocks, aggregate."""
 
     def __init__(self, sim: Simulation) -> None:
         self.sim = sim
         self.blocks = WorkerBlocks(sim.problem, sim.shards)
         self.rows = torch.arange(sim.shards.rows, device=sim.shards.workers.device)
         self.timing = sim.clock.for_workers(sim.shards.rows)
+        self.participants = Participants(sim.streams, sim.shards.rows, sim.options.per_round)
 
     def step(self, state: RunState) -> None:
-        """One synchronous round."""
+        """One synchronous round of every worker, or of the round's participants."""
         sim = self.sim
-        ctx = Context(state.round, sim.shards.workers, sim.shards.rows, sim.streams)
-        down = state.download.for_workers(self.rows)
-        up, state.workers, grads, hvps = self.blocks.local(sim.algorithm, state.workers, down, ctx)
+        chosen = self.participants.of(state.round)
+        ids = self.rows if chosen is None else chosen.to(self.rows.device)
+        ctx = Context(state.round, sim.shards.workers[ids], sim.shards.rows, sim.streams)
+        down = state.download.for_workers(ids)
+        local = self.blocks.local
+        up, state.workers, grads, hvps = local(sim.algorithm, state.workers, down, ctx, chosen)
         down_bytes = down.nbytes().cpu().numpy()
         close_sync_round(state, sim.algorithm, self.timing, ctx, down_bytes, up, grads, hvps)
 
 
 class _InProcess:
-    """Asynchronous workers computed in this process, one worker per call, when submitted."""
+    """Asynchronous workers computed in this process, one worker per call, when submitted.
+
+    One call per worker even when arrivals tie: a batched call can round differently.
+    """
 
     def __init__(self, sim: Simulation) -> None:
         self.sim = sim
@@ -99,21 +111,18 @@ class _InProcess:
         self.data = [LocalData(sim.problem, sim.shards.span(i, i + 1)) for i in range(n)]
         self.finished: list[Completed] = []
 
-    def submit(self, state: RunState, worker: int, local_round: int, down: AnyPayload) -> None:
-        """Compute the worker's round now; its result waits for :meth:`collect`."""
-        sim = self.sim
-        done, state.workers = compute_one(
-            sim.algorithm,
-            state.workers,
-            worker,
-            worker,
-            local_round,
-            down,
-            self.data[worker],
-            sim.streams,
-            sim.shards.rows,
-        )
-        self.finished.append(done)
+    def submit(
+        self, state: RunState, workers: Sequence[int], local_rounds: Sequence[int], down: AnyPayload
+    ) -> None:
+        """Compute each worker's round now; the results wait for :meth:`collect`."""
+        sim, rows = self.sim, torch.arange(len(workers), device=down.device)
+        for i, (worker, local_round) in enumerate(zip(workers, local_rounds, strict=True)):
+            row = down if len(workers) == 1 else down.take(rows[i : i + 1])
+            ctx = Context(
+                local_round, sim.shards.workers[worker : worker + 1], sim.shards.rows, sim.streams
+            )
+            done = compute_one(sim.algorithm, state.workers, worker, row, self.data[worker], ctx)
+            self.finished.append(done)
 
     def collect(self, workers: Sequence[int]) -> list[Completed]:
         """Every result computed since the last call (each is computed when submitted)."""

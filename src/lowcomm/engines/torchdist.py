@@ -9,6 +9,11 @@ its senders only (see :mod:`lowcomm.engines.wire`). Rank 0 rebuilds the full upl
 accounts, aggregates, evaluates and checkpoints exactly as the ``simulate`` engine does (shared
 in :mod:`lowcomm.engines.session`), so both engines give the same ledger and history.
 
+With partial participation (:mod:`lowcomm.engines.participation`) every rank computes the round's
+participants itself, from the seed and the round: rank 0 still sends each worker rank its
+command, but the download goes to the participants only, and only a rank hosting some computes
+them and answers, with their header and rows.
+
 Asynchronous algorithms run event-driven instead (:mod:`lowcomm.engines.remote_async`): rank 0
 replies to each worker point-to-point and worker ranks compute one worker at a time.
 
@@ -30,6 +35,7 @@ destroys the group when ``run`` returns.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +53,7 @@ from lowcomm.data.dataset import Shards
 from lowcomm.engines import remote_async, wire
 from lowcomm.engines.blocks import WorkerBlocks
 from lowcomm.engines.evaluation import Evaluator
+from lowcomm.engines.participation import Participants, check_run
 from lowcomm.engines.process_group import init_process_group
 from lowcomm.engines.ranks import (
     RUN,
@@ -128,6 +135,7 @@ class TorchDist:
     def _run_rank(self, resume: RunState | None) -> RunResult | None:
         """This rank's part of the run, once the settings are found the same on every rank."""
         check_same_settings(self.options)
+        check_run(self.algorithm, self.options.per_round, self.shards.rows)
         groups = worker_groups(dist.get_world_size(), self.shards.rows)
         rank = dist.get_rank()
         asynchronous = not self.algorithm.synchronous
@@ -154,6 +162,8 @@ class _Aggregator:
         self.device = engine.problem.device
         self.rows = torch.arange(engine.shards.rows, device=self.device)
         self.timing = engine.clock.for_workers(engine.shards.rows)
+        n = engine.shards.rows
+        self.participants = Participants(engine.streams, n, engine.options.per_round)
 
     def run(self, resume: RunState | None) -> RunResult:
         """The whole run; worker state lives on the worker ranks (``state.workers`` is None)."""
@@ -182,30 +192,37 @@ class _Aggregator:
             send_command(rank, command, round_, int(broadcast))
 
     def step(self, state: RunState) -> None:
-        """One synchronous round across the ranks."""
+        """One synchronous round across the ranks, of every worker or the participants."""
         r, download = self.engine, state.download
+        chosen = self.participants.of(state.round)
+        ids = self.rows if chosen is None else chosen.to(self.device)
         self._command(RUN, state.round, download.broadcast)
-        self._send_download(download)
-        up, grads, hvps = self._receive_uploads()
-        ctx = Context(state.round, r.shards.workers, r.shards.rows, r.streams)
-        down_bytes = download.for_workers(self.rows).nbytes().cpu().numpy()
+        taking = self._taking(ids.tolist())
+        self._send_download(download, ids.tolist(), taking)
+        up, grads, hvps = self._receive_uploads(taking)
+        ctx = Context(state.round, r.shards.workers[ids], r.shards.rows, r.streams)
+        down_bytes = download.for_workers(ids).nbytes().cpu().numpy()
         close_sync_round(state, r.algorithm, self.timing, ctx, down_bytes, up, grads, hvps)
 
-    def _send_download(self, download: Download) -> None:
-        """The one row of a broadcast download to each rank, else each worker's row."""
+    def _taking(self, ids: list[int]) -> dict[int, int]:
+        """Rank -> how many of the workers ``ids`` it hosts, for the ranks hosting any, in order."""
+        return dict(Counter(self.owner[worker] for worker in ids))
+
+    def _send_download(self, download: Download, ids: list[int], taking: dict[int, int]) -> None:
+        """The one row of a broadcast download to each rank taking part, else each worker's row."""
         if download.broadcast:
             row = wire.row(download.payload, 0)
-            for rank in range(1, len(self.groups) + 1):
+            for rank in taking:
                 wire.send_payload(row, rank)
             return
-        for worker, rank in enumerate(self.owner):
-            wire.send_payload(wire.row(download.payload, worker), rank)
+        for worker in ids:
+            wire.send_payload(wire.row(download.payload, worker), self.owner[worker])
 
-    def _receive_uploads(self) -> tuple[Upload, np.ndarray, np.ndarray]:
-        """Every rank's header and its senders' rows, rebuilt into one upload of all workers."""
+    def _receive_uploads(self, taking: dict[int, int]) -> tuple[Upload, np.ndarray, np.ndarray]:
+        """Each rank's header and its senders' rows, rebuilt into one upload of the round."""
         headers, rows, like = [], [], None
-        for rank, group in enumerate(self.groups, start=1):
-            header = wire.recv_tensor((3, len(group)), torch.int64, rank)
+        for rank, count in taking.items():
+            header = wire.recv_tensor((3, count), torch.int64, rank)
             senders = int(header[0].sum())
             if senders:
                 rows += [wire.recv_payload(rank, self.device) for _ in range(senders)]
@@ -233,20 +250,31 @@ class _WorkerRank(Follower):
         self.modules = (type(engine.algorithm).__module__,)
         self.device = engine.problem.device
         first, last = int(group[0]), int(group[-1]) + 1
+        self.span = first, last
         self.shards = engine.shards.span(first, last)
         self.blocks = WorkerBlocks(engine.problem, self.shards)
         self.state = engine.algorithm.init_workers(
             engine.problem, self.shards.workers, engine.streams
         )
         self.positions = torch.arange(group.shape[0], device=self.device)
+        n = engine.shards.rows
+        self.participants = Participants(engine.streams, n, engine.options.per_round)
 
     def work(self, command: int, round_: int, broadcast: int) -> None:
-        """One synchronous round (``command`` is ``RUN``): the round after ``round_``."""
+        """One synchronous round (``command`` is ``RUN``): the round after ``round_``.
+
+        Only the group's participants compute; a group without any does nothing.
+        """
         r = self.engine
         self.last_round = round_ + 1
-        down = self._receive_download(bool(broadcast))
-        ctx = Context(round_, self.shards.workers, r.shards.rows, r.streams)
-        up, self.state, grads, hvps = self.blocks.local(r.algorithm, self.state, down, ctx)
+        chosen = self.participants.within(round_, *self.span)
+        mine = self.positions if chosen is None else chosen.to(self.device)
+        if not mine.numel():
+            return
+        down = self._receive_download(bool(broadcast), mine)
+        ctx = Context(round_, self.shards.workers[mine], r.shards.rows, r.streams)
+        local = self.blocks.local
+        up, self.state, grads, hvps = local(r.algorithm, self.state, down, ctx, chosen)
         counts = [torch.from_numpy(grads), torch.from_numpy(hvps)]
         wire.send_tensor(torch.stack([up.sent.to(HOST, torch.int64), *counts]), 0)
         senders = torch.nonzero(up.sent).flatten().tolist()
@@ -255,9 +283,9 @@ class _WorkerRank(Follower):
         if not senders:
             wire.send_payload(wire.no_rows(up.payload), 0)
 
-    def _receive_download(self, broadcast: bool) -> AnyPayload:
+    def _receive_download(self, broadcast: bool, mine: torch.Tensor) -> AnyPayload:
         if broadcast:
             payload = wire.recv_payload(0, self.device)
-            return Download(payload, True).for_workers(self.positions)
-        rows = [wire.recv_payload(0, self.device) for _ in self.positions]
+            return Download(payload, True).for_workers(mine)
+        rows = [wire.recv_payload(0, self.device) for _ in mine]
         return wire.assemble(rows, torch.ones(len(rows), dtype=torch.bool, device=HOST))

@@ -2,11 +2,17 @@
 
 Layout of a comparison folder ``OUT``:
 
-- ``OUT/<algorithm>/seed<k>/``: each run, as written by :func:`save_run`;
-- ``OUT/summary.csv``: one row per algorithm (see :func:`summarize`);
+- ``OUT/<algorithm>/seed<k>/``: each run, as written by :func:`save_run` (a variant's folder
+  is named by :func:`~lowcomm.experiments.variants.folder_name`, e.g. ``sgd_lr=0.1``);
+- ``OUT/summary.csv``: one row per algorithm or variant (see :func:`summarize`);
 - ``OUT/compare.json``: the algorithms, seeds, options, target loss and shared settings;
 - ``OUT/compare.png`` (four panels) and ``OUT/compare-<x>.png`` for x in round, bytes,
-  grad_evals and sim_time: training loss against each, mean over seeds with a min-max band.
+  grad_evals and sim_time: training loss against each, mean over seeds with a min-max band,
+  and the target loss as a dashed line.
+
+An entry of ``algorithms`` is a name or a variant ``NAME[KEY=VALUE,...]`` labelled by its
+settings (:mod:`lowcomm.experiments.variants`). A variant's options are, by precedence: its
+bracket (or grid) settings, then ``ALGORITHM.KEY`` options, then ``KEY`` options.
 
 ``OUT`` is locked while a comparison writes it, and a comparison is not written over another
 (or over a run in one of its run folders) unless ``overwrite`` is given
@@ -24,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from lowcomm.algorithms.registry import REGISTRY, build_algorithm, option_names
+from lowcomm.algorithms.registry import build_algorithm
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.experiments.config import RunConfig, make_config
 from lowcomm.experiments.execution import Result, check_out, run_config
@@ -33,9 +39,16 @@ from lowcomm.experiments.models import Objects
 from lowcomm.experiments.plots import plot_runs, title
 from lowcomm.experiments.results import load_history, mean_history, read_json, write_json
 from lowcomm.experiments.run_folder import COMPARE_JSON, check_new, hold, remove
-from lowcomm.experiments.runner import prepare
+from lowcomm.experiments.runner import check_participation, prepare
+from lowcomm.experiments.tracking import run_subfolder
+from lowcomm.experiments.variants import (
+    OWNER,
+    Variant,
+    algorithm_names,
+    check_algorithms,
+    folder_name,
+)
 
-OWNER = "lowcomm compare"
 SUMMARY_CSV = "summary.csv"
 FIGURE = "compare.png"
 COMPARE_FILES = (COMPARE_JSON, SUMMARY_CSV, FIGURE, "compare-*.png")
@@ -103,93 +116,15 @@ def summarize(
     return pd.DataFrame(rows)
 
 
-def check_algorithms(algorithms: Sequence[str]) -> None:
-    """Require a non-empty list of distinct registered algorithm names."""
-    if not algorithms or len(set(algorithms)) < len(algorithms):
-        allowed = f"distinct names from {', '.join(REGISTRY)}"
-        raise InvalidConfigError("algorithms", OWNER, allowed, ",".join(algorithms))
-    for name in algorithms:
-        build_algorithm(name, {})
-
-
-def flatten_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """A config file's options with per-algorithm tables as dotted keys.
-
-    ``{"lr": 0.1, "local-sgd": {"local_steps": 8}}`` becomes
-    ``{"lr": 0.1, "local-sgd.local_steps": 8}``.
-    """
-    flat: dict[str, Any] = {}
-    for key, value in options.items():
-        if key in REGISTRY and isinstance(value, Mapping):
-            flat.update({f"{key}.{name}": item for name, item in value.items()})
-        else:
-            flat[key] = value
-    return flat
-
-
-def concerning(settings: Mapping[str, Any], algorithms: Sequence[str]) -> dict[str, Any]:
-    """The settings of a config file that concern the compared ``algorithms``.
-
-    A file may hold settings for more algorithms than a command line compares: an
-    ``ALGORITHM.KEY`` of another registered algorithm, or a ``KEY`` that only other algorithms
-    take, is left out. Anything else (a misspelt algorithm or setting) is kept for
-    :func:`resolve_options` to refuse.
-    """
-    check_algorithms(algorithms)
-    kept: dict[str, Any] = {}
-    for key, value in settings.items():
-        name, dot, _ = key.partition(".")
-        other = name in REGISTRY and name not in algorithms
-        unused = not any(key in option_names(a) for a in algorithms)
-        elsewhere = any(key in option_names(a) for a in REGISTRY)
-        if (dot and other) or (not dot and unused and elsewhere):
-            continue
-        kept[key] = value
-    return kept
-
-
-def resolve_options(
-    settings: Mapping[str, Any], algorithms: Sequence[str]
-) -> dict[str, dict[str, Any]]:
-    """Each algorithm's options from ``KEY`` and ``ALGORITHM.KEY`` settings.
-
-    ``KEY`` goes to every compared algorithm that accepts it; ``ALGORITHM.KEY`` to that
-    algorithm only, and wins over ``KEY``.
-
-    Raises:
-        InvalidConfigError: an algorithm is unknown, a ``KEY`` fits no compared algorithm, or
-            an ``ALGORITHM.KEY`` names an algorithm that is not compared.
-    """
-    check_algorithms(algorithms)
-    resolved: dict[str, dict[str, Any]] = {name: {} for name in algorithms}
-    specific = {key: value for key, value in settings.items() if "." in key}
-    for key, value in settings.items():
-        if key in specific:
-            continue
-        takers = [name for name in algorithms if key in option_names(name)]
-        if not takers:
-            allowed = f"a setting of at least one compared algorithm ({', '.join(algorithms)})"
-            raise InvalidConfigError(key, OWNER, allowed, value)
-        for name in takers:
-            resolved[name][key] = value
-    for key, value in specific.items():
-        name, _, option = key.partition(".")
-        if name not in resolved:
-            allowed = f"KEY or ALGORITHM.KEY with ALGORITHM one of {', '.join(algorithms)}"
-            raise InvalidConfigError("set", OWNER, allowed, key)
-        resolved[name][option] = value
-    return resolved
-
-
 def _check(
     base: RunConfig,
     algorithms: Sequence[str],
     options: Mapping[str, Mapping[str, Any]],
     seeds: Sequence[int],
     target_loss: float | None,
-) -> None:
+) -> list[Variant]:
     """Refuse what no single run would catch: the choices of the comparison itself."""
-    check_algorithms(algorithms)
+    variants = check_algorithms(algorithms)
     if base.engine != "simulate":
         allowed = "'simulate' (compare runs everything in this process)"
         raise InvalidConfigError("engine", OWNER, allowed, base.engine)
@@ -198,38 +133,56 @@ def _check(
     finite = isinstance(target_loss, int | float) and math.isfinite(target_loss)
     if target_loss is not None and not finite:
         raise InvalidConfigError("target_loss", OWNER, "a finite number", target_loss)
-    strangers = sorted(set(options) - set(algorithms))
+    names = algorithm_names(algorithms)
+    strangers = sorted(set(options) - set(names))
     if strangers:
-        allowed = f"options of compared algorithms ({', '.join(algorithms)})"
+        allowed = f"options of compared algorithms ({', '.join(names)})"
         raise InvalidConfigError("options", OWNER, allowed, strangers[0])
+    return variants
 
 
 def _configs(
     base: RunConfig,
-    algorithms: Sequence[str],
+    variants: Sequence[Variant],
     options: Mapping[str, Mapping[str, Any]],
     seeds: Sequence[int],
     objects: Objects | None,
 ) -> dict[tuple[str, int], RunConfig]:
-    """Every run's config, all validated (data and partition of every seed included)."""
+    """Every run's config by (label, seed), all validated (every seed's data and partition too).
+
+    A variant's settings win over its algorithm's ``options``.
+    """
     values = base.model_dump()
     configs = {
-        (name, seed): make_config(
-            {**values, "algorithm": name, "options": dict(options.get(name, {})), "seed": seed}
+        (v.label, seed): make_config(
+            values
+            | {"algorithm": v.algorithm, "seed": seed}
+            | {"options": {**options.get(v.algorithm, {}), **v.settings}}
         )
-        for name in algorithms
+        for v in variants
         for seed in seeds
     }
-    for config in configs.values():
-        build_algorithm(config.algorithm, config.options)
+    for (label, _), config in configs.items():
+        _build(label, config)
     for seed in seeds:
-        prepare(configs[algorithms[0], seed], objects)
+        prepare(configs[variants[0].label, seed], objects)
     return configs
+
+
+def _build(label: str, config: RunConfig) -> None:
+    """Build a run's algorithm, check its participation; a variant's errors start with its label."""
+    try:
+        build_algorithm(config.algorithm, config.options)
+        check_participation(config)
+    except InvalidConfigError as exc:
+        if label != config.algorithm:
+            exc.args = (f"{label}: {exc}",)
+        raise
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """The summary table (see :func:`compare`) and every run, per algorithm in seed order."""
+    """The summary table (see :func:`compare`) and every run, per label in seed order."""
 
     summary: pd.DataFrame
     runs: dict[str, list[Result]]
@@ -253,9 +206,11 @@ def compare(
 
     Args:
         base: the shared settings; its ``algorithm``, ``options`` and ``seed`` are ignored.
-        algorithms: registered algorithm names, in the order of the summary and legends.
-        options_per_algorithm: each algorithm's options (see :func:`resolve_options`).
-        seeds: one run per algorithm and seed.
+        algorithms: registered algorithm names or variants ``NAME[KEY=VALUE,...]``
+            (:mod:`lowcomm.experiments.variants`), in the order of the summary and legends.
+        options_per_algorithm: each algorithm's options (see :func:`resolve_options`); a
+            variant's bracket settings win over them.
+        seeds: one run per algorithm (or variant) and seed.
         out: the comparison folder (layout in the module docstring); None writes nothing.
         target_loss: the target of the ``*_to_target`` columns; None for
             :func:`automatic_target`.
@@ -265,16 +220,18 @@ def compare(
             that hold a run).
 
     Returns:
-        The summary (written to ``summary.csv``; see :func:`summarize`) plus ``diverged``,
-        the number of seeds on which each algorithm diverged, and the runs.
+        The summary (written to ``summary.csv``; see :func:`summarize`; its ``algorithm``
+        column holds the labels) plus ``diverged``, the number of seeds on which each
+        algorithm diverged, and the runs.
     """
     if out is not None:
         check_out(out)
-    _check(base, algorithms, options_per_algorithm, seeds, target_loss)
-    _check_new(out, algorithms, seeds, overwrite)
-    configs = _configs(base, algorithms, options_per_algorithm, seeds, objects)
+    variants = _check(base, algorithms, options_per_algorithm, seeds, target_loss)
+    labels = [variant.label for variant in variants]
+    _check_new(out, labels, seeds, overwrite)
+    configs = _configs(base, variants, options_per_algorithm, seeds, objects)
     with hold(out):
-        _check_new(out, algorithms, seeds, overwrite)  # again, now that no one else writes it
+        _check_new(out, labels, seeds, overwrite)  # again, now that no one else writes it
         if out is not None and overwrite:
             remove(out, COMPARE_FILES)
         runs = _run_all(configs, objects, out, progress, overwrite)
@@ -284,23 +241,25 @@ def compare(
         if out is not None:
             table.to_csv(out / SUMMARY_CSV, index=False)
             shared = _write_info(out, base, configs, table, target_loss is not None)
-            plot_runs(histories, out / FIGURE, title=title(shared))
+            metric = str(next(iter(runs.values()))[0].metadata["problem"]["metric"])
+            target = float(table["target_loss"].iloc[0])
+            plot_runs(histories, out / FIGURE, title=title(shared), metric=metric, target=target)
     return Comparison(table, runs)
 
 
-def _run_folder(out: Path, name: str, seed: int) -> Path:
-    """The run folder of ``name`` on ``seed`` in the comparison folder ``out``."""
-    return out / name / f"seed{seed}"
+def _run_folder(out: Path, label: str, seed: int) -> Path:
+    """The run folder of ``label`` on ``seed`` in the comparison folder ``out``."""
+    return out / folder_name(label) / f"seed{seed}"
 
 
-def _check_new(out: Path | None, algorithms: list[str], seeds: list[int], overwrite: bool) -> None:
+def _check_new(out: Path | None, labels: list[str], seeds: list[int], overwrite: bool) -> None:
     """Refuse to write over a comparison, or a run in a run folder, unless ``overwrite``."""
     if out is None:
         return
     check_new(out, overwrite, kind="comparison")
-    for name in algorithms:
+    for label in labels:
         for seed in seeds:
-            check_new(_run_folder(out, name, seed), overwrite)
+            check_new(_run_folder(out, label, seed), overwrite)
 
 
 def _run_all(
@@ -310,11 +269,12 @@ def _run_all(
     progress: bool,
     overwrite: bool,
 ) -> dict[str, list[Result]]:
-    """Every run, per algorithm in seed order, each saved in its folder of ``out``."""
+    """Every run, per label in seed order, each saved in its folder of ``out``."""
     runs: dict[str, list[Result]] = {}
     for (name, seed), config in configs.items():
         folder = None if out is None else _run_folder(out, name, seed)
-        result = run_config(config, objects, folder, progress=progress, overwrite=overwrite)
+        with run_subfolder(f"{folder_name(name)}/seed{seed}"):
+            result = run_config(config, objects, folder, progress=progress, overwrite=overwrite)
         assert result is not None, "the simulate engine always returns a result"
         runs.setdefault(name, []).append(result)
     return runs
@@ -347,28 +307,53 @@ def is_comparison(folder: Path) -> bool:
 
 
 def load_runs(folders: Sequence[Path]) -> tuple[dict[str, list[pd.DataFrame]], dict[str, Any]]:
-    """Saved histories grouped by label, and the first folder's settings (for titles).
+    """Saved histories grouped by label, and what the first folder says about them.
 
-    A comparison folder contributes one label per algorithm with all its seeds. A run folder
-    named ``seed<k>`` is labelled by its parent folder (so ``OUT/sgd/seed0 OUT/sgd/seed1``
-    are two seeds of ``sgd``); any other run folder by its own name.
+    A comparison folder contributes one label per algorithm or variant with all its seeds. A
+    run folder named ``seed<k>`` is labelled by its parent folder (so ``OUT/sgd/seed0
+    OUT/sgd/seed1`` are two seeds of ``sgd``); any other run folder by its own name.
+
+    Returns:
+        The histories and, from the first folder: ``config`` (its settings, for titles),
+        ``metric`` (the test metric's name) and ``target_loss`` (a comparison's, else None).
 
     Raises:
         DataError: a folder is neither a run folder nor a comparison folder.
     """
     runs: dict[str, list[pd.DataFrame]] = {}
-    settings: list[dict[str, Any]] = []
+    about: list[dict[str, Any]] = []
     for folder in folders:
         if is_comparison(folder):
             info = read_json(folder / COMPARE_JSON)
-            settings.append(info.get("config", {}))
             for name in info["algorithms"]:
                 for seed in info["seeds"]:
-                    runs.setdefault(name, []).append(load_history(folder / name / f"seed{seed}")[0])
+                    history, meta = load_history(_run_folder(folder, name, seed))
+                    runs.setdefault(name, []).append(history)
+            about.append(_about(info.get("config", {}), meta, info.get("target_loss")))
             continue
         history, meta = load_history(folder)
-        settings.append(meta.get("config", {}))
+        about.append(_about(meta.get("config", {}), meta, None))
         named = folder.resolve()
         label = named.parent.name if _SEED_FOLDER.fullmatch(named.name) else named.name
         runs.setdefault(label, []).append(history)
-    return runs, settings[0] if settings else {}
+    return runs, about[0] if about else _about({}, {}, None)
+
+
+def _about(config: dict[str, Any], meta: Mapping[str, Any], target: Any) -> dict[str, Any]:
+    """Settings, test metric name and target loss (a number or None) of saved runs."""
+    metric = meta.get("problem", {}).get("metric", "metric")
+    target_loss = float(target) if isinstance(target, int | float | str) else None
+    return {"config": config, "metric": metric, "target_loss": target_loss}
+
+
+def plot_folders(folders: Sequence[Path], path: Path, y: str) -> list[Path]:
+    """Draw the runs saved in ``folders`` (see :func:`load_runs`); the paths written.
+
+    Raises:
+        InvalidConfigError: a history lacks the column ``y``.
+    """
+    runs, about = load_runs(folders)
+    for name, histories in runs.items():
+        if any(y not in h.columns for h in histories):
+            raise InvalidConfigError("y", "lowcomm plot", f"a history column of {name}", y)
+    return plot_runs(runs, path, y, title(about["config"]), about["metric"], about["target_loss"])

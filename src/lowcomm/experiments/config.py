@@ -60,6 +60,8 @@ class RunConfig(BaseModel):
     l2: float = Field(default=1e-4, ge=0)
     intercept: bool = False  # logistic and softmax: fit a bias term (networks have their own)
     workers: int = Field(default=8, ge=1)
+    participation: float | None = None  # the fraction P of the workers in each round
+    per_round: int | None = Field(default=None, ge=1)  # or K workers in each round
     partition: str = "iid"
     rounds: int = Field(default=100, ge=1)
     epochs: int | None = Field(default=None, ge=1)
@@ -95,6 +97,13 @@ class RunConfig(BaseModel):
         if loss not in (*LOSSES, IN_MEMORY) and not _IMPORT_PATH.match(loss):
             raise ValueError(f"one of {', '.join(LOSSES)} or package.module:function")
         return loss
+
+    @field_validator("participation")
+    @classmethod
+    def _fraction(cls, participation: float | None) -> float | None:
+        if participation is not None and not 0 < participation <= 1:
+            raise ValueError("a fraction in (0, 1]")
+        return participation
 
     @field_validator("speeds")
     @classmethod

@@ -13,7 +13,7 @@ import torch
 
 import lowcomm
 from lowcomm.algorithms.base import Algorithm
-from lowcomm.algorithms.registry import build_algorithm
+from lowcomm.algorithms.registry import build_algorithm, registered
 from lowcomm.core.clock import ClockModel, ComputeModel, Link, NetworkModel
 from lowcomm.core.device import run_device
 from lowcomm.core.errors import InvalidConfigError
@@ -23,9 +23,11 @@ from lowcomm.data.loaders import load_data
 from lowcomm.data.partition import partition, partition_summary
 from lowcomm.data.sparse import DENSE_LIMIT
 from lowcomm.data.spec import parse_data_spec, parse_partition_spec
+from lowcomm.engines import participation
 from lowcomm.engines.evaluation import Evaluator
 from lowcomm.engines.session import Events, RunOptions, RunResult, RunState
 from lowcomm.engines.simulate import Simulation
+from lowcomm.experiments import tracking
 from lowcomm.experiments.config import RunConfig, trajectory_settings
 from lowcomm.experiments.kept import Removed, cut_to_usable
 from lowcomm.experiments.models import Objects, lenet_input, make_problem
@@ -59,9 +61,11 @@ class Prepared:
     ) -> RunOptions:
         """The engine's run options (``replay``: the workers of each asynchronous update).
 
-        ``stop``: asked before each round; yes ends the run there (None: never).
+        ``stop``: asked before each round; yes ends the run there (None: never). The progress
+        cadence and the row observer come from the current tracking context
+        (:mod:`lowcomm.experiments.tracking`).
         """
-        c = self.config
+        c, track = self.config, tracking.current()
         return RunOptions(
             rounds=self.rounds,
             eval_every=c.eval_every,
@@ -75,6 +79,9 @@ class Prepared:
             settings=trajectory_settings(c),
             stop=stop,
             timeout=c.timeout,
+            per_round=participation.per_round(c.workers, c.participation, c.per_round),
+            progress_every=track.progress_every,
+            on_row=track.observer(c),
         )
 
 
@@ -88,6 +95,18 @@ def _check_timing(config: RunConfig, algorithm: Algorithm) -> None:
         raise InvalidConfigError("speeds", "the run config", allowed, list(config.speeds))
 
 
+def check_participation(config: RunConfig) -> None:
+    """Refuse a malformed sample of workers per round, or one the algorithm declines.
+
+    All n workers (P = 1, K = n) is full participation, which every algorithm takes.
+    """
+    count = participation.per_round(config.workers, config.participation, config.per_round)
+    if count is not None:
+        option = "per_round" if config.participation is None else "participation"
+        declared = registered(config.algorithm).config(**_algorithm_options(config))
+        participation.check_declared(config.algorithm, declared, option, getattr(config, option))
+
+
 def prepare(config: RunConfig, objects: Objects | None = None) -> Prepared:
     """Load, partition and build everything for ``config`` (deterministic in its seed).
 
@@ -99,6 +118,7 @@ def prepare(config: RunConfig, objects: Objects | None = None) -> Prepared:
     device = run_device(config.device, config.engine)
     algorithm = build_algorithm(config.algorithm, _algorithm_options(config))
     _check_timing(config, algorithm)
+    check_participation(config)
     partition_spec = parse_partition_spec(config.partition)
     data = _data(config, objects)
     _check_sparse(config.model, data)
