@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lowcomm.cli import app
-from lowcomm.engines.progress import ProgressLines
+from lowcomm.engines.progress import ProgressLines, count_progress
 
 RUN = ["--data", "synthetic-logistic:200,5", "--workers", "2", "--rounds", "6"]
 LINE = re.compile(r"(.+): round (\d+)/(\d+), loss (\S+), (ETA \S+|\d+:\d\d:\d\d elapsed)")
@@ -113,3 +113,22 @@ def test_a_non_positive_interval_is_one_error_line(tmp_path: Path, every: str) -
     assert done.exit_code == 2
     assert done.stderr.startswith("error: The 'progress_every' parameter of the run must be ")
     assert len(done.stderr.splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_a_count_of_runs_prints_a_line_per_interval_without_a_loss(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with count_progress(True, 3, "runs", every=0.0) as advance:
+        for _ in range(3):
+            advance()
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(", ")[0] for line in lines] == [
+        "runs: run 1/3",
+        "runs: run 2/3",
+        "runs: run 3/3",
+        "runs: run 3/3",
+    ]
+    assert lines[1].endswith(", ETA 0:00:00") and lines[-1].endswith(" elapsed")
+    with count_progress(False, 3, "runs", every=0.0) as advance:
+        advance()
+    assert capsys.readouterr().err == ""

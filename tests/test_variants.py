@@ -256,3 +256,11 @@ def test_command_line_variant_errors_are_one_line(
     assert done.exit_code == 2
     assert one_error_line(done) == message
     assert not (tmp_path / "out").exists()
+
+
+def test_the_printed_table_shows_each_variant_label_not_rich_markup(tmp_path: Path) -> None:
+    flags = ["--data", "synthetic-logistic:80,3", "--workers", "2", "--rounds", "3"]
+    done = cli("compare", "--algorithms", "sgd[lr=0.5],sgd[lr=0.05]", *flags, "--out", tmp_path)
+    assert done.exit_code == 0, done.output
+    rows = [line.split("│")[1].strip() for line in done.stdout.splitlines() if "│" in line]
+    assert rows == ["sgd[lr=0.5]", "sgd[lr=0.05]"]

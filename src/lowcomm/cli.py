@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import lowcomm
@@ -266,13 +267,8 @@ def _console() -> Console:
     return Console() if sys.stdout.isatty() else Console(width=160)
 
 
-def _progress(quiet: bool) -> bool:
-    """Show a progress bar: not quiet and stderr is a terminal."""
-    return not quiet and sys.stderr.isatty()
-
-
 def _run_progress(quiet: bool) -> bool:
-    """Report a run's progress unless quiet: a bar on a terminal, else a line every few s."""
+    """Report progress unless quiet: a bar on a terminal, else a line every few seconds."""
     return not quiet
 
 
@@ -439,7 +435,7 @@ def _compare_table(table: pd.DataFrame, rule: str, metric: str) -> Table:
         shown.add_column(header, justify="left" if header == "algorithm" else "right")
     for row in table.itertuples():
         shown.add_row(
-            str(row.algorithm),
+            escape(str(row.algorithm)),
             str(row.seeds),
             _number(row.rounds_to_target, 6),
             _number(row.uploads_to_target, 6),
@@ -670,7 +666,7 @@ def reproduce(
 
     with _user_errors():
         request = reproductions.make_request(
-            name, quick, out, data, seeds, _progress(quiet), resume, jobs
+            name, quick, out, data, seeds, _run_progress(quiet), resume, jobs
         )
         if name == reproductions.ALL:
             outcomes = reproductions.reproduce_all(request)

@@ -3,15 +3,20 @@
 A bar redrawn in place is noise in a log file and, where stderr is not a terminal, rich does
 not draw it until the end; :class:`ProgressLines` prints one line every ``every`` seconds and,
 after those, one when the run ends instead. A run shorter than ``every`` prints none, so its
-stderr holds only what it has to say (a note, one error line).
+stderr holds only what it has to say (a note, one error line). :func:`count_progress` does the
+same for a count of finished jobs (the runs of a reproduction study).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
+
+from rich.console import Console
+from rich.progress import Progress
 
 
 def clock_time(seconds: float) -> str:
@@ -19,23 +24,34 @@ def clock_time(seconds: float) -> str:
     return str(timedelta(seconds=round(seconds)))
 
 
+def on_terminal() -> bool:
+    """Whether stderr shows a live bar: a terminal, or a Jupyter notebook."""
+    return sys.stderr.isatty() or Console(stderr=True).is_jupyter
+
+
 class ProgressLines:
     """``label: round r/R, loss L, ETA H:MM:SS`` on stderr at most every ``every`` seconds.
 
-    The ETA extrapolates the pace since the first round shown. ``clock``: the time source
+    The ETA extrapolates the pace since the first round shown. ``unit``: what is counted
+    (``round``; ``run`` for a study's jobs, shown without a loss). ``clock``: the time source
     (seconds), replaceable in tests.
     """
 
     def __init__(
-        self, total: int, label: str, every: float, clock: Callable[[], float] = time.monotonic
+        self,
+        total: int,
+        label: str,
+        every: float,
+        clock: Callable[[], float] = time.monotonic,
+        unit: str = "round",
     ) -> None:
-        self.total, self.label, self.every, self.clock = total, label, every, clock
+        self.total, self.label, self.every, self.clock, self.unit = total, label, every, clock, unit
         self.start = self.printed = clock()
         self.first: tuple[int, float] | None = None  # (round, time) of the first round shown
-        self.last: tuple[int, float] | None = None  # (round, loss) of the latest round shown
+        self.last: tuple[int, float | None] | None = None  # (round, loss) of the latest shown
         self.lines = 0
 
-    def show(self, round_: int, loss: float) -> None:
+    def show(self, round_: int, loss: float | None = None) -> None:
         """Note the round's loss; print a line if ``every`` seconds passed since the last."""
         now = self.clock()
         self.first = self.first or (round_, now)
@@ -62,6 +78,34 @@ class ProgressLines:
         """One line on the current stderr, flushed at once."""
         assert self.last is not None
         round_, loss = self.last
-        line = f"{self.label}: round {round_}/{self.total}, loss {loss:.4g}, {tail}"
+        loss_part = "" if loss is None else f", loss {loss:.4g}"
+        line = f"{self.label}: {self.unit} {round_}/{self.total}{loss_part}, {tail}"
         print(line, file=sys.stderr, flush=True)
         self.lines += 1
+
+
+@contextmanager
+def count_progress(
+    enabled: bool, total: int, label: str, every: float = 10.0
+) -> Iterator[Callable[[], None]]:
+    """Progress of ``total`` jobs on stderr; yields ``advance()``, called as each one ends.
+
+    A transient bar on a terminal, else :class:`ProgressLines` counting runs; nothing when
+    not ``enabled``.
+    """
+    if not enabled:
+        yield lambda: None
+        return
+    if not on_terminal():
+        lines, done = ProgressLines(total, label, every, unit="run"), [0]
+
+        def count() -> None:
+            done[0] += 1
+            lines.show(done[0])
+
+        yield count
+        lines.finish()
+        return
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda: bar.advance(task)

@@ -8,7 +8,6 @@ in-process and the multi-process engines record a run identically.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,7 +29,7 @@ from lowcomm.core.messages import Download, Upload
 from lowcomm.core.rng import Streams
 from lowcomm.core.validate import at_least, one_of, positive
 from lowcomm.engines.evaluation import Evaluator
-from lowcomm.engines.progress import ProgressLines
+from lowcomm.engines.progress import ProgressLines, on_terminal
 from lowcomm.engines.trusted import load_trusted
 from lowcomm.problems.base import Problem
 
@@ -375,7 +374,7 @@ def progress_bar(
     if not enabled:
         yield lambda round_, loss: None
         return
-    if not (sys.stderr.isatty() or Console(stderr=True).is_jupyter):
+    if not on_terminal():
         lines = ProgressLines(total, label, every)
         yield lines.show
         lines.finish()

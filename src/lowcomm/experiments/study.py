@@ -37,9 +37,9 @@ from typing import Any, TypeAlias
 import pandas as pd
 import torch
 from rich.console import Console
-from rich.progress import Progress
 
 import lowcomm
+from lowcomm.engines.progress import count_progress
 from lowcomm.experiments.config import RunConfig
 from lowcomm.experiments.execution import check_out
 from lowcomm.experiments.reproduce import report
@@ -246,18 +246,24 @@ def call_or_resume(job: Job, folder: Path, resume: bool) -> pd.DataFrame:
 
 
 def run_jobs(
-    jobs: Sequence[Job], out: Path, workers: int, progress: bool, resume: bool
+    jobs: Sequence[Job],
+    out: Path,
+    workers: int,
+    progress: bool,
+    resume: bool,
+    label: str = "runs",
 ) -> dict[Key, Output]:
-    """Every job's output by key: ``workers`` processes at a time (in this process for 1)."""
+    """Every job's output by key: ``workers`` processes at a time (in this process for 1).
+
+    ``progress``: jobs done so far on stderr under ``label`` (a bar, or lines in a log).
+    """
     folders = [out.joinpath(*job.key) for job in jobs]
     outputs: dict[Key, Output] = {}
-    console = Console(stderr=True)
-    with Progress(console=console, disable=not progress, transient=True) as bar:
-        task = bar.add_task("runs", total=len(jobs))
+    with count_progress(progress, len(jobs), label) as advance:
         if workers <= 1:
             for job, folder in zip(jobs, folders, strict=True):
                 outputs[job.key] = run_job(job, folder, resume)
-                bar.advance(task)
+                advance()
             return outputs
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
             pending = {
@@ -267,7 +273,7 @@ def run_jobs(
             try:
                 for done in as_completed(pending):
                     outputs[pending[done]] = done.result()
-                    bar.advance(task)
+                    advance()
             except BaseException:
                 pool.shutdown(cancel_futures=True)
                 raise
@@ -366,7 +372,9 @@ def run_study(study: Study, request: Request, plan: tuple[Plan, float] | None = 
     made, planning = plan or planned(study, request)
     if made.note and request.progress:
         Console(stderr=True).print(f"note: {made.note}", highlight=False)
-    outputs = run_jobs(made.jobs, request.out, request.jobs, request.progress, request.resume)
+    outputs = run_jobs(
+        made.jobs, request.out, request.jobs, request.progress, request.resume, study.name
+    )
     found = study.findings(made, outputs)
     request.out.mkdir(parents=True, exist_ok=True)
     wall = time.perf_counter() - start + (planning if plan else 0.0)
