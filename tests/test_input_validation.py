@@ -247,11 +247,15 @@ def test_auto_solves_exactly_up_to_the_line_and_by_cg_above() -> None:
     assert auto.note("local-newton", 1000) is None and NewtonSolver("cg").note("x", 9999) is None
 
 
-def _local_newton(tmp_path: Path, d: int, solver: str | None) -> tuple[pd.DataFrame, str]:
-    """One round, one local step of local-newton on d logistic features over 2 workers."""
-    out = tmp_path / f"{d}-{solver}"
-    args = ["run", "--algorithm", "local-newton", "--data", f"synthetic-logistic:200,{d}"]
-    args += ["--workers", "2", "--rounds", "1", "--set", "local_steps=1", "-q", "--out", str(out)]
+def _local_newton(
+    tmp_path: Path, d: int, solver: str | None, algorithm: str = "local-newton"
+) -> tuple[pd.DataFrame, str]:
+    """One round (one local step) of ``algorithm`` on d logistic features over 2 workers."""
+    out = tmp_path / f"{d}-{solver}-{algorithm}"
+    args = ["run", "--algorithm", algorithm, "--data", f"synthetic-logistic:200,{d}"]
+    args += ["--workers", "2", "--rounds", "1", "-q", "--out", str(out)]
+    if algorithm == "local-newton":
+        args += ["--set", "local_steps=1"]
     if solver is not None:
         args += ["--set", f"solver={solver}"]
     result = CliRunner().invoke(app, args)
@@ -277,8 +281,19 @@ def test_an_exact_solve_asked_above_the_line_is_honoured_with_its_cost(tmp_path:
     assert history["hvps"].iloc[-1] == 2 * 1001
     assert note == (
         "note: local-newton forms an exact 1001 x 1001 Hessian per worker and step as asked "
-        "(solver=exact; solver=auto uses CG above d = 1000)\n"
+        "(solver=exact; solver=cg uses Hessian-vector products instead)\n"
     )
+
+
+def test_giant_asked_for_an_exact_solve_above_the_line_says_what_it_costs(
+    tmp_path: Path,
+) -> None:
+    _, note = _local_newton(tmp_path, 1001, "exact", "giant")
+    assert note == (
+        "note: giant forms an exact 1001 x 1001 Hessian per worker and step as asked "
+        "(solver=exact; solver=cg uses Hessian-vector products instead)\n"
+    )
+    assert _local_newton(tmp_path, 1001, None, "giant")[1] == ""  # its default: CG, no note
 
 
 def test_cg_stops_at_negative_curvature_with_a_descent_direction() -> None:

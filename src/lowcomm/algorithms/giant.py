@@ -108,7 +108,8 @@ class GIANT:
     def init(
         self, problem: Problem, sizes: torch.Tensor, streams: Streams
     ) -> tuple[GIANTState, Download]:
-        """Initial model, broadcast for the first gradient round."""
+        """Initial model, broadcast for the first gradient round; a note if a solve is costly."""
+        self.config.newton.announce(self.name, problem.dim)
         return self.start(problem.init_params(streams.generator("init")), sizes)
 
     def start(self, params: torch.Tensor, sizes: torch.Tensor) -> tuple[GIANTState, Download]:

@@ -56,7 +56,6 @@ after a switch to GIANT, GIANT's messages.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -209,9 +208,7 @@ class LocalNewton:
         self, problem: Problem, sizes: torch.Tensor, streams: Streams
     ) -> tuple[LocalNewtonState, Download]:
         """Initial model and L_0, broadcast; a note on stderr when the solve is costly or CG."""
-        note = self.config.newton.note(self.name, problem.dim)
-        if note is not None:
-            print(note, file=sys.stderr)
+        self.config.newton.announce(self.name, problem.dim)
         params = problem.init_params(streams.generator("init"))
         inf = params.new_tensor(float("inf"))
         steps = torch.tensor(self.config.local_steps, device=params.device)

@@ -23,6 +23,7 @@ demo's d = 640 stay exact); above it the cubic cost takes over.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -118,8 +119,14 @@ class NewtonSolver:
             return None
         hessian = f"an exact {dim} x {dim} Hessian per worker and step"
         if self.method == "exact":
-            auto = f"solver=auto uses CG above d = {EXACT_MAX_DIM}"
-            return f"note: {algorithm} forms {hessian} as asked (solver=exact; {auto})"
+            instead = "solver=cg uses Hessian-vector products instead"
+            return f"note: {algorithm} forms {hessian} as asked (solver=exact; {instead})"
         cg = f"CG (at most {self.cg_iters} Hessian-vector products, tol {self.cg_tol:g})"
         why = f"d = {dim} is over {EXACT_MAX_DIM}, where forming {hessian} costs too much"
         return f"note: {algorithm} solves its Newton systems by {cg}: {why} (solver=exact insists)"
+
+    def announce(self, algorithm: str, dim: int) -> None:
+        """Print :meth:`note` on stderr, if there is one (once, when a run starts)."""
+        note = self.note(algorithm, dim)
+        if note is not None:
+            print(note, file=sys.stderr)
