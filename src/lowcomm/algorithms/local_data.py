@@ -10,6 +10,7 @@ steps gather their examples once and are charged then (:meth:`LocalData.visits`)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -38,12 +39,19 @@ class Visits(NamedTuple):
 class LocalData:
     """The shards of the workers in one call, seen through the problem."""
 
-    def __init__(self, problem: Problem, shards: Shards) -> None:
+    def __init__(
+        self,
+        problem: Problem,
+        shards: Shards,
+        counters: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
+        """``counters``: the gradient-evaluation and HVP counters to count into (fresh if None)."""
         self.problem = problem
         self.shards = shards
-        device = shards.sizes.device
-        self.grad_evals = torch.zeros(shards.rows, dtype=torch.int64, device=device)
-        self.hvps = torch.zeros(shards.rows, dtype=torch.int64, device=device)
+        if counters is None:
+            zeros = torch.zeros(shards.rows, dtype=torch.int64, device=shards.sizes.device)
+            counters = (zeros, zeros.clone())
+        self.grad_evals, self.hvps = counters
 
     @property
     def sizes(self) -> torch.Tensor:
@@ -60,6 +68,19 @@ class LocalData:
         self.grad_evals = torch.zeros_like(counts[0])
         self.hvps = torch.zeros_like(counts[1])
         return counts
+
+    def take_counts(self) -> tuple[int, int]:
+        """One worker's gradient-evaluation and HVP counts so far, zeroed in place after.
+
+        :meth:`reset_counts` for data of one worker whose counts are read at once (an
+        asynchronous computation): no new counters.
+        """
+        grads, hvps = int(self.grad_evals), int(self.hvps)
+        if grads:
+            self.grad_evals.zero_()
+        if hvps:
+            self.hvps.zero_()
+        return grads, hvps
 
     def sample(
         self, streams: Streams, round_: int, batch_size: int, step: int = 0, stream: str = "batch"
@@ -102,7 +123,7 @@ class LocalData:
     def _batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         X, y = self.shards.gather(index)
         weight = self.shards.weight
-        return X, y, torch.ones(index.shape, dtype=weight.dtype, device=weight.device)
+        return X, y, _ones(tuple(index.shape), weight.dtype, weight.device)
 
     def loss(self, params: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """Local objective ``[w]`` on the batch ``index`` or, if None, on the whole shard."""
@@ -186,3 +207,9 @@ class LocalData:
         """Local Hessian ``[w, d, d]`` on the whole shard (costs d HVPs)."""
         self.hvps += params.shape[1]
         return self.problem.hessian(params, self.shards.X, self.shards.y, self.shards.weight)
+
+
+@functools.lru_cache(maxsize=64)
+def _ones(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The unit weights of a batch of ``shape``, made once (they are only ever read)."""
+    return torch.ones(shape, dtype=dtype, device=device)

@@ -32,8 +32,7 @@ class WorkerObjective(LocalData):
     """
 
     def __init__(self, data: LocalData) -> None:
-        super().__init__(data.problem, data.shards)
-        self.grad_evals, self.hvps = data.grad_evals, data.hvps
+        super().__init__(data.problem, data.shards, (data.grad_evals, data.hvps))
         self.share = data.shards.share
 
     def _scale(self, values: torch.Tensor) -> torch.Tensor:

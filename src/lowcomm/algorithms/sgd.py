@@ -129,7 +129,8 @@ class SGD:
     def __init__(self, config: SGDConfig) -> None:
         self.config = config
         self.synchronous = not is_asynchronous(config)
-        self._shares: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.step = ServerStep(config.lr, config.momentum, config.nesterov)
+        self._shares: tuple[torch.Tensor, torch.Tensor, bool] | None = None
 
     def init(
         self, problem: Problem, sizes: torch.Tensor, streams: Streams
@@ -157,28 +158,40 @@ class SGD:
     def aggregate(self, state: SGDState, up: Upload, ctx: Context) -> tuple[SGDState, Download]:
         """Combine the gradients and take one server step (plain, heavy-ball or Nesterov)."""
         grad = self._combine(state.sizes, up, ctx)
-        step = ServerStep(self.config.lr, self.config.momentum, self.config.nesterov)
-        params, velocity = step.apply(state.params, state.velocity, grad, ctx.round)
+        params, velocity = self.step.apply(state.params, state.velocity, grad, ctx.round)
         return state._replace(params=params, velocity=velocity), Download(
             Dense(params[None]), broadcast=True
         )
 
     def _combine(self, sizes: torch.Tensor, up: Upload, ctx: Context) -> torch.Tensor:
         """The combined gradient (asynchronous size-weighted: the mean of the scaled rows)."""
-        rows, reduce, mine = upload.received(up.payload), self.config.reduce, sizes[ctx.workers]
+        rows, reduce = upload.received(up.payload), self.config.reduce
         if reduce == "size-weighted" and not self.synchronous:
-            scaled = rows * self._shares_of(sizes)[ctx.workers, None].to(rows)
-            return combine(scaled, up.sent, mine, "mean")
-        return combine(rows, up.sent, mine, reduce)
+            scaled = self._scaled(rows, sizes, ctx.workers)
+            return combine(scaled, up.sent, sizes, "mean")  # the mean ignores the sizes
+        return combine(rows, up.sent, sizes[ctx.workers], reduce)
 
-    def _shares_of(self, sizes: torch.Tensor) -> torch.Tensor:
-        """:func:`shares` of ``sizes``, once per sizes tensor (a run keeps the same one)."""
-        if self._shares is None or self._shares[0] is not sizes:
-            self._shares = (sizes, shares(sizes))
-        return self._shares[1]
+    def _scaled(
+        self, rows: torch.Tensor, sizes: torch.Tensor, workers: torch.Tensor
+    ) -> torch.Tensor:
+        """``rows`` times their workers' :func:`shares` (of ``sizes``, in ``rows``' dtype).
+
+        The shares are made once per sizes tensor (a run keeps the same one). Where every
+        share is exactly 1 (equal shards) the product would change no bit: ``rows`` as they are.
+        """
+        cached = self._shares
+        if cached is None or cached[0] is not sizes or not _alike(cached[1], rows):
+            column = shares(sizes).to(rows)[:, None]
+            self._shares = cached = (sizes, column, bool((column == 1).all()))
+        return rows if cached[2] else rows * cached[1][workers]
 
     def model(self, state: SGDState) -> torch.Tensor:  # noqa: D102
         return state.params
 
     def metrics(self, state: SGDState) -> dict[str, float]:  # noqa: D102
         return {}
+
+
+def _alike(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` and ``b`` have the same dtype and device."""
+    return a.dtype == b.dtype and a.device == b.device

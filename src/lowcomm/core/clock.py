@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -109,6 +110,22 @@ class Timing:
         """Seconds each worker spends on its gradient evaluations and Hessian-vector products."""
         seconds = grad_evals * self.compute.seconds_per_grad + hvps * self.compute.seconds_per_hvp
         return seconds / self.speed[workers]
+
+    @cached_property
+    def _scalars(self) -> tuple[list[float], list[float], list[float]]:
+        """Latency, bandwidth and speed of every worker as Python numbers, for one message."""
+        return self.latency.tolist(), self.bandwidth.tolist(), self.speed.tolist()
+
+    def transfer_one(self, worker: int, nbytes: int, sent: bool) -> float:
+        """:meth:`transfer` of one message, the same IEEE operations on Python floats."""
+        latency, bandwidth, _ = self._scalars
+        return latency[worker] + nbytes / bandwidth[worker] if sent else 0.0
+
+    def work_one(self, worker: int, grad_evals: int, hvps: int) -> float:
+        """:meth:`work` of one worker, the same IEEE operations on Python floats."""
+        compute = self.compute
+        seconds = grad_evals * compute.seconds_per_grad + hvps * compute.seconds_per_hvp
+        return seconds / self._scalars[2][worker]
 
     def sync_round(
         self,

@@ -23,7 +23,7 @@ class Ledger:
     n_workers: int
     sync_rounds: int = 0
     totals: dict[str, np.ndarray] = field(init=False)
-    _records: list[tuple[int, str, np.ndarray, np.ndarray]] = field(init=False)
+    _records: list[tuple[int, str, np.ndarray | int, np.ndarray | int]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.totals = {name: np.zeros(self.n_workers, dtype=np.int64) for name in COUNTERS}
@@ -41,6 +41,16 @@ class Ledger:
         if workers.size:
             np.add.at(self.totals[counter], workers, amounts)
             self._records.append((round_, counter, workers, amounts))
+
+    def one(self, round_: int, worker: int, **amounts: int) -> None:
+        """Record ``amounts`` (counter: amount) of one worker in one round, as Python integers.
+
+        The one worker of an asynchronous update: no arrays (zero amounts are not recorded).
+        """
+        for counter, amount in amounts.items():
+            if amount:
+                self.totals[counter][worker] += amount
+                self._records.append((round_, counter, worker, amount))
 
     def upload(
         self, round_: int, workers: np.ndarray, sent: np.ndarray, nbytes: np.ndarray
@@ -79,13 +89,13 @@ class Ledger:
         """One row per (round, worker) with activity, one column per counter."""
         if not self._records:
             return pd.DataFrame(columns=["round", "worker", *COUNTERS])
-        sizes = [workers.size for _, _, workers, _ in self._records]
+        sizes = [np.size(workers) for _, _, workers, _ in self._records]
         long = pd.DataFrame(  # one frame built at once: a frame per record cost ~0.3 ms each
             {
                 "round": np.repeat([r for r, _, _, _ in self._records], sizes),
-                "worker": np.concatenate([w for _, _, w, _ in self._records]),
+                "worker": np.concatenate([np.atleast_1d(w) for _, _, w, _ in self._records]),
                 "counter": np.repeat([c for _, c, _, _ in self._records], sizes),
-                "amount": np.concatenate([a for _, _, _, a in self._records]),
+                "amount": np.concatenate([np.atleast_1d(a) for _, _, _, a in self._records]),
             }
         )
         wide = long.pivot_table(

@@ -155,7 +155,10 @@ class Shards:
         advanced indexing with two index tensors); sparse shards give a sparse ``X[w, b, d]``.
         """
         rows, width = self.X.shape[:2]
-        flat = (index + width * torch.arange(rows, device=index.device)[:, None]).reshape(-1)
+        if rows == 1:  # one worker (an asynchronous computation): its positions are the rows
+            flat = index.reshape(-1)
+        else:
+            flat = (index + width * torch.arange(rows, device=index.device)[:, None]).reshape(-1)
         targets = self.y.shape[2:]
         y = self.y.reshape(rows * width, *targets).index_select(0, flat)
         y = y.reshape(*index.shape, *targets)

@@ -71,15 +71,15 @@ def compute_one(
     in place (so a computation costs its own row, not a copy of every hosted worker's state);
     ``down`` and ``data`` hold its row alone.
     """
-    index = _positions(position, position + 1, data.sizes.device)
+    index = positions(position, position + 1, data.sizes.device)
     up, mine = algorithm.local(tree.take(workers, index), down, data, ctx)
-    grads, hvps = data.reset_counts()
+    grads, hvps = data.take_counts()
     _write(workers, index, mine)
-    return Completed(int(ctx.workers), up, int(grads), int(hvps))
+    return Completed(int(ctx.workers), up, grads, hvps)
 
 
 @functools.lru_cache(maxsize=4096)
-def _positions(start: int, stop: int, device: torch.device) -> torch.Tensor:
+def positions(start: int, stop: int, device: torch.device) -> torch.Tensor:
     """The index tensor ``[start, ..., stop - 1]``, made once (it only ever indexes)."""
     return torch.arange(start, stop, device=device)
 
@@ -194,8 +194,14 @@ class AsyncRounds:
         The ledger records each row as a download of ``round_``.
         """
         device = state.download.payload.device
-        down = state.download.for_workers(_positions(0, len(ids), device))
+        down = state.download.for_workers(positions(0, len(ids), device))
         nbytes = down.host_nbytes()
+        if len(ids) == 1:  # one reply (an asynchronous update): Python numbers, no arrays
+            worker, size = int(ids[0]), int(nbytes[0])
+            state.ledger.one(round_, worker, downloads=1, bytes_down=size)
+            first = state.sim_time + self.timing.transfer_one(worker, size, True)
+            self._dispatch(state, [worker], down, [first])
+            return
         state.ledger.download(round_, ids, nbytes)
         starts = state.sim_time + self.timing.transfer(ids, nbytes, np.ones(len(ids), dtype=bool))
         self._dispatch(state, ids.tolist(), down, starts.tolist())
@@ -234,6 +240,8 @@ class AsyncRounds:
         gone = {done.worker for done in finished}
         eng = state.engine
         eng["computing"] = [w for w in eng["computing"] if w not in gone]
+        if len(finished) == 1:
+            return [self._arrival(eng, finished[0])]
         ids = np.array([done.worker for done in finished])
         grads = np.array([done.grad_evals for done in finished])
         work = self.timing.work(ids, grads, np.array([done.hvps for done in finished]))
@@ -241,6 +249,15 @@ class AsyncRounds:
         send = self.timing.transfer(ids, up.payload.host_nbytes(), up.sent.cpu().numpy())
         times = np.array([eng["started"][w] for w in ids.tolist()]) + work + send
         return [Arrival(*a) for a in zip(times.tolist(), ids.tolist(), finished, strict=True)]
+
+    def _arrival(self, eng: dict[str, Any], done: Completed) -> Arrival:
+        """:meth:`_arrivals` of one upload: the same IEEE operations on Python floats."""
+        worker, timing = done.worker, self.timing
+        work = timing.work_one(worker, done.grad_evals, done.hvps)
+        up = done.upload
+        nbytes, sent = up.payload.host_nbytes(), up.sent.cpu().numpy()
+        send = timing.transfer_one(worker, int(nbytes[0]), bool(sent[0]))
+        return Arrival(eng["started"][worker] + work + send, worker, done)
 
     def _gather(self, state: RunState, workers: Sequence[int]) -> None:
         """Queue the computations of ``workers`` and any others already finished.
@@ -294,13 +311,15 @@ class AsyncRounds:
         ids, r = np.array([a.worker for a in batch]), state.round + 1
         state.sim_time = max(state.sim_time, max(a.time for a in batch))
         done = [a.done for a in batch]
-        grads = np.array([d.grad_evals for d in done])
-        state.ledger.compute(r, ids, grads, np.array([d.hvps for d in done]))
         up = _stacked(done)
-        state.ledger.upload(r, ids, up.sent.cpu().numpy(), up.payload.host_nbytes())
+        _account(state, r, ids, done, up)
         device = up.payload.device
         lags = [state.round - eng["sent_version"][i] for i in ids]
-        workers, staleness = torch.from_numpy(ids).to(device), torch.tensor(lags, device=device)
+        if len(ids) == 1:  # the index tensor [w], made once per worker
+            workers = positions(int(ids[0]), int(ids[0]) + 1, device)
+        else:
+            workers = torch.from_numpy(ids).to(device)
+        staleness = torch.tensor(lags, device=device)
         ctx = Context(state.round, workers, self.n, self.streams, staleness)
         state.aggregator, state.download = self.algorithm.aggregate(state.aggregator, up, ctx)
         state.round = r
@@ -329,6 +348,22 @@ class AsyncRounds:
         if free:
             rows = concat([down for _, down in free])
             self._dispatch(state, [w for w, _ in free], rows, [state.sim_time] * len(free))
+
+
+def _account(
+    state: RunState, round_: int, ids: np.ndarray, done: list[Completed], up: Upload
+) -> None:
+    """Record in the ledger the computations and uploads ``done`` (of ``ids``) of update r."""
+    sent, nbytes = up.sent.cpu().numpy(), up.payload.host_nbytes()
+    if len(done) == 1:  # one worker: Python integers, no arrays
+        one, uploads = done[0], int(sent[0])
+        size = int(nbytes[0]) if uploads else 0
+        counts = {"grad_evals": one.grad_evals, "hvps": one.hvps, "uploads": uploads}
+        state.ledger.one(round_, one.worker, **counts, bytes_up=size)
+        return
+    grads = np.array([d.grad_evals for d in done])
+    state.ledger.compute(round_, ids, grads, np.array([d.hvps for d in done]))
+    state.ledger.upload(round_, ids, sent, nbytes)
 
 
 def _stacked(finished: list[Completed]) -> Upload:

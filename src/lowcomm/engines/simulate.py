@@ -22,7 +22,7 @@ from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.messages import AnyPayload
 from lowcomm.core.rng import Streams
 from lowcomm.data.dataset import Shards
-from lowcomm.engines.asynchrony import AsyncRounds, Completed, compute_one
+from lowcomm.engines.asynchrony import AsyncRounds, Completed, compute_one, positions
 from lowcomm.engines.blocks import WorkerBlocks
 from lowcomm.engines.evaluation import Evaluator
 from lowcomm.engines.participation import Participants, check_run
@@ -109,18 +109,17 @@ class _InProcess:
         self.sim = sim
         n = sim.shards.rows
         self.data = [LocalData(sim.problem, sim.shards.span(i, i + 1)) for i in range(n)]
+        self.ids = [data.shards.workers for data in self.data]  # each worker's id, [1]
         self.finished: list[Completed] = []
 
     def submit(
         self, state: RunState, workers: Sequence[int], local_rounds: Sequence[int], down: AnyPayload
     ) -> None:
         """Compute each worker's round now; the results wait for :meth:`collect`."""
-        sim, rows = self.sim, torch.arange(len(workers), device=down.device)
+        sim, n = self.sim, len(workers)
         for i, (worker, local_round) in enumerate(zip(workers, local_rounds, strict=True)):
-            row = down if len(workers) == 1 else down.take(rows[i : i + 1])
-            ctx = Context(
-                local_round, sim.shards.workers[worker : worker + 1], sim.shards.rows, sim.streams
-            )
+            row = down if n == 1 else down.take(positions(i, i + 1, down.device))
+            ctx = Context(local_round, self.ids[worker], sim.shards.rows, sim.streams)
             done = compute_one(sim.algorithm, state.workers, worker, row, self.data[worker], ctx)
             self.finished.append(done)
 
