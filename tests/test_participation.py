@@ -203,6 +203,11 @@ def test_compare_samples_every_run_or_refuses_before_any(tmp_path: Path) -> None
             "order steps every shard in lock-step. Got 2.",
         ),
         (
+            ["--set", "sampling=reshuffle", "--per-round", "2"],
+            "The 'per_round' parameter of the run config must be left out for sgd: reshuffled "
+            "batches are keyed by round: a worker sitting rounds out skips examples. Got 2.",
+        ),
+        (
             ["--participation", "0.5", "--per-round", "2"],
             "The 'per_round' parameter of the run config must be left out when participation "
             "is given (one or the other). Got 2.",

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lowcomm.cli import app
-from lowcomm.engines.progress import ProgressLines, count_progress
+from lowcomm.engines.progress import ProgressLines, clock_time, count_progress
 
 RUN = ["--data", "synthetic-logistic:200,5", "--workers", "2", "--rounds", "6"]
 LINE = re.compile(r"(.+): round (\d+)/(\d+), loss (\S+), (ETA \S+|\d+:\d\d:\d\d elapsed)")
@@ -132,3 +132,28 @@ def test_a_count_of_runs_prints_a_line_per_interval_without_a_loss(
     with count_progress(False, 3, "runs", every=0.0) as advance:
         advance()
     assert capsys.readouterr().err == ""
+
+
+def test_a_run_to_a_gradient_budget_shows_rounds_without_a_total_or_eta(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    clock = FakeClock()
+    lines = ProgressLines(None, "sgd (simulate)", every=10.0, clock=clock)
+    for round_ in (1, 2):
+        clock.now += 100.0  # a slow round: an ETA over 10**12 rounds once overflowed timedelta
+        lines.show(round_, 0.5)
+    assert capsys.readouterr().err.splitlines() == [
+        "sgd (simulate): round 1, loss 0.5, ETA -",
+        "sgd (simulate): round 2, loss 0.5, ETA -",
+    ]
+    assert clock_time(1e30) == "-" and clock_time(3725.0) == "1:02:05"
+
+
+def test_the_command_line_runs_to_a_budget_with_progress_lines(tmp_path: Path) -> None:
+    args = ["run", "--data", "synthetic-logistic:200,5", "--workers", "2", "--grad-budget", "400"]
+    args += ["--progress-every", "0.000001", "--out", str(tmp_path)]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    shown = [line for line in done.stderr.splitlines() if ": round " in line]
+    budget_line = re.compile(r": round \d+, loss \S+, (ETA -|\S+ elapsed)$")
+    assert shown and all(budget_line.search(line) for line in shown)

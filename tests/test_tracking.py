@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import lowcomm
 from lowcomm.cli import app
 from lowcomm.core.errors import LowcommError
-from lowcomm.experiments.tracking import SCALARS, TENSORBOARD_MISSING
+from lowcomm.experiments.tracking import SCALARS, TENSORBOARD_MISSING, run_subfolder, tracking
 
 DATA = {"data": "synthetic-logistic:200,5", "workers": 2}
 
@@ -84,3 +84,15 @@ def test_without_tensorboard_the_option_is_one_error_line_before_any_work(
 def test_no_tensorboard_folder_writes_no_event_file(tmp_path: Path) -> None:
     lowcomm.run("sgd", rounds=2, out=tmp_path / "run", **DATA)
     assert not list(tmp_path.rglob("events.out.tfevents*"))
+
+
+def test_each_run_of_a_comparison_closes_its_writer_when_it_ends(tmp_path: Path) -> None:
+    row = {"round": 0.0} | dict.fromkeys(SCALARS, 1.0)
+    with tracking(tmp_path) as track:
+        for name in ("sgd/seed0", "gd/seed0"):
+            with run_subfolder(name):
+                observe = track.observer()
+                assert observe is not None
+                observe(row)
+                assert list(track.writers) == [tmp_path / name]  # only this run's is open
+            assert track.writers == {}

@@ -135,6 +135,12 @@ def test_command_line_grid_items_override_the_file_grid_key_by_key() -> None:
             "The 'grid.lr' parameter of lowcomm compare must be a non-empty list of values. "
             "Got 0.1.",
         ),
+        (
+            ["lasg"],
+            {"xi": [[0.1, 0.2]]},
+            "The 'grid' parameter of lowcomm compare must be values a label can show (numbers, "
+            "words, specs such as inv:0.1,100; no lists). Got 'lasg[xi=[0.1, 0.2]]'.",
+        ),
     ],
 )
 def test_malformed_variants_and_grids_are_one_line_errors(

@@ -23,6 +23,7 @@ from lowcomm.algorithms.settings import (
     AlgorithmSettings,
     OnlyWhen,
     When,
+    only_when,
     settings_of,
 )
 
@@ -86,8 +87,11 @@ def participation(config_class: type[AlgorithmSettings]) -> str:
     if mode is True:
         return f"no: {ASYNCHRONOUS_REFUSAL}"
     unless = "" if mode is False else f" unless {_switch(mode)} (then asynchronous)"
-    if isinstance(declared, OnlyWhen):
-        return f"yes with {_switch(declared)}{unless}; otherwise no: {declared.reason}"
+    conditions = only_when(declared)
+    if conditions:
+        switches = " and ".join(_switch(c) for c in conditions)
+        reasons = "; ".join(c.reason for c in conditions)
+        return f"yes with {switches}{unless}; otherwise no: {reasons}"
     if declared is True:
         return f"yes{unless}"
     return f"no: {declared or UNDECLARED_REFUSAL}"

@@ -54,6 +54,7 @@ __all__ = [
     "When",
     "check_declaration",
     "is_asynchronous",
+    "only_when",
     "participation_refusal",
     "setting",
     "settings_of",
@@ -133,8 +134,8 @@ class About:
         participation: whether a run may sample the workers of each synchronous round
             (:mod:`lowcomm.engines.participation`): True when its maths is per round over
             whoever takes part; the reason in words when it needs every worker every round;
-            :class:`OnlyWhen` it depends on a setting; False (the default): not declared,
-            refused.
+            :class:`OnlyWhen` it depends on a setting (a tuple: on several, all must hold);
+            False (the default): not declared, refused.
     """
 
     name: str
@@ -143,7 +144,7 @@ class About:
     down: str
     asynchronous: bool | When = False
     objective: str = "(not declared)"
-    participation: bool | str | OnlyWhen = False
+    participation: bool | str | OnlyWhen | tuple[OnlyWhen, ...] = False
 
 
 class AlgorithmSettings:
@@ -179,6 +180,15 @@ def is_asynchronous(config: AlgorithmSettings) -> bool:
     return mode
 
 
+def only_when(declared: object) -> tuple[OnlyWhen, ...]:
+    """The :class:`OnlyWhen` conditions of an ``ABOUT.participation`` (none for the others)."""
+    if isinstance(declared, OnlyWhen):
+        return (declared,)
+    if isinstance(declared, tuple):
+        return declared
+    return ()
+
+
 def participation_refusal(config: AlgorithmSettings) -> str | None:
     """Why the algorithm ``config`` configures cannot sample its workers per round (None: it can).
 
@@ -187,11 +197,13 @@ def participation_refusal(config: AlgorithmSettings) -> str | None:
     if is_asynchronous(config):
         return ASYNCHRONOUS_REFUSAL
     declared = config.ABOUT.participation
-    if isinstance(declared, OnlyWhen):
-        return None if getattr(config, declared.setting) == declared.value else declared.reason
+    conditions = only_when(declared)
+    if conditions:
+        unmet = [c.reason for c in conditions if getattr(config, c.setting) != c.value]
+        return "; ".join(unmet) or None
     if declared is True:
         return None
-    return declared or UNDECLARED_REFUSAL
+    return declared if isinstance(declared, str) and declared else UNDECLARED_REFUSAL
 
 
 def check_declaration(config_class: object, owner: str) -> type[AlgorithmSettings]:
@@ -225,7 +237,8 @@ def _declaration_problem(config_class: type[AlgorithmSettings]) -> str | None:
         if not s.constraint.accepts(s.default):
             return f"declared with defaults they allow ({s.name!r} must be {s.constraint.allowed})"
     names = {s.name for s in declared}
-    for switch in (config_class.ABOUT.asynchronous, config_class.ABOUT.participation):
+    about = config_class.ABOUT
+    for switch in (about.asynchronous, *only_when(about.participation)):
         if isinstance(switch, When | OnlyWhen) and switch.setting not in names:
             kind = type(switch).__name__
             return f"an ABOUT whose {kind} names one of its settings (not {switch.setting!r})"

@@ -69,7 +69,14 @@ class SGDConfig(AlgorithmSettings):
         down="the model (d values; cd-grab/-signs: the order at each epoch's end)",
         asynchronous=When("asynchronous", True),
         objective="F, the mean over all examples (reduce size-weighted); mean: workers alike",
-        participation=OnlyWhen("order", "none", "an example order steps every shard in lock-step"),
+        participation=(
+            OnlyWhen("order", "none", "an example order steps every shard in lock-step"),
+            OnlyWhen(
+                "sampling",
+                "replacement",
+                "reshuffled batches are keyed by round: a worker sitting rounds out skips examples",
+            ),
+        ),
     )
 
     lr: float | str = setting(0.1, LEARNING_RATE, "step size: a number or a schedule")

@@ -18,9 +18,14 @@ from datetime import timedelta
 from rich.console import Console
 from rich.progress import Progress
 
+LONGEST = timedelta(days=99_999)
+"""The longest time :func:`clock_time` writes out; beyond it an ETA says nothing useful."""
+
 
 def clock_time(seconds: float) -> str:
-    """``seconds`` as H:MM:SS."""
+    """``seconds`` as H:MM:SS (``-`` past :data:`LONGEST`)."""
+    if not seconds <= LONGEST.total_seconds():
+        return "-"
     return str(timedelta(seconds=round(seconds)))
 
 
@@ -32,14 +37,15 @@ def on_terminal() -> bool:
 class ProgressLines:
     """``label: round r/R, loss L, ETA H:MM:SS`` on stderr at most every ``every`` seconds.
 
-    The ETA extrapolates the pace since the first round shown. ``unit``: what is counted
-    (``round``; ``run`` for a study's jobs, shown without a loss). ``clock``: the time source
-    (seconds), replaceable in tests.
+    The ETA extrapolates the pace since the first round shown; ``total`` None: not known in
+    advance (a run to a gradient budget), shown as ``round r`` with no ETA. ``unit``: what is
+    counted (``round``; ``run`` for a study's jobs, shown without a loss). ``clock``: the time
+    source (seconds), replaceable in tests.
     """
 
     def __init__(
         self,
-        total: int,
+        total: int | None,
         label: str,
         every: float,
         clock: Callable[[], float] = time.monotonic,
@@ -69,7 +75,7 @@ class ProgressLines:
         """The time left at the pace since the first round shown; ``-`` before any pace."""
         assert self.first is not None
         first_round, first_time = self.first
-        if round_ <= first_round:
+        if round_ <= first_round or self.total is None:
             return "-"
         pace = (now - first_time) / (round_ - first_round)
         return clock_time(pace * max(self.total - round_, 0))
@@ -79,7 +85,8 @@ class ProgressLines:
         assert self.last is not None
         round_, loss = self.last
         loss_part = "" if loss is None else f", loss {loss:.4g}"
-        line = f"{self.label}: {self.unit} {round_}/{self.total}{loss_part}, {tail}"
+        of = "" if self.total is None else f"/{self.total}"
+        line = f"{self.label}: {self.unit} {round_}{of}{loss_part}, {tail}"
         print(line, file=sys.stderr, flush=True)
         self.lines += 1
 

@@ -297,7 +297,8 @@ def run_rounds(
     watch = Stopwatch(state)
     if state.round == 0:
         options.observe(state.history[-1])  # a resumed run's rows were observed before
-    with progress_bar(options.progress, options.rounds, label, options.progress_every) as show:
+    total = None if options.grad_budget is not None else options.rounds  # a budget: not known
+    with progress_bar(options.progress, total, label, options.progress_every) as show:
         while not options.finished(state) and not options.stop_asked():
             step(state)
             watch.pause()
@@ -364,9 +365,11 @@ class Stopwatch:
 
 @contextmanager
 def progress_bar(
-    enabled: bool, total: int, label: str, every: float = 10.0
+    enabled: bool, total: int | None, label: str, every: float = 10.0
 ) -> Iterator[Callable[[int, float], None]]:
     """Progress on stderr; yields ``show(round, loss)`` (a no-op when disabled).
+
+    ``total``: the rounds, None when the run ends at a gradient budget instead.
 
     A bar on a terminal (or in Jupyter); otherwise a line every ``every`` seconds and, after
     those, one at the end (:class:`~lowcomm.engines.progress.ProgressLines`).

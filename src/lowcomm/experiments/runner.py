@@ -81,7 +81,7 @@ class Prepared:
             timeout=c.timeout,
             per_round=participation.per_round(c.workers, c.participation, c.per_round),
             progress_every=track.progress_every,
-            on_row=track.observer(c),
+            on_row=track.observer(),
         )
 
 

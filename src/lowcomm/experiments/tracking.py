@@ -20,7 +20,6 @@ from typing import Any
 
 from lowcomm.core.errors import LowcommError
 from lowcomm.core.validate import positive
-from lowcomm.experiments.config import RunConfig
 
 TENSORBOARD_MISSING = (
     "--tensorboard needs the tensorboard package: pip install 'lowcomm[tensorboard]'"
@@ -45,8 +44,8 @@ class Tracking:
     writer_class: Any = None
     writers: dict[Path, Any] = field(default_factory=dict)
 
-    def observer(self, config: RunConfig) -> Callable[[dict[str, float]], None] | None:
-        """The callback that logs the rows of ``config``'s run (None without TensorBoard)."""
+    def observer(self) -> Callable[[dict[str, float]], None] | None:
+        """The callback that logs the current run's rows (None without TensorBoard)."""
         if self.tensorboard is None:
             return None
         return partial(self._write, self.tensorboard / self.subfolder)
@@ -59,11 +58,13 @@ class Tracking:
         for column in SCALARS:
             writer.add_scalar(column, row[column], global_step=step)
 
-    def close(self) -> None:
-        """Flush and close every writer opened."""
-        for writer in self.writers.values():
-            writer.close()
-        self.writers.clear()
+    def close(self, folder: Path | None = None) -> None:
+        """Flush and close the writer of ``folder``, or (None) every writer opened."""
+        folders = list(self.writers) if folder is None else [folder]
+        for name in folders:
+            writer = self.writers.pop(name, None)
+            if writer is not None:
+                writer.close()
 
 
 _CURRENT: ContextVar[Tracking | None] = ContextVar("lowcomm_tracking", default=None)
@@ -114,4 +115,6 @@ def run_subfolder(name: str) -> Iterator[None]:
     try:
         yield
     finally:
+        if track.tensorboard is not None:
+            track.close(track.tensorboard / name)  # one open writer (a thread, a file) at a time
         track.subfolder = before

@@ -189,12 +189,20 @@ def _grown(variant: Variant, grid: Mapping[str, Sequence[Any]]) -> list[str]:
         if key in option_names(variant.algorithm) and key not in variant.settings
     ]
     combos = itertools.product(*(grid[key] for key in keys))
-    return [
-        Variant(
-            variant.algorithm, {**variant.settings, **dict(zip(keys, combo, strict=True))}
-        ).label
-        for combo in combos
-    ]
+    grown = [{**variant.settings, **dict(zip(keys, combo, strict=True))} for combo in combos]
+    return [_readable(Variant(variant.algorithm, settings)) for settings in grown]
+
+
+def _readable(variant: Variant) -> str:
+    """``variant``'s label, refused unless it reads back as ``variant`` (a list value does not)."""
+    try:
+        same = parse_variant(variant.label) == variant
+    except InvalidConfigError:
+        same = False
+    if not same:
+        allowed = "values a label can show (numbers, words, specs such as inv:0.1,100; no lists)"
+        raise InvalidConfigError("grid", OWNER, allowed, variant.label)
+    return variant.label
 
 
 def check_distinct(variants: Sequence[Variant]) -> None:

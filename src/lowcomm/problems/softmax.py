@@ -154,7 +154,7 @@ class SoftmaxRegression:
         w, b, f = A.shape
         c = self.n_classes
         B = (P[..., :, None] * A[..., None, :]).reshape(w, b, self.dim)
-        weighted = ((P * omega[..., None]).mT[..., None, :] * A.mT[:, None]).reshape(w, -1, b)
+        weighted = ((P * omega[..., None]).mT[..., None, :] * A.mT[:, None]).reshape(w, self.dim, b)
         H = torch.bmm(weighted, B).neg_()
         blocks = torch.bmm(weighted, A).view(w, c, f, f).permute(0, 2, 3, 1)
         H.view(w, c, f, c, f).diagonal(dim1=1, dim2=3).add_(blocks)
