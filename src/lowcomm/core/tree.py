@@ -41,6 +41,15 @@ def put(state: State, index: torch.Tensor, rows: State) -> State:
     return result
 
 
+def write(state: Any, index: torch.Tensor, rows: Any) -> None:
+    """Write ``rows`` into the rows ``index`` of ``state``, leaf by leaf, in place (no copy)."""
+    if isinstance(state, torch.Tensor):
+        state[index] = rows
+    elif state is not None:
+        for leaf, new in zip(state, rows, strict=True):
+            write(leaf, index, new)
+
+
 def to(state: State, device: torch.device) -> State:
     """Every leaf on ``device`` (a leaf already there is kept, not copied)."""
     result: State = _map(lambda leaf: leaf.to(device), state)

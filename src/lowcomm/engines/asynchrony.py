@@ -18,97 +18,31 @@ time from the clock model (speeds, latency, bandwidth). Which uploads an update 
 - ``replay``: the workers of each update given in advance, e.g. the order a real run had, read
   from its ledger by :func:`event_order`; replaying it on ``simulate`` gives that run's ledger.
 
-Where a worker computes is the engine's business (:class:`Workforce`): in process, or on a
-worker rank behind point-to-point messages. The state of the schedule lives in
-``state.engine`` so that a checkpoint resumes it bit for bit.
+Where a worker computes is the engine's business (:class:`~lowcomm.engines.workforce.Workforce`):
+in process, or on a worker rank behind point-to-point messages. The state of the schedule lives
+in ``state.engine`` so that a checkpoint resumes it bit for bit.
 """
 
 from __future__ import annotations
 
-import functools
 import heapq
 import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from lowcomm.algorithms.base import Algorithm, Context
-from lowcomm.algorithms.local_data import LocalData
-from lowcomm.core import tree
 from lowcomm.core.clock import Timing
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.messages import AnyPayload, Upload, concat
 from lowcomm.core.rng import Streams
 from lowcomm.engines.session import Events, RunOptions, RunState
-
-
-@dataclass(frozen=True)
-class Completed:
-    """A worker's finished computation: its upload and the oracle calls it made."""
-
-    worker: int
-    upload: Upload
-    grad_evals: int
-    hvps: int
-
-
-def compute_one(
-    algorithm: Algorithm,
-    workers: Any,
-    position: int,
-    down: AnyPayload,
-    data: LocalData,
-    ctx: Context,
-) -> Completed:
-    """The computation of the one worker ``ctx.workers`` at its local round ``ctx.round``.
-
-    ``workers`` is the state of the workers hosted here, this worker's row ``position`` updated
-    in place (so a computation costs its own row, not a copy of every hosted worker's state);
-    ``down`` and ``data`` hold its row alone.
-    """
-    index = positions(position, position + 1, data.sizes.device)
-    up, mine = algorithm.local(tree.take(workers, index), down, data, ctx)
-    grads, hvps = data.take_counts()
-    _write(workers, index, mine)
-    return Completed(int(ctx.workers), up, grads, hvps)
-
-
-@functools.lru_cache(maxsize=4096)
-def positions(start: int, stop: int, device: torch.device) -> torch.Tensor:
-    """The index tensor ``[start, ..., stop - 1]``, made once (it only ever indexes)."""
-    return torch.arange(start, stop, device=device)
-
-
-def _write(state: Any, index: torch.Tensor, rows: Any) -> None:
-    """Write ``rows`` into ``state`` at ``index``, leaf by leaf, in place."""
-    if isinstance(state, torch.Tensor):
-        state[index] = rows
-    elif state is not None:
-        for leaf, new in zip(state, rows, strict=True):
-            _write(leaf, index, new)
-
-
-class Workforce(Protocol):
-    """Where asynchronous workers compute."""
-
-    def submit(
-        self, state: RunState, workers: Sequence[int], local_rounds: Sequence[int], down: AnyPayload
-    ) -> None:
-        """Start each worker's computation number ``local_rounds[i]`` on row i of ``down``."""
-        ...
-
-    def collect(self, workers: Sequence[int]) -> list[Completed]:
-        """The computations of ``workers`` (waiting for them) and any others already finished."""
-        ...
-
-    def next_arrival(self) -> Completed:
-        """Wait for the next computation to finish in real time."""
-        ...
+from lowcomm.engines.workforce import Completed, Workforce, positions
 
 
 @dataclass(order=True)
@@ -167,9 +101,10 @@ class AsyncRounds:
         self.algorithm, self.streams, self.timing = algorithm, streams, timing
         self.options, self.workforce = options, workforce
         self.n = state.ledger.n_workers
-        if not state.engine:
+        if state.engine:
+            self.slowest = Slowest(state.engine["done"])
+        else:
             self._start(state)
-        self.slowest = Slowest(state.engine["done"])
         self.released_at = self.slowest.value  # parked workers wait for the slowest to move
 
     def _start(self, state: RunState) -> None:

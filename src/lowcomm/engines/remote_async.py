@@ -42,7 +42,7 @@ from lowcomm.core import tree
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.messages import AnyPayload, Upload
 from lowcomm.engines import wire
-from lowcomm.engines.asynchrony import Arrival, AsyncRounds, Completed, compute_one
+from lowcomm.engines.asynchrony import Arrival, AsyncRounds
 from lowcomm.engines.ranks import (
     COMPUTE,
     STOP,
@@ -61,6 +61,7 @@ from lowcomm.engines.session import (
     run_rounds,
     save_checkpoint,
 )
+from lowcomm.engines.workforce import Completed, compute_one
 
 _INT64 = torch.int64
 

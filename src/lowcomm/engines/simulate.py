@@ -22,7 +22,7 @@ from lowcomm.core.errors import InvalidConfigError
 from lowcomm.core.messages import AnyPayload
 from lowcomm.core.rng import Streams
 from lowcomm.data.dataset import Shards
-from lowcomm.engines.asynchrony import AsyncRounds, Completed, compute_one, positions
+from lowcomm.engines.asynchrony import AsyncRounds
 from lowcomm.engines.blocks import WorkerBlocks
 from lowcomm.engines.evaluation import Evaluator
 from lowcomm.engines.participation import Participants, check_run
@@ -34,6 +34,7 @@ from lowcomm.engines.session import (
     first_state,
     run_rounds,
 )
+from lowcomm.engines.workforce import Completed, compute_one, positions
 from lowcomm.problems.base import Problem
 
 
