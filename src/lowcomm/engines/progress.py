@@ -1,10 +1,10 @@
-"""Progress as plain lines, for a stderr that is not a terminal (CI logs, batch jobs, files).
+"""Progress on stderr: a rich bar on a terminal, plain lines elsewhere (CI logs, batch jobs).
 
-A bar redrawn in place is noise in a log file and, where stderr is not a terminal, rich does
-not draw it until the end; :class:`ProgressLines` prints one line every ``every`` seconds and,
-after those, one when the run ends instead. A run shorter than ``every`` prints none, so its
-stderr holds only what it has to say (a note, one error line). :func:`count_progress` does the
-same for a count of finished jobs (the runs of a reproduction study).
+:func:`progress_bar` shows a run's rounds, :func:`count_progress` a study's finished runs. A bar
+redrawn in place is noise in a log file and, where stderr is not a terminal, rich does not draw
+it until the end; there :class:`ProgressLines` prints one line every ``every`` seconds and,
+after those, one when the run ends. A run shorter than ``every`` prints none, so its stderr
+holds only what it has to say (a note, one error line).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 from rich.console import Console
-from rich.progress import Progress
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 LONGEST = timedelta(days=99_999)
 """The longest time :func:`clock_time` writes out; beyond it an ETA says nothing useful."""
@@ -89,6 +89,41 @@ class ProgressLines:
         line = f"{self.label}: {self.unit} {round_}{of}{loss_part}, {tail}"
         print(line, file=sys.stderr, flush=True)
         self.lines += 1
+
+
+@contextmanager
+def progress_bar(
+    enabled: bool, total: int | None, label: str, every: float = 10.0
+) -> Iterator[Callable[[int, float], None]]:
+    """Progress on stderr; yields ``show(round, loss)`` (a no-op when disabled).
+
+    ``total``: the rounds, None when the run ends at a gradient budget instead.
+
+    A bar on a terminal (or in Jupyter); otherwise a line every ``every`` seconds and, after
+    those, one at the end (:class:`ProgressLines`).
+    """
+    if not enabled:
+        yield lambda round_, loss: None
+        return
+    if not on_terminal():
+        lines = ProgressLines(total, label, every)
+        yield lines.show
+        lines.finish()
+        return
+    columns = (
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(label, total=total, loss="-")
+
+        def show(round_: int, loss: float) -> None:
+            bar.update(task, completed=round_, loss=f"{loss:.4g}")
+
+        yield show
 
 
 @contextmanager

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from lowcomm.algorithms.base import Algorithm, Context
 from lowcomm.core.clock import Timing
@@ -29,7 +26,7 @@ from lowcomm.core.messages import Download, Upload
 from lowcomm.core.rng import Streams
 from lowcomm.core.validate import at_least, one_of, positive
 from lowcomm.engines.evaluation import Evaluator
-from lowcomm.engines.progress import ProgressLines, on_terminal
+from lowcomm.engines.progress import progress_bar
 from lowcomm.engines.trusted import load_trusted
 from lowcomm.problems.base import Problem
 
@@ -361,38 +358,3 @@ class Stopwatch:
     def resume(self) -> None:
         """Start counting again."""
         self.start = time.perf_counter()
-
-
-@contextmanager
-def progress_bar(
-    enabled: bool, total: int | None, label: str, every: float = 10.0
-) -> Iterator[Callable[[int, float], None]]:
-    """Progress on stderr; yields ``show(round, loss)`` (a no-op when disabled).
-
-    ``total``: the rounds, None when the run ends at a gradient budget instead.
-
-    A bar on a terminal (or in Jupyter); otherwise a line every ``every`` seconds and, after
-    those, one at the end (:class:`~lowcomm.engines.progress.ProgressLines`).
-    """
-    if not enabled:
-        yield lambda round_, loss: None
-        return
-    if not on_terminal():
-        lines = ProgressLines(total, label, every)
-        yield lines.show
-        lines.finish()
-        return
-    columns = (
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task(label, total=total, loss="-")
-
-        def show(round_: int, loss: float) -> None:
-            bar.update(task, completed=round_, loss=f"{loss:.4g}")
-
-        yield show
