@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from lowcomm.cli import app
 from lowcomm.core.errors import DataError, InvalidConfigError
 from lowcomm.experiments.config import make_config
-from lowcomm.experiments.execution import check_out
+from lowcomm.experiments.run_folder import check_out
 from lowcomm.experiments.runner import prepare
 
 UNWRITABLE = Path("/proc/lowcomm-unwritable/run")  # procfs takes no new files, even from root

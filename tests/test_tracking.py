@@ -96,3 +96,15 @@ def test_each_run_of_a_comparison_closes_its_writer_when_it_ends(tmp_path: Path)
                 observe(row)
                 assert list(track.writers) == [tmp_path / name]  # only this run's is open
             assert track.writers == {}
+
+
+def test_an_unwritable_tensorboard_folder_is_one_error_line_before_any_work(
+    tmp_path: Path,
+) -> None:
+    out, board = tmp_path / "run", tmp_path / "file"
+    board.write_text("not a folder")
+    args = ["run", "--data", DATA["data"], "--out", str(out), "--tensorboard", str(board)]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 2
+    assert done.stderr == f"error: {board}: exists and is not a folder\n"
+    assert not out.exists()

@@ -122,11 +122,11 @@ def run(
     flags.
     """
     from lowcomm import api
-    from lowcomm.experiments import execution
+    from lowcomm.experiments import execution, run_folder
 
     # The setting flags reach the config through ctx.params (see _flags).
     with _user_errors():
-        execution.check_out(out)
+        run_folder.check_out(out)
         previous = execution.previous_config(out) if resume else {}
         sets_ = {"options": parse_sets(sets or [], "lowcomm run")}
         config = make_config(_merge(previous, _file(config_file), _flags(ctx), sets_))

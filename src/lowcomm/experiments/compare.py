@@ -33,12 +33,12 @@ import pandas as pd
 from lowcomm.algorithms.registry import build_algorithm
 from lowcomm.core.errors import InvalidConfigError
 from lowcomm.experiments.config import RunConfig, make_config
-from lowcomm.experiments.execution import Result, check_out, run_config
+from lowcomm.experiments.execution import Result, run_config
 from lowcomm.experiments.measures import first_reach
 from lowcomm.experiments.models import Objects
 from lowcomm.experiments.plots import plot_runs, title
 from lowcomm.experiments.results import load_history, mean_history, read_json, write_json
-from lowcomm.experiments.run_folder import COMPARE_JSON, check_new, hold, remove
+from lowcomm.experiments.run_folder import COMPARE_JSON, check_new, check_out, hold, remove
 from lowcomm.experiments.runner import check_participation, prepare
 from lowcomm.experiments.tracking import run_subfolder
 from lowcomm.experiments.variants import (

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,7 @@ from lowcomm.experiments.results import (
     summary,
     write_json,
 )
-from lowcomm.experiments.run_folder import RUN_FILES, check_new, hold, remove
+from lowcomm.experiments.run_folder import RUN_FILES, check_new, check_out, hold, remove
 from lowcomm.experiments.runner import UNBOUNDED, Prepared, execute, metadata, prepare
 
 
@@ -103,22 +102,6 @@ def previous_config(out: Path) -> dict[str, Any]:
     """The config of the run saved in ``out`` ({} if none)."""
     path = out / RUN_JSON
     return dict(read_json(path).get("config", {})) if path.is_file() else {}
-
-
-def check_out(out: Path) -> None:
-    """Refuse, before any work, an output path that is not a folder or cannot be written.
-
-    Unwritable (read-only file system, no permission): a probe file cannot be created and
-    removed in ``out`` or, if it does not exist yet, in its nearest existing parent.
-    """
-    if out.exists() and not out.is_dir():
-        raise DataError(out, "exists and is not a folder")
-    where = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
-    try:
-        with tempfile.TemporaryFile(dir=where):
-            pass
-    except OSError as exc:
-        raise DataError(out, f"cannot be written ({exc.strerror or exc} in {where})") from None
 
 
 def _check_unchanged(previous: dict[str, Any], config: RunConfig) -> None:

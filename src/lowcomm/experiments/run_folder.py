@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -138,3 +139,19 @@ def _describe(content: bytes) -> str:
         return f"pid {holder['pid']} on {holder['host']}, started {holder['started']}"
     except (ValueError, TypeError, KeyError):
         return "holder not known yet: it is just starting"
+
+
+def check_out(out: Path) -> None:
+    """Refuse, before any work, an output path that is not a folder or cannot be written.
+
+    Unwritable (read-only file system, no permission): a probe file cannot be created and
+    removed in ``out`` or, if it does not exist yet, in its nearest existing parent.
+    """
+    if out.exists() and not out.is_dir():
+        raise DataError(out, "exists and is not a folder")
+    where = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
+    try:
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except OSError as exc:
+        raise DataError(out, f"cannot be written ({exc.strerror or exc} in {where})") from None

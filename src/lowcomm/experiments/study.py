@@ -41,7 +41,6 @@ from rich.console import Console
 import lowcomm
 from lowcomm.engines.progress import count_progress
 from lowcomm.experiments.config import RunConfig
-from lowcomm.experiments.execution import check_out
 from lowcomm.experiments.reproduce import report
 from lowcomm.experiments.reproduce.figures import Chart, save
 from lowcomm.experiments.reproduce.html import write_html
@@ -55,6 +54,7 @@ from lowcomm.experiments.results import (
     save_run,
     write_json,
 )
+from lowcomm.experiments.run_folder import check_out
 from lowcomm.experiments.runner import execute, metadata, prepare
 
 DATASETS_ENV = "LOWCOMM_DATASETS"

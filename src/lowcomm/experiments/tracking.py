@@ -20,6 +20,7 @@ from typing import Any
 
 from lowcomm.core.errors import LowcommError
 from lowcomm.core.validate import positive
+from lowcomm.experiments.run_folder import check_out
 
 TENSORBOARD_MISSING = (
     "--tensorboard needs the tensorboard package: pip install 'lowcomm[tensorboard]'"
@@ -91,13 +92,15 @@ def tracking(
     """Report the runs started inside on these terms; the event files are closed at the end.
 
     Raises:
-        LowcommError: a TensorBoard folder is given but TensorBoard is not installed (before
-            any run starts).
+        LowcommError: a TensorBoard folder is given but TensorBoard is not installed, or the
+            folder cannot be written (before any run starts).
         InvalidConfigError: ``progress_every`` is not a number > 0.
     """
     positive("the run", "progress_every", progress_every)
     folder = None if tensorboard is None else Path(tensorboard)
     writer_class = None if folder is None else summary_writer()
+    if folder is not None:
+        check_out(folder)
     track = Tracking(folder, "", progress_every, writer_class)
     token = _CURRENT.set(track)
     try:
