@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from lowcomm.cli import app
-from lowcomm.core.errors import InvalidConfigError
+from lowcomm.core.errors import DataError, InvalidConfigError
 from lowcomm.experiments import study as study_module
 from lowcomm.experiments.config import make_config
 from lowcomm.experiments.reproduce import (
@@ -25,6 +25,7 @@ from lowcomm.experiments.reproduce import report as report_module
 from lowcomm.experiments.reproduce.figures import Chart, Panel, draw
 from lowcomm.experiments.reproduce.html import to_html
 from lowcomm.experiments.reproduce.report import Claim, ClaimText, Request, claim_texts
+from lowcomm.experiments.run_folder import hold
 from lowcomm.experiments.study import (
     Findings,
     Job,
@@ -174,6 +175,15 @@ def test_a_resumed_study_writes_the_same_claims_without_running(
     second = run_study(TOY, Request(out=tmp_path / "out", resume=True))
     assert [c.measured for c in second.claims] == [c.measured for c in first.claims]
     assert json.loads((tmp_path / "out" / "claims.json").read_text())["claims"] == claims
+
+
+def test_a_study_folder_another_study_is_writing_is_refused_untouched(
+    tmp_path: Path, notes: None
+) -> None:
+    out = tmp_path / "out"
+    with hold(out), pytest.raises(DataError, match="in use by another run"):
+        run_study(TOY, Request(out=out))
+    assert list(out.iterdir()) == []  # no run, no report, and the lock is gone
 
 
 def test_a_missing_fact_in_the_notes_is_an_error(tmp_path: Path, notes: None) -> None:

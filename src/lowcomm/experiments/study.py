@@ -54,7 +54,7 @@ from lowcomm.experiments.results import (
     save_run,
     write_json,
 )
-from lowcomm.experiments.run_folder import check_out
+from lowcomm.experiments.run_folder import check_out, hold
 from lowcomm.experiments.runner import execute, metadata, prepare
 
 DATASETS_ENV = "LOWCOMM_DATASETS"
@@ -372,13 +372,13 @@ def run_study(study: Study, request: Request, plan: tuple[Plan, float] | None = 
     made, planning = plan or planned(study, request)
     if made.note and request.progress:
         Console(stderr=True).print(f"note: {made.note}", highlight=False)
-    outputs = run_jobs(
-        made.jobs, request.out, request.jobs, request.progress, request.resume, study.name
-    )
-    found = study.findings(made, outputs)
-    request.out.mkdir(parents=True, exist_ok=True)
-    wall = time.perf_counter() - start + (planning if plan else 0.0)
-    written = write_outputs(study, made, found, request, wall)
+    with hold(request.out):  # one study at a time writes a folder
+        outputs = run_jobs(
+            made.jobs, request.out, request.jobs, request.progress, request.resume, study.name
+        )
+        found = study.findings(made, outputs)
+        wall = time.perf_counter() - start + (planning if plan else 0.0)
+        written = write_outputs(study, made, found, request, wall)
     return Outcome(
         request.out,
         written,
