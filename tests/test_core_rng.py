@@ -4,8 +4,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lowcomm.algorithms import local_sgd
-from lowcomm.algorithms.base import Context
 from lowcomm.algorithms.local_data import LocalData
 from lowcomm.core import rng
 from lowcomm.core.rng import Streams
@@ -111,11 +109,10 @@ def test_few_draws_in_python_have_the_bits_of_the_tensor_arithmetic(
 
 
 @pytest.mark.parametrize(("batch", "steps"), [(3, 2), (40, 3)])  # in Python; in torch
-def test_local_sgds_batches_of_all_steps_are_each_steps_sample(batch: int, steps: int) -> None:
+def test_the_batches_of_all_steps_in_one_call_are_each_steps_sample(batch: int, steps: int) -> None:
     setup = Setup(workers=4)
     data, streams = LocalData(setup.problem, setup.shards), Streams(9)
-    ctx = Context(5, setup.shards.workers, 4, streams)
-    batches = local_sgd._batches(data, ctx, batch, steps)
+    batches = data.sample_steps(streams, 5, batch, steps)
     assert batches.shape == (steps, 4, batch)
     for step in range(steps):
         assert torch.equal(batches[step], data.sample(streams, 5, batch, step))

@@ -21,6 +21,8 @@ from lowcomm.data.dataset import Shards
 from lowcomm.problems.base import ExampleGradients, Problem
 
 SAMPLING = ("replacement", "reshuffle")
+BATCH_STREAM = "batch"
+"""The keyed stream of mini-batch positions drawn with replacement."""
 
 
 class Visits(NamedTuple):
@@ -83,13 +85,25 @@ class LocalData:
         return grads, hvps
 
     def sample(
-        self, streams: Streams, round_: int, batch_size: int, step: int = 0, stream: str = "batch"
+        self,
+        streams: Streams,
+        round_: int,
+        batch_size: int,
+        step: int = 0,
+        stream: str = BATCH_STREAM,
     ) -> torch.Tensor:
         """Positions ``[w, batch_size]`` drawn uniformly with replacement from each shard.
 
         Keyed by (worker, round, step), so a worker's draws do not depend on the engine.
         """
         return streams.integers(stream, self.shards.workers, round_, batch_size, self.sizes, step)
+
+    def sample_steps(
+        self, streams: Streams, round_: int, batch_size: int, steps: int
+    ) -> torch.Tensor:
+        """:meth:`sample` of steps 0, ..., ``steps - 1`` in one keyed call, ``[steps, w, b]``."""
+        workers, every = self.shards.workers, range(steps)
+        return streams.integers_steps(BATCH_STREAM, workers, round_, batch_size, self.sizes, every)
 
     def reshuffled(
         self, streams: Streams, counter: int, batch_size: int, stream: str = "epoch"

@@ -93,7 +93,8 @@ class LocalSGD:
         assert isinstance(down, Dense)
         params = down.values
         lr = step_size(self.config.lr, ctx.round)
-        for index in _batches(data, ctx, self.config.batch_size, self.config.local_steps):
+        steps = self.config.local_steps
+        for index in data.sample_steps(ctx.streams, ctx.round, self.config.batch_size, steps):
             params = params - lr * data.grad(params, index)
         change = params - down.values
         payload, state = upload.compress(self.config, data.problem, change, state, ctx)
@@ -113,13 +114,3 @@ class LocalSGD:
 
     def metrics(self, state: LocalSGDState) -> dict[str, float]:  # noqa: D102
         return {}
-
-
-def _batches(data: LocalData, ctx: Context, batch_size: int, steps: int) -> torch.Tensor:
-    """The positions ``[steps, w, batch_size]`` of the local steps' batches, drawn in one call.
-
-    Step j's are those of ``data.sample(ctx.streams, ctx.round, batch_size, j)`` (the same
-    keyed draws, :meth:`~lowcomm.core.rng.Streams.integers_steps`).
-    """
-    workers, sizes = data.shards.workers, data.sizes
-    return ctx.streams.integers_steps("batch", workers, ctx.round, batch_size, sizes, range(steps))
